@@ -1,0 +1,136 @@
+"""Store decoded messages, surviving database outages and isolating bad batches.
+
+decode -> resolve serials -> assemble -> one transaction -> caller acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import asyncpg
+
+from torch.decode import Limits, decode
+from torch.fixes import Decoded, RejectCode
+from torch.intake import Batch, DeadLetter, Message, assemble, serials
+from torch.settings import Settings
+from torch.store import db, deadletters, ingest, registry
+
+log = logging.getLogger("torch.ingest")
+
+Item = tuple[Message, Decoded]
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_future=timedelta(seconds=settings.max_future_s),
+        max_age=timedelta(days=settings.max_age_days),
+        max_payload_bytes=settings.max_payload_bytes,
+        area=settings.service_area,
+    )
+
+
+class Pipeline:
+    """Owns one database connection and the caches that spare it look-ups."""
+
+    def __init__(self, database_url: str, worker_id: str, limits: Limits) -> None:
+        self._url = database_url
+        self._worker_id = worker_id
+        self._limits = limits
+        self._conn: asyncpg.Connection | None = None
+        self._device_ids: dict[str, int] = {}
+        self._days: set[date] = set()  # days whose partition is known to exist
+        self.totals = ingest.Written(0, 0, 0, 0)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def decode(self, messages: Sequence[Message]) -> list[Item]:
+        return [(m, decode(m.topic, m.payload, m.received_at, self._limits)) for m in messages]
+
+    async def store(self, messages: Sequence[Message]) -> ingest.Written:
+        """Store messages in one transaction; returns once they are committed.
+
+        Waits out database outages. A batch the database refuses for its
+        content is split, so that only the offending message is dead-lettered.
+        """
+        written = await self._store_items(self.decode(messages))
+        self.totals += written
+        return written
+
+    async def replay(self, serial: str | None, chunk: int = 500) -> ingest.Written:
+        """Replay unknown-serial dead letters whose device is now registered."""
+        totals = ingest.Written(0, 0, 0, 0)
+        while True:
+            conn = await self._connection()
+            async with conn.transaction():
+                claimed = await deadletters.claim_replayable(conn, serial, chunk)
+                if not claimed:
+                    return totals
+                written = await self._write(conn, self.decode([m for _, m in claimed]))
+            totals += written
+            log.info("replayed %d dead letters: %s", len(claimed), written)
+
+    async def _store_items(self, items: Sequence[Item]) -> ingest.Written:
+        delay = 0.2
+        refused_once = False
+        while True:
+            try:
+                conn = await self._connection()
+                async with conn.transaction():
+                    return await self._write(conn, items)
+            except db.RETRYABLE as err:
+                await self._drop_connection()
+                log.warning("database unavailable (%s); retrying in %.1f s", type(err).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except asyncpg.PostgresError as err:
+                if not refused_once:  # a stale cache (a dropped partition) gets one more try
+                    refused_once = True
+                    self._device_ids.clear()
+                    self._days.clear()
+                    continue
+                return await self._isolate(items, err)
+
+    async def _isolate(self, items: Sequence[Item], err: asyncpg.PostgresError) -> ingest.Written:
+        if len(items) > 1:
+            half = len(items) // 2
+            left = await self._store_items(items[:half])
+            right = await self._store_items(items[half:])
+            return left + right
+        msg, _ = items[0]
+        log.error("database refused a message on %s: %s", msg.topic, err)
+        letter = DeadLetter(
+            msg.received_at, msg.topic, msg.payload, RejectCode.STORE_ERROR,
+            f"the database refused it: {err}",
+        )  # fmt: skip
+        conn = await self._connection()
+        async with conn.transaction():
+            await ingest.write_dead_letters(conn, [letter], self._worker_id)
+        return ingest.Written(0, 0, 0, 1)
+
+    async def _write(self, conn: asyncpg.Connection, items: Sequence[Item]) -> ingest.Written:
+        unknown = serials(d for _, d in items) - self._device_ids.keys()
+        if unknown:
+            self._device_ids.update(await registry.device_ids(conn, unknown))
+        batch: Batch = assemble(items, self._device_ids)
+        missing = batch.days() - self._days
+        if missing:
+            await ingest.ensure_partitions(conn, missing)
+            self._days |= missing
+        return await ingest.write_batch(conn, batch, self._worker_id)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await db.connect(self._url, application_name=f"torch-{self._worker_id}")
+            await ingest.prepare(self._conn)
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None

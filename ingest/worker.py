@@ -1,0 +1,199 @@
+"""The MQTT side of the ingest worker (paho-mqtt 2.x).
+
+The paho network thread only hands messages to an inbox; the asyncio loop takes
+them in batches, stores each batch in one transaction and, once it has
+committed, acknowledges its messages (manual PUBACK). A message is therefore
+acknowledged only when its fixes are durable: a crash at any point leaves it
+with the broker, which delivers it again (and duplicates are stored once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.pipeline import Pipeline, limits_from
+from torch.intake import Message
+from torch.settings import Settings
+
+log = logging.getLogger("torch.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    message: Message
+    mid: int
+    qos: int
+    session: int  # which connection delivered it; a PUBACK is only valid on that one
+
+
+class Inbox:
+    """Hands deliveries from the paho thread to the batcher."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+
+    def put(self, delivery: Delivery) -> None:
+        self._queue.put(delivery)
+
+    def take(self, max_items: int, wait: float, linger: float) -> list[Delivery]:
+        """Up to max_items: waits `wait` s for the first, then at most `linger` s more."""
+        try:
+            batch = [self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + linger
+        while len(batch) < max_items:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=remaining) if remaining > 0
+                             else self._queue.get_nowait())  # fmt: skip
+            except queue.Empty:
+                break
+        return batch
+
+
+class Subscriber:
+    """A persistent MQTT v5 session at QoS 1 with manual acknowledgement."""
+
+    def __init__(self, settings: Settings, inbox: Inbox) -> None:
+        self._settings = settings
+        self._inbox = inbox
+        self._session = 0
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"torch-{settings.worker_id}",
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.mqtt_username:
+            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            self._client.username_pw_set(settings.mqtt_username, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def topics(self) -> list[str]:
+        s = self._settings
+        filters = [s.fix_topics, s.event_topics, s.owntracks_topics]
+        if s.mqtt_share_group:
+            return [f"$share/{s.mqtt_share_group}/{f}" for f in filters]
+        return filters
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
+        self._client.connect_async(
+            self._settings.mqtt_host,
+            self._settings.mqtt_port,
+            keepalive=self._settings.mqtt_keepalive_s,
+            clean_start=False,  # resume the session, and the messages queued for it
+            properties=props,
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        with self._lock:
+            session = self._session
+        for d in deliveries:
+            if d.qos > 0 and d.session == session:
+                self._client.ack(d.mid, d.qos)
+
+    def _on_connect(self, client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags,
+                    reason: mqtt.ReasonCode, _props: Properties | None) -> None:  # fmt: skip
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        with self._lock:
+            self._session += 1
+        client.subscribe([(t, 1) for t in self.topics()])
+        log.info("connected to %s:%d (session %s)", self._settings.mqtt_host,
+                 self._settings.mqtt_port, "resumed" if flags.session_present else "new")  # fmt: skip
+        self.connected.set()
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: object,
+                       _flags: mqtt.DisconnectFlags, reason: mqtt.ReasonCode,
+                       _props: Properties | None) -> None:  # fmt: skip
+        self.connected.clear()
+        if reason.value != 0:
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put(
+            Delivery(Message(msg.topic, msg.payload, datetime.now(UTC)), msg.mid, msg.qos,
+                     self._session)  # fmt: skip
+        )
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._inbox = Inbox()
+        self._subscriber = Subscriber(settings, self._inbox)
+        self._pipeline = Pipeline(
+            settings.database_url.get_secret_value(), settings.worker_id, limits_from(settings)
+        )
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self._subscriber.start()
+        log.info("ingest worker %s started", self._settings.worker_id)
+        reporter = asyncio.create_task(self._report())
+        try:
+            while not self._stopping.is_set():
+                await self._one_batch(wait=0.5)
+            while await self._one_batch(wait=0):  # drain what has arrived, then stop
+                pass
+        finally:
+            reporter.cancel()
+            self._subscriber.stop()
+            await self._pipeline.close()
+            log.info("ingest worker stopped; stored %s", self._pipeline.totals)
+
+    async def _one_batch(self, wait: float) -> bool:
+        s = self._settings
+        deliveries = await asyncio.to_thread(
+            self._inbox.take, s.batch_size, wait, s.flush_interval_ms / 1000
+        )
+        if not deliveries:
+            return False
+        await self._pipeline.store([d.message for d in deliveries])
+        self._subscriber.ack(deliveries)
+        return True
+
+    async def _report(self, every: float = 10.0) -> None:
+        last = self._pipeline.totals.fixes
+        while True:
+            await asyncio.sleep(every)
+            t = self._pipeline.totals
+            log.info("%.0f fixes/s; stored %d fixes, %d duplicates, %d events, %d dead letters",
+                     (t.fixes - last) / every, t.fixes, t.duplicates, t.events, t.dead_letters)  # fmt: skip
+            last = t.fixes
+
+
+def run(settings: Settings) -> None:
+    asyncio.run(Worker(settings).run())

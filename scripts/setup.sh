@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by `make demo` and `make test`: installs what is
+# missing, starts PostgreSQL and Mosquitto if they are not running, creates the
+# project's role and databases, builds the virtual environment and migrates.
+# It changes nothing on a second run except to start what is stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DB_USER=${TORCH_DB_USER:-torch}
+DB_PASSWORD=${TORCH_DB_PASSWORD:-torch}
+DATABASES=${TORCH_DATABASES:-torch torch_test}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -q >/dev/null; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+
+install_packages() {
+  local missing=()
+  installed postgresql-common || missing+=(postgresql)
+  command -v mosquitto >/dev/null || missing+=(mosquitto)
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then say "installing ${missing[*]}"; apt_install "${missing[@]}"; fi
+  PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  if ! installed "postgresql-$PG_VERSION-postgis-3"; then
+    say "installing PostGIS for PostgreSQL $PG_VERSION"
+    apt_install "postgresql-$PG_VERSION-postgis-3"
+  fi
+  # A distribution broker started by the package would hold port 1883 with
+  # Mosquitto's default queue limit of 1,000 messages; the project runs its
+  # own instance (scripts/broker.sh) instead.
+  if [[ " ${missing[*]} " == *" mosquitto "* ]] && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+}
+
+start_postgres() {
+  if ! pg_lsclusters -h | grep -q "^$PG_VERSION "; then
+    say "creating PostgreSQL $PG_VERSION cluster"
+    as_root pg_createcluster "$PG_VERSION" main >/dev/null
+  fi
+  local cluster; cluster=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v {print $2; exit}')
+  if ! pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$cluster" '$1==v && $2==c {print $4}' | grep -q online; then
+    say "starting PostgreSQL $PG_VERSION/$cluster"
+    as_root pg_ctlcluster "$PG_VERSION" "$cluster" start
+  fi
+}
+
+psql_admin() { as_postgres psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+create_role_and_databases() {
+  if [ "$(psql_admin -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" != 1 ]; then
+    say "creating role $DB_USER"
+    psql_admin -c "CREATE ROLE \"$DB_USER\" LOGIN PASSWORD '$DB_PASSWORD'"
+  fi
+  for db in $DATABASES; do
+    if [ "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
+      say "creating database $db"
+      psql_admin -c "CREATE DATABASE \"$db\" OWNER \"$DB_USER\""
+    fi
+    # Extensions need a superuser; the migrations then run as the project role.
+    psql_admin -d "$db" -c "CREATE EXTENSION IF NOT EXISTS postgis; CREATE EXTENSION IF NOT EXISTS btree_gist;" 2>/dev/null
+  done
+}
+
+build_venv() {
+  local stamp=.venv/.installed
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then return 0; fi
+  say "building the virtual environment in .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q -e '.[dev]' > .venv/install.log 2>&1 \
+    || { cat .venv/install.log >&2; exit 1; }
+  touch "$stamp"
+}
+
+install_packages
+start_postgres
+scripts/broker.sh start
+create_role_and_databases
+build_venv
+say "migrating database torch"
+.venv/bin/torch db upgrade
+say "ready: PostgreSQL $PG_VERSION on 127.0.0.1:5432, Mosquitto on ${TORCH_MQTT_HOST:-127.0.0.1}:${TORCH_MQTT_PORT:-1883}"

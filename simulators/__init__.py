@@ -1,0 +1,1 @@
+"""Tag simulators: realistic fleets, faults and ground truth."""

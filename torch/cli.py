@@ -1,0 +1,216 @@
+"""The `torch` command: one entry point for operators and scripts.
+
+Exit codes: 0 done, 1 refused (the message says why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from torch.errors import TorchError
+from torch.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings()
+    except ValueError as err:
+        print(f"error: configuration: {err}", file=sys.stderr)
+        return 1
+    try:
+        return int(args.handler(args, settings))
+    except TorchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="torch", description="TORCH: GPS tag tracking for IOM.")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(required=True, metavar="ACTION")
+    up = db.add_parser("upgrade", help="run the migrations up to REVISION")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(handler=_db_upgrade)
+
+    sub.add_parser("ingest", help="run the ingest worker (MQTT -> PostGIS)").set_defaults(
+        handler=_ingest
+    )
+    sub.add_parser("api", help="run the HTTP API").set_defaults(handler=_api)
+
+    subject = sub.add_parser("subject", help="subjects").add_subparsers(required=True, metavar="ACTION")
+    sa = subject.add_parser("add", help="register a subject by pseudonymous reference")
+    sa.add_argument("ref", help="pseudonymous reference, e.g. IOM-0042")
+    sa.add_argument("--name", help="display name (never logged)")
+    sa.set_defaults(handler=_subject_add)
+
+    device = sub.add_parser("device", help="devices").add_subparsers(required=True, metavar="ACTION")
+    da = device.add_parser("add", help="register a tag by serial")
+    da.add_argument("serial")
+    da.add_argument("--model")
+    da.set_defaults(handler=_device_add)
+
+    assign = sub.add_parser("assign", help="record that a subject wears a device")
+    assign.add_argument("serial")
+    assign.add_argument("ref")
+    assign.add_argument("--from", dest="start", type=_timestamp, help="RFC 3339; default now")
+    assign.add_argument("--to", dest="end", type=_timestamp, help="RFC 3339; default open")
+    assign.set_defaults(handler=_assign)
+
+    dl = sub.add_parser("deadletters", help="rejected messages").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    ls = dl.add_parser("list", help="list dead letters, newest first")
+    ls.add_argument("--reason", help="only this reason code, e.g. unknown_serial")
+    ls.add_argument("--serial")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(handler=_deadletters_list)
+    rp = dl.add_parser("replay", help="store unknown-serial letters whose device is now registered")
+    rp.add_argument("--serial", help="only this serial")
+    rp.set_defaults(handler=_deadletters_replay)
+
+    from simulators.cli import add_parser as add_sim_parser
+
+    add_sim_parser(sub)
+    return p
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2026-11-23T19:00:00Z")
+    return value.astimezone(UTC)
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `work(conn)` on one database connection."""
+    from torch.store import db
+
+    async def go() -> Any:
+        conn = await db.connect(settings.database_url.get_secret_value())
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from alembic import command
+    from alembic.config import Config
+
+    import migrations
+    from torch.store.db import alembic_url
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.attributes["url"] = alembic_url(settings.database_url.get_secret_value())
+    command.upgrade(cfg, args.revision)
+    return 0
+
+
+def _ingest(_args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.worker import run
+
+    run(settings)
+    return 0
+
+
+def _api(_args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    return 0
+
+
+def _subject_add(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import registry
+
+    subject_id = _run(settings, lambda c: registry.add_subject(c, args.ref, args.name))
+    print(f"subject {args.ref} added (id {subject_id})")
+    return 0
+
+
+def _device_add(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import registry
+
+    device_id = _run(settings, lambda c: registry.add_device(c, args.serial, args.model))
+    print(f"device {args.serial} added (id {device_id})")
+    return 0
+
+
+def _assign(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import registry
+
+    start = args.start or datetime.now(UTC)
+    a = _run(settings, lambda c: registry.assign(c, args.serial, args.ref, start, args.end))
+    end = a.end.isoformat() if a.end else "open end"
+    print(f"device {a.serial} assigned to {a.subject_ref} from {a.start.isoformat()} to {end}")
+    return 0
+
+
+def _deadletters_list(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import deadletters
+
+    rows = _run(
+        settings,
+        lambda c: deadletters.listing(
+            c, reason_code=args.reason, serial=args.serial, limit=args.limit
+        ),
+    )
+    for r in rows:
+        if args.json:
+            print(json.dumps({
+                "id": r.id, "received_at": r.received_at.isoformat(), "topic": r.topic,
+                "reason_code": r.reason_code, "reason": r.reason, "item_index": r.item_index,
+                "serial": r.serial, "replayed": r.replayed_at is not None,
+                "payload": r.payload.decode("utf-8", "replace"),
+            }))  # fmt: skip
+        else:
+            item = "" if r.item_index is None else f"[{r.item_index}]"
+            done = " (replayed)" if r.replayed_at else ""
+            print(f"{r.id}\t{r.received_at:%Y-%m-%dT%H:%M:%SZ}\t{r.topic}{item}\t"
+                  f"{r.reason_code}: {r.reason}{done}")  # fmt: skip
+    return 0
+
+
+def _deadletters_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.pipeline import Pipeline, limits_from
+
+    async def go() -> Any:
+        pipeline = Pipeline(settings.database_url.get_secret_value(), "replay", limits_from(settings))
+        try:
+            return await pipeline.replay(args.serial)
+        finally:
+            await pipeline.close()
+
+    w = asyncio.run(go())
+    print(f"replayed: {w.fixes} fixes stored, {w.duplicates} duplicates, {w.events} events, "
+          f"{w.dead_letters} new dead letters")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Value types for what tags report: fixes, device events, and rejected input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Source(StrEnum):
+    GPS = "gps"
+    WIFI = "wifi"
+    CELL = "cell"
+
+
+class Strap(StrEnum):
+    OK = "ok"
+    OPEN = "open"
+
+
+class EventType(StrEnum):
+    STRAP_OPEN = "strap_open"
+    STRAP_CLOSED = "strap_closed"
+    SHELL_OPEN = "shell_open"
+    CHARGER_ON = "charger_on"
+    CHARGER_OFF = "charger_off"
+    BATTERY_LOW = "battery_low"
+    POWER_ON = "power_on"
+
+
+@dataclass(frozen=True, slots=True)
+class FixReport:
+    """One position reading as a tag reported it (WGS84), not yet tied to a subject."""
+
+    serial: str
+    ts: datetime  # time of the fix, timezone-aware UTC
+    lat: float
+    lon: float
+    acc: float | None = None  # horizontal accuracy, metres
+    speed: float | None = None  # m/s
+    heading: float | None = None  # degrees from north
+    batt: int | None = None  # percent
+    src: Source = Source.GPS
+    strap: Strap | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    serial: str
+    ts: datetime
+    type: EventType
+
+
+class RejectCode(StrEnum):
+    """Why a message, or one item of an array, was kept as a dead letter."""
+
+    BAD_TOPIC = "bad_topic"
+    TOO_LARGE = "too_large"
+    BAD_JSON = "bad_json"
+    BAD_SHAPE = "bad_shape"
+    MISSING_FIELD = "missing_field"
+    BAD_VALUE = "bad_value"
+    OUT_OF_RANGE = "out_of_range"
+    OUTSIDE_AREA = "outside_area"
+    FUTURE_TS = "future_ts"
+    STALE_TS = "stale_ts"
+    UNSUPPORTED = "unsupported"
+    UNKNOWN_SERIAL = "unknown_serial"
+    STORE_ERROR = "store_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: RejectCode
+    reason: str  # says what is wrong, for the people reading the dead letters
+    index: int | None = None  # position in a JSON array, None for the whole message
+    serial: str | None = None
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one MQTT message held: fixes, events and the parts that were rejected."""
+
+    serial: str | None  # the tag the topic names; None when the topic is not ours
+    fixes: list[FixReport]
+    events: list[DeviceEvent]
+    rejections: list[Rejection]

@@ -1,0 +1,95 @@
+"""Turn decoded MQTT messages into what one ingest transaction stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from torch.fixes import Decoded, DeviceEvent, FixReport, RejectCode
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    received_at: datetime
+    topic: str
+    payload: bytes
+    code: RejectCode
+    reason: str
+    item_index: int | None = None
+    serial: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFix:
+    device_id: int
+    received_at: datetime
+    fix: FixReport
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    device_id: int
+    received_at: datetime
+    event: DeviceEvent
+
+
+@dataclass(slots=True)
+class Batch:
+    fixes: list[StoredFix] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def days(self) -> set[date]:
+        """The UTC days the fixes fall on: each needs its partition."""
+        return {f.fix.ts.date() for f in self.fixes}
+
+
+def serials(decoded: Iterable[Decoded]) -> set[str]:
+    return {d.serial for d in decoded if d.serial is not None}
+
+
+def assemble(
+    messages: Iterable[tuple[Message, Decoded]], device_ids: Mapping[str, int]
+) -> Batch:
+    """Route each decoded message to fixes, events or dead letters.
+
+    A message from a serial that is not registered is kept whole, so it can be
+    replayed once the device is registered.
+    """
+    batch = Batch()
+    for msg, dec in messages:
+        device_id = device_ids.get(dec.serial) if dec.serial is not None else None
+        if dec.serial is not None and device_id is None:
+            batch.dead_letters.append(_unknown_serial(msg, dec.serial))
+            continue
+        for rej in dec.rejections:
+            batch.dead_letters.append(
+                DeadLetter(
+                    msg.received_at, msg.topic, msg.payload, rej.code, rej.reason, rej.index,
+                    rej.serial,
+                )
+            )
+        if device_id is not None:
+            batch.fixes.extend(StoredFix(device_id, msg.received_at, f) for f in dec.fixes)
+            batch.events.extend(StoredEvent(device_id, msg.received_at, e) for e in dec.events)
+    return batch
+
+
+def _unknown_serial(msg: Message, serial: str) -> DeadLetter:
+    return DeadLetter(
+        msg.received_at,
+        msg.topic,
+        msg.payload,
+        RejectCode.UNKNOWN_SERIAL,
+        f"no device is registered with serial {serial}; replay once it is",
+        None,
+        serial,
+    )

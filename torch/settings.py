@@ -1,0 +1,79 @@
+"""Typed settings, read from ``TORCH_*`` environment variables.
+
+Build a ``Settings`` in an entry point (``Settings()``), never at import time.
+The defaults are the local set-up that ``make demo`` creates.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_DATABASE_PASSWORD = "torch"
+
+
+def _default_worker_id() -> str:
+    return f"ingest-{socket.gethostname()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TORCH_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        "development", description="production refuses development passwords"
+    )
+    database_url: SecretStr = Field(
+        SecretStr(f"postgresql://torch:{DEV_DATABASE_PASSWORD}@127.0.0.1:5432/torch"),
+        description="PostgreSQL/PostGIS connection URL",
+    )
+
+    mqtt_host: str = Field("127.0.0.1", description="broker host")
+    mqtt_port: int = Field(1883, description="broker port")
+    mqtt_username: str | None = Field(None, description="broker user name")
+    mqtt_password: SecretStr | None = Field(None, description="broker password")
+    mqtt_keepalive_s: int = Field(30, description="MQTT keep-alive interval")
+    mqtt_session_expiry_s: int = Field(
+        7 * 24 * 3600, description="how long the broker keeps the worker's queue while it is away"
+    )
+    mqtt_share_group: str | None = Field(
+        None, description="MQTT v5 shared-subscription group; set it to run several workers"
+    )
+    fix_topics: str = Field("tags/+/fixes", description="topic filter for tag fixes")
+    event_topics: str = Field("tags/+/events", description="topic filter for tag events")
+    owntracks_topics: str = Field(
+        "owntracks/+/+", description="topic filter for OwnTracks location messages"
+    )
+
+    worker_id: str = Field(
+        default_factory=_default_worker_id,
+        description="stable id of this ingest worker; it names its persistent MQTT session",
+    )
+    batch_size: int = Field(2000, ge=1, le=100_000, description="messages per transaction")
+    flush_interval_ms: int = Field(
+        100, ge=1, le=60_000, description="longest a message waits for its batch to fill"
+    )
+
+    max_future_s: int = Field(300, description="fixes further ahead of receipt are rejected")
+    max_age_days: int = Field(400, description="fixes older than this are rejected")
+    max_payload_bytes: int = Field(1_048_576, description="largest accepted MQTT payload")
+    service_area: tuple[float, float, float, float] = Field(
+        (-9.0, 49.75, 2.0, 61.0),
+        description="lon/lat box (west, south, east, north) in which fixes are accepted; "
+        "defaults to the area of use of the British National Grid (EPSG:27700)",
+    )
+
+    api_host: str = Field("127.0.0.1", description="API listen address")
+    api_port: int = Field(8000, description="API listen port")
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets(self) -> Settings:
+        if self.env == "production" and f":{DEV_DATABASE_PASSWORD}@" in (
+            self.database_url.get_secret_value()
+        ):
+            raise ValueError(
+                "TORCH_DATABASE_URL uses the development password; set a real one for production"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""Storage: every SQL statement of the service lives in this package."""

@@ -1,0 +1,34 @@
+"""Connections to PostgreSQL/PostGIS (asyncpg)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# Errors after which the same work can be tried again on a new connection.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def dsn(url: str) -> str:
+    """The libpq form of a URL that may name an SQLAlchemy driver."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}://{rest}"
+
+
+def alembic_url(url: str) -> str:
+    return "postgresql+asyncpg://" + dsn(url).partition("://")[2]
+
+
+async def connect(url: str, *, application_name: str = "torch") -> asyncpg.Connection:
+    return await asyncpg.connect(
+        dsn(url), server_settings={"application_name": application_name}, timeout=10
+    )

@@ -1,0 +1,173 @@
+"""The ingest worker's writes: fixes in bulk, device state and events, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import asyncpg
+
+from torch.intake import Batch, DeadLetter
+
+STAGE_COLUMNS = (
+    "device_id", "fix_time", "received_at", "lat", "lon",
+    "acc", "speed", "heading", "batt", "src", "strap",
+)  # fmt: skip
+
+CREATE_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS fix_stage (
+    device_id bigint, fix_time timestamptz, received_at timestamptz,
+    lat double precision, lon double precision, acc real, speed real, heading real,
+    batt smallint, src fix_source, strap strap_state
+) ON COMMIT DELETE ROWS
+"""
+
+# Rows are inserted in (device, time) order so that concurrent workers take
+# their locks in the same order. Duplicates (the same device and fix time) are
+# skipped, whether already stored or twice in this batch. The device's state
+# moves forward only to a fix newer than the one it holds.
+INSERT_FROM_STAGE = """
+WITH inserted AS (
+    INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position,
+                       acc, speed, heading, batt, src, strap)
+    SELECT device_id, fix_time, received_at, lat, lon,
+           ST_Transform(ST_SetSRID(ST_MakePoint(lon, lat), 4326), 27700),
+           acc, speed, heading, batt, src, strap
+    FROM fix_stage
+    ORDER BY device_id, fix_time
+    ON CONFLICT (device_id, fix_time) DO NOTHING
+    RETURNING device_id, fix_time, received_at, lat, lon, acc, batt, strap
+), latest AS (
+    SELECT DISTINCT ON (device_id) device_id, fix_time, lat, lon, acc,
+           max(received_at) OVER (PARTITION BY device_id) AS seen,
+           batt, strap
+    FROM inserted
+    ORDER BY device_id, fix_time DESC
+), state AS (
+    INSERT INTO device_state AS s (device_id, last_fix_at, last_lat, last_lon, last_acc,
+                                   last_seen_at, battery, strap)
+    SELECT device_id, fix_time, lat, lon, acc, seen, batt, strap FROM latest
+    ON CONFLICT (device_id) DO UPDATE SET
+        last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
+        last_fix_at = GREATEST(s.last_fix_at, EXCLUDED.last_fix_at),
+        last_lat = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                        THEN EXCLUDED.last_lat ELSE s.last_lat END,
+        last_lon = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                        THEN EXCLUDED.last_lon ELSE s.last_lon END,
+        last_acc = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                        THEN EXCLUDED.last_acc ELSE s.last_acc END,
+        battery = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                       THEN COALESCE(EXCLUDED.battery, s.battery) ELSE s.battery END,
+        strap = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                     THEN COALESCE(EXCLUDED.strap, s.strap) ELSE s.strap END
+    RETURNING 1
+)
+SELECT count(*) FROM inserted
+"""
+
+INSERT_EVENTS = """
+WITH inserted AS (
+    INSERT INTO device_events (device_id, event_time, type, received_at)
+    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::device_event_type[],
+                         $4::timestamptz[])
+    ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING
+    RETURNING device_id, received_at
+), seen AS (
+    INSERT INTO device_state AS s (device_id, last_seen_at)
+    SELECT device_id, max(received_at) FROM inserted GROUP BY device_id ORDER BY device_id
+    ON CONFLICT (device_id) DO UPDATE
+        SET last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at)
+    RETURNING 1
+)
+SELECT count(*) FROM inserted
+"""
+
+DEAD_LETTER_COLUMNS = (
+    "received_at", "topic", "payload", "reason_code", "reason", "item_index", "serial",
+    "worker_id",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    fixes: int  # new fixes stored
+    duplicates: int  # fixes already stored (or twice in the batch)
+    events: int
+    dead_letters: int
+
+    def __add__(self, other: Written) -> Written:
+        return Written(
+            self.fixes + other.fixes,
+            self.duplicates + other.duplicates,
+            self.events + other.events,
+            self.dead_letters + other.dead_letters,
+        )
+
+
+async def prepare(conn: asyncpg.Connection) -> None:
+    """Per-connection set-up for write_batch."""
+    await conn.execute(CREATE_STAGE)
+
+
+async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[date]) -> None:
+    """Create the daily partitions of fixes for these days where missing."""
+    for first, last in _runs(sorted(set(days))):
+        await conn.execute("SELECT torch_ensure_fix_partitions($1, $2)", first, last)
+
+
+def _runs(days: Sequence[date]) -> list[tuple[date, date]]:
+    runs: list[tuple[date, date]] = []
+    for day in days:
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) -> Written:
+    """Store one batch; call inside a transaction that the caller commits."""
+    stored = 0
+    if batch.fixes:
+        await conn.copy_records_to_table(
+            "fix_stage", records=_fix_records(batch), columns=STAGE_COLUMNS
+        )
+        stored = int(await conn.fetchval(INSERT_FROM_STAGE))
+    events = await _write_events(conn, batch) if batch.events else 0
+    await write_dead_letters(conn, batch.dead_letters, worker_id)
+    return Written(stored, len(batch.fixes) - stored, events, len(batch.dead_letters))
+
+
+def _fix_records(batch: Batch) -> list[tuple[object, ...]]:
+    return [
+        (
+            s.device_id, f.ts, s.received_at, f.lat, f.lon, f.acc, f.speed, f.heading,
+            f.batt, f.src.value, None if f.strap is None else f.strap.value,
+        )  # fmt: skip
+        for s in batch.fixes
+        for f in (s.fix,)
+    ]
+
+
+async def _write_events(conn: asyncpg.Connection, batch: Batch) -> int:
+    columns = list(zip(*((e.device_id, e.event.ts, e.event.type.value, e.received_at)
+                         for e in batch.events), strict=True))  # fmt: skip
+    return int(await conn.fetchval(INSERT_EVENTS, *map(list, columns)))
+
+
+async def write_dead_letters(
+    conn: asyncpg.Connection, letters: Sequence[DeadLetter], worker_id: str
+) -> None:
+    if not letters:
+        return
+    await conn.copy_records_to_table(
+        "dead_letters",
+        records=[
+            (d.received_at, d.topic, d.payload, d.code.value, d.reason, d.item_index, d.serial,
+             worker_id)
+            for d in letters
+        ],  # fmt: skip
+        columns=DEAD_LETTER_COLUMNS,
+    )

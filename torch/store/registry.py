@@ -1,0 +1,86 @@
+"""Subjects, devices and which device a subject wore when."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from torch.errors import Conflict, InvalidInput, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    id: int
+    serial: str
+    subject_ref: str
+    start: datetime
+    end: datetime | None
+
+
+async def add_subject(conn: asyncpg.Connection, ref: str, display_name: str | None) -> int:
+    try:
+        return int(
+            await conn.fetchval(
+                "INSERT INTO subjects (ref, display_name) VALUES ($1, $2) RETURNING id",
+                ref,
+                display_name,
+            )
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"subject {ref} already exists") from None
+    except asyncpg.CheckViolationError:
+        raise InvalidInput(
+            f"subject reference {ref!r} must be 1-64 letters, digits, '/', '_', '.' or '-'"
+        ) from None
+
+
+async def add_device(conn: asyncpg.Connection, serial: str, model: str | None) -> int:
+    try:
+        return int(
+            await conn.fetchval(
+                "INSERT INTO devices (serial, model) VALUES ($1, $2) RETURNING id", serial, model
+            )
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"device {serial} already exists") from None
+    except asyncpg.CheckViolationError:
+        raise InvalidInput(
+            f"serial {serial!r} must be 1-64 letters, digits, '.', '_' or '-'"
+        ) from None
+
+
+async def device_ids(conn: asyncpg.Connection, serials: Iterable[str]) -> dict[str, int]:
+    rows = await conn.fetch("SELECT serial, id FROM devices WHERE serial = ANY($1::text[])", list(serials))
+    return {row["serial"]: row["id"] for row in rows}
+
+
+async def assign(
+    conn: asyncpg.Connection, serial: str, subject_ref: str, start: datetime, end: datetime | None
+) -> Assignment:
+    if end is not None and end <= start:
+        raise InvalidInput(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+    device = await conn.fetchval("SELECT id FROM devices WHERE serial = $1", serial)
+    if device is None:
+        raise NotFound(f"no device with serial {serial}")
+    subject = await conn.fetchval("SELECT id FROM subjects WHERE ref = $1", subject_ref)
+    if subject is None:
+        raise NotFound(f"no subject with reference {subject_ref}")
+    try:
+        row = await conn.fetchrow(
+            "INSERT INTO device_assignments (device_id, subject_id, during)"
+            " VALUES ($1, $2, tstzrange($3, $4, '[)')) RETURNING id",
+            device,
+            subject,
+            start,
+            end,
+        )
+    except asyncpg.ExclusionViolationError as err:
+        who = "device" if "device_no_overlap" in str(err.constraint_name) else "subject"
+        raise Conflict(
+            f"the {who} already has an assignment that overlaps "
+            f"{start.isoformat()} to {end.isoformat() if end else 'open end'}"
+        ) from None
+    return Assignment(row["id"], serial, subject_ref, start, end)
