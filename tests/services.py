@@ -1,0 +1,197 @@
+"""Real services for the tests: the test database, a private broker, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASE_URL = os.environ.get(
+    "TORCH_TEST_DATABASE_URL", "postgresql://torch:torch@127.0.0.1:5432/torch_test"
+)
+MQTT_PORT = int(os.environ.get("TORCH_TEST_MQTT_PORT", "18830"))
+TORCH = str(ROOT / ".venv" / "bin" / "torch")
+
+DATA_TABLES = (
+    "fixes", "device_state", "device_events", "dead_letters", "device_assignments",
+    "devices", "subjects",
+)  # fmt: skip
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout} s waiting for {predicate}")
+        time.sleep(every)
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        TORCH_DATABASE_URL=DATABASE_URL,
+        TORCH_MQTT_HOST="127.0.0.1",
+        TORCH_MQTT_PORT=str(MQTT_PORT),
+    )
+    env.update(extra)
+    return env
+
+
+def torch_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [TORCH, *args], env=service_env(), capture_output=True, text=True, timeout=60
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"torch {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+class Database:
+    """Synchronous access to the test database for assertions and fixtures."""
+
+    def __init__(self, url: str = DATABASE_URL) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._conn: asyncpg.Connection = self._run(asyncpg.connect(url))
+
+    def _run(self, coro: Any) -> Any:
+        return self._loop.run_until_complete(coro)
+
+    def reconnect(self) -> None:
+        self._conn.terminate()
+        self._conn = self._run(asyncpg.connect(DATABASE_URL))
+
+    def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return list(self._run(self._conn.fetch(sql, *args)))
+
+    def fetchval(self, sql: str, *args: Any) -> Any:
+        return self._run(self._conn.fetchval(sql, *args))
+
+    def execute(self, sql: str, *args: Any) -> str:
+        return str(self._run(self._conn.execute(sql, *args)))
+
+    def count(self, table: str) -> int:
+        return int(self.fetchval(f"SELECT count(*) FROM {table}"))
+
+    def reset(self) -> None:
+        self.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
+
+    def close(self) -> None:
+        self._conn.terminate()
+        self._loop.close()
+
+
+class Broker:
+    """A Mosquitto of our own, with the project's configuration, on a test port."""
+
+    def __init__(self, state: Path, port: int = MQTT_PORT) -> None:
+        self.state, self.port = state, port
+
+    def _do(self, action: str) -> None:
+        subprocess.run(
+            [str(ROOT / "scripts" / "broker.sh"), action, str(self.state), str(self.port)],
+            check=True,
+        )
+
+    def start(self) -> None:
+        self._do("start")
+
+    def stop(self) -> None:
+        self._do("stop")
+
+    def restart(self) -> None:
+        self._do("restart")
+
+
+class Worker:
+    """`torch ingest` as a real process, so that it can be killed for real."""
+
+    def __init__(self, log_dir: Path, worker_id: str, **env: str) -> None:
+        self.worker_id = worker_id
+        self.log = log_dir / f"{worker_id}.log"
+        self._env = service_env(TORCH_WORKER_ID=worker_id, **env)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    def start(self) -> Worker:
+        self._starts += 1
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [TORCH, "ingest"], env=self._env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_for(lambda: self.log.read_text().count("connected to") >= self._starts)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.terminate()
+        forget_session(f"torch-{self.worker_id}")
+
+
+def forget_session(client_id: str) -> None:
+    """End a persistent session so the broker stops queueing for it."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect("127.0.0.1", MQTT_PORT, clean_start=True, properties=props)
+    client.disconnect()
+
+
+class Publisher:
+    """A tag-side client: QoS 1 with a persistent session, so it survives broker restarts."""
+
+    def __init__(self) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )  # fmt: skip
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.max_queued_messages_set(0)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", MQTT_PORT, clean_start=False, properties=props)
+        self.client.loop_start()
+        self._pending: list[mqtt.MQTTMessageInfo] = []
+
+    def send(self, topic: str, payload: Any) -> None:
+        body = payload if isinstance(payload, bytes | str) else json.dumps(payload)
+        self._pending.append(self.client.publish(topic, body, qos=1))
+
+    def send_all(self, messages: Iterable[tuple[str, Any]]) -> None:
+        for topic, payload in messages:
+            self.send(topic, payload)
+
+    def flush(self, timeout: float = 60) -> None:
+        """Wait until the broker has acknowledged everything sent."""
+        wait_for(lambda: all(m.is_published() for m in self._pending), timeout)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
