@@ -175,13 +175,16 @@ class Publisher:
         self.client.max_queued_messages_set(0)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
+        self._acked: set[int] = set()
+        self._pending: list[int] = []
+        self.client.on_publish = lambda _c, _u, mid, _rc, _p: self._acked.add(mid)
         self.client.connect("127.0.0.1", MQTT_PORT, clean_start=False, properties=props)
         self.client.loop_start()
-        self._pending: list[mqtt.MQTTMessageInfo] = []
 
     def send(self, topic: str, payload: Any) -> None:
+        """Queue at QoS 1; while the broker is away paho keeps it and sends it on reconnect."""
         body = payload if isinstance(payload, bytes | str) else json.dumps(payload)
-        self._pending.append(self.client.publish(topic, body, qos=1))
+        self._pending.append(self.client.publish(topic, body, qos=1).mid)
 
     def send_all(self, messages: Iterable[tuple[str, Any]]) -> None:
         for topic, payload in messages:
@@ -189,9 +192,20 @@ class Publisher:
 
     def flush(self, timeout: float = 60) -> None:
         """Wait until the broker has acknowledged everything sent."""
-        wait_for(lambda: all(m.is_published() for m in self._pending), timeout)
+        wait_for(lambda: self._acked.issuperset(self._pending), timeout)
         self._pending.clear()
+        self._acked.clear()
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def restart_postgres() -> None:
+    """Restart the PostgreSQL cluster that serves the test database (port 5432)."""
+    line = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True)
+    version, name = next(
+        (f[0], f[1]) for f in (row.split() for row in line.stdout.splitlines()) if f[2] == "5432"
+    )
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "pg_ctlcluster", version, name, "restart"], check=True)
