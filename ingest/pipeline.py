@@ -52,13 +52,13 @@ class Pipeline:
     def decode(self, messages: Sequence[Message]) -> list[Item]:
         return [(m, decode(m.topic, m.payload, m.received_at, self._limits)) for m in messages]
 
-    async def store(self, messages: Sequence[Message]) -> ingest.Written:
-        """Store messages in one transaction; returns once they are committed.
+    async def store(self, items: Sequence[Item]) -> ingest.Written:
+        """Store decoded messages in one transaction; returns once they are committed.
 
         Waits out database outages. A batch the database refuses for its
         content is split, so that only the offending message is dead-lettered.
         """
-        written = await self._store_items(self.decode(messages))
+        written = await self._store_items(items)
         self.totals += written
         return written
 

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.pipeline import Pipeline, limits_from
+from ingest.pipeline import Item, Pipeline, limits_from
 from torch.intake import Message
 from torch.settings import Settings
 
@@ -164,26 +164,41 @@ class Worker:
         log.info("ingest worker %s started", self._settings.worker_id)
         reporter = asyncio.create_task(self._report())
         try:
-            while not self._stopping.is_set():
-                await self._one_batch(wait=0.5)
-            while await self._one_batch(wait=0):  # drain what has arrived, then stop
-                pass
+            await self._consume()
         finally:
             reporter.cancel()
             self._subscriber.stop()
             await self._pipeline.close()
             log.info("ingest worker stopped; stored %s", self._pipeline.totals)
 
-    async def _one_batch(self, wait: float) -> bool:
+    async def _consume(self) -> None:
+        """Take, decode, commit, acknowledge; until asked to stop, then drain and return.
+
+        The next batch is decoded while the database commits the one before,
+        and only one batch is committing at a time, so acknowledgements go out
+        in the order the messages came in.
+        """
         s = self._settings
-        deliveries = await asyncio.to_thread(
-            self._inbox.take, s.batch_size, wait, s.flush_interval_ms / 1000
-        )
-        if not deliveries:
-            return False
-        await self._pipeline.store([d.message for d in deliveries])
+        committing: asyncio.Task[None] | None = None
+        while True:
+            draining = self._stopping.is_set()
+            deliveries = await asyncio.to_thread(
+                self._inbox.take, s.batch_size, 0 if draining else 0.5, s.flush_interval_ms / 1000
+            )
+            if not deliveries:
+                if draining:
+                    break
+                continue
+            items = self._pipeline.decode([d.message for d in deliveries])
+            if committing is not None:
+                await committing
+            committing = asyncio.create_task(self._commit(items, deliveries))
+        if committing is not None:
+            await committing
+
+    async def _commit(self, items: list[Item], deliveries: list[Delivery]) -> None:
+        await self._pipeline.store(items)
         self._subscriber.ack(deliveries)
-        return True
 
     async def _report(self, every: float = 10.0) -> None:
         last = self._pipeline.totals.fixes

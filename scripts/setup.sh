@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 DB_USER=${TORCH_DB_USER:-torch}
 DB_PASSWORD=${TORCH_DB_PASSWORD:-torch}
-DATABASES=${TORCH_DATABASES:-torch torch_test}
+DATABASES=${TORCH_DATABASES:-torch torch_test torch_bench}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

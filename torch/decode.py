@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
 
 from torch.fixes import (
     Decoded,
@@ -67,6 +69,8 @@ def decode(topic: str, payload: bytes, received_at: datetime, limits: Limits) ->
     try:
         kind, serial = _route(parts)
         out.serial = serial
+        if kind == "fixes" and _fast_fixes(payload, serial, received_at, limits, out):
+            return out
         body = _parse_json(payload, limits)
     except Invalid as bad:
         out.rejections.append(Rejection(bad.code, bad.reason, serial=out.serial))
@@ -82,6 +86,59 @@ def decode(topic: str, payload: bytes, received_at: datetime, limits: Limits) ->
         except Invalid as bad:
             out.rejections.append(Rejection(bad.code, bad.reason, index_of(i), serial))
     return out
+
+
+class _Fix(msgspec.Struct):
+    """The fix contract for the fast path; the limits are those of RANGES."""
+
+    ts: Annotated[datetime, msgspec.Meta(tz=True)]
+    lat: Annotated[float, msgspec.Meta(ge=RANGES["lat"][0], le=RANGES["lat"][1])]
+    lon: Annotated[float, msgspec.Meta(ge=RANGES["lon"][0], le=RANGES["lon"][1])]
+    acc: Annotated[float, msgspec.Meta(gt=RANGES["acc"][0], le=RANGES["acc"][1])] | None = None
+    speed: Annotated[float, msgspec.Meta(ge=RANGES["speed"][0], le=RANGES["speed"][1])] | None = None
+    heading: Annotated[float, msgspec.Meta(ge=RANGES["heading"][0], le=RANGES["heading"][1])] | None = None
+    batt: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    src: Literal["gps", "wifi", "cell"] = "gps"
+    strap: Literal["ok", "open"] | None = None
+
+
+_FAST = msgspec.json.Decoder(list[_Fix] | _Fix)
+_SOURCES = {s.value: s for s in Source}
+_STRAPS = {s.value: s for s in Strap}
+
+
+def _fast_fixes(
+    payload: bytes, serial: str, received_at: datetime, limits: Limits, out: Decoded
+) -> bool:
+    """Decode a payload of well-formed fixes in one pass of C code.
+
+    Returns False, having added nothing, for anything unusual: the careful
+    path then finds and explains each bad item. So both paths accept exactly
+    the same fixes, and this one only makes the common case fast.
+    """
+    if len(payload) > limits.max_payload_bytes:
+        return False
+    try:
+        body = _FAST.decode(payload)
+    except msgspec.ValidationError:
+        return False
+    except msgspec.DecodeError:
+        return False
+    items = body if isinstance(body, list) else [body]
+    west, south, east, north = limits.area
+    earliest = received_at - limits.max_age
+    latest = received_at + limits.max_future
+    fixes = []
+    for f in items:
+        ts = f.ts.astimezone(UTC)
+        if not (earliest <= ts <= latest and west <= f.lon <= east and south <= f.lat <= north):
+            return False
+        fixes.append(FixReport(serial, ts, f.lat, f.lon, f.acc, f.speed, f.heading, f.batt,
+                               _SOURCES[f.src], None if f.strap is None else _STRAPS[f.strap]))  # fmt: skip
+    if not fixes:
+        return False
+    out.fixes.extend(fixes)
+    return True
 
 
 def _route(parts: list[str]) -> tuple[str, str]:

@@ -4,66 +4,61 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import asyncpg
 
-from torch.intake import Batch, DeadLetter
+from torch import grid
+from torch.intake import Batch, DeadLetter, StoredFix
 
 STAGE_COLUMNS = (
-    "device_id", "fix_time", "received_at", "lat", "lon",
+    "device_id", "fix_time", "received_at", "lat", "lon", "easting", "northing",
     "acc", "speed", "heading", "batt", "src", "strap",
 )  # fmt: skip
 
 CREATE_STAGE = """
 CREATE TEMPORARY TABLE IF NOT EXISTS fix_stage (
     device_id bigint, fix_time timestamptz, received_at timestamptz,
-    lat double precision, lon double precision, acc real, speed real, heading real,
+    lat double precision, lon double precision, easting double precision,
+    northing double precision, acc real, speed real, heading real,
     batt smallint, src fix_source, strap strap_state
 ) ON COMMIT DELETE ROWS
 """
 
 # Rows are inserted in (device, time) order so that concurrent workers take
 # their locks in the same order. Duplicates (the same device and fix time) are
-# skipped, whether already stored or twice in this batch. The device's state
-# moves forward only to a fix newer than the one it holds.
+# skipped, whether already stored or twice in this batch.
 INSERT_FROM_STAGE = """
-WITH inserted AS (
-    INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position,
-                       acc, speed, heading, batt, src, strap)
-    SELECT device_id, fix_time, received_at, lat, lon,
-           ST_Transform(ST_SetSRID(ST_MakePoint(lon, lat), 4326), 27700),
-           acc, speed, heading, batt, src, strap
-    FROM fix_stage
-    ORDER BY device_id, fix_time
-    ON CONFLICT (device_id, fix_time) DO NOTHING
-    RETURNING device_id, fix_time, received_at, lat, lon, acc, batt, strap
-), latest AS (
-    SELECT DISTINCT ON (device_id) device_id, fix_time, lat, lon, acc,
-           max(received_at) OVER (PARTITION BY device_id) AS seen,
-           batt, strap
-    FROM inserted
-    ORDER BY device_id, fix_time DESC
-), state AS (
-    INSERT INTO device_state AS s (device_id, last_fix_at, last_lat, last_lon, last_acc,
-                                   last_seen_at, battery, strap)
-    SELECT device_id, fix_time, lat, lon, acc, seen, batt, strap FROM latest
-    ON CONFLICT (device_id) DO UPDATE SET
-        last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
-        last_fix_at = GREATEST(s.last_fix_at, EXCLUDED.last_fix_at),
-        last_lat = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
-                        THEN EXCLUDED.last_lat ELSE s.last_lat END,
-        last_lon = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
-                        THEN EXCLUDED.last_lon ELSE s.last_lon END,
-        last_acc = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
-                        THEN EXCLUDED.last_acc ELSE s.last_acc END,
-        battery = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
-                       THEN COALESCE(EXCLUDED.battery, s.battery) ELSE s.battery END,
-        strap = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
-                     THEN COALESCE(EXCLUDED.strap, s.strap) ELSE s.strap END
-    RETURNING 1
-)
-SELECT count(*) FROM inserted
+INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position,
+                   acc, speed, heading, batt, src, strap)
+SELECT device_id, fix_time, received_at, lat, lon,
+       ST_SetSRID(ST_MakePoint(easting, northing), 27700),
+       acc, speed, heading, batt, src, strap
+FROM fix_stage
+ORDER BY device_id, fix_time
+ON CONFLICT (device_id, fix_time) DO NOTHING
+"""
+
+# One row per device: its newest fix in the batch. The state moves forward
+# only to a fix newer than the one it holds, so late fixes leave it alone.
+UPSERT_STATE = """
+INSERT INTO device_state AS s (device_id, last_fix_at, last_lat, last_lon, last_acc,
+                               last_seen_at, battery, strap)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::float8[], $5::real[],
+                     $6::timestamptz[], $7::smallint[], $8::strap_state[])
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
+    last_fix_at = GREATEST(s.last_fix_at, EXCLUDED.last_fix_at),
+    last_lat = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                    THEN EXCLUDED.last_lat ELSE s.last_lat END,
+    last_lon = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                    THEN EXCLUDED.last_lon ELSE s.last_lon END,
+    last_acc = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                    THEN EXCLUDED.last_acc ELSE s.last_acc END,
+    battery = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                   THEN COALESCE(EXCLUDED.battery, s.battery) ELSE s.battery END,
+    strap = CASE WHEN s.last_fix_at IS NULL OR EXCLUDED.last_fix_at > s.last_fix_at
+                 THEN COALESCE(EXCLUDED.strap, s.strap) ELSE s.strap END
 """
 
 INSERT_EVENTS = """
@@ -134,21 +129,43 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) ->
         await conn.copy_records_to_table(
             "fix_stage", records=_fix_records(batch), columns=STAGE_COLUMNS
         )
-        stored = int(await conn.fetchval(INSERT_FROM_STAGE))
+        status = await conn.execute(INSERT_FROM_STAGE)  # "INSERT 0 <rows>"
+        stored = int(status.rsplit(" ", 1)[1])
+        await conn.execute(UPSERT_STATE, *_state_columns(batch))
     events = await _write_events(conn, batch) if batch.events else 0
     await write_dead_letters(conn, batch.dead_letters, worker_id)
     return Written(stored, len(batch.fixes) - stored, events, len(batch.dead_letters))
 
 
 def _fix_records(batch: Batch) -> list[tuple[object, ...]]:
+    # Projected here, a batch at a time: 0.4 us a fix, against 5 us for
+    # ST_Transform row by row in the database (torch.grid pins the method).
+    eastings, northings = grid.to_grid(
+        [s.fix.lon for s in batch.fixes], [s.fix.lat for s in batch.fixes]
+    )
     return [
         (
-            s.device_id, f.ts, s.received_at, f.lat, f.lon, f.acc, f.speed, f.heading,
+            s.device_id, f.ts, s.received_at, f.lat, f.lon, e, n, f.acc, f.speed, f.heading,
             f.batt, f.src.value, None if f.strap is None else f.strap.value,
         )  # fmt: skip
-        for s in batch.fixes
+        for s, e, n in zip(batch.fixes, eastings, northings, strict=True)
         for f in (s.fix,)
     ]
+
+
+def _state_columns(batch: Batch) -> list[list[object]]:
+    """Each device's newest fix in the batch, and when it was last heard from."""
+    newest: dict[int, StoredFix] = {}
+    seen: dict[int, datetime] = {}
+    for s in batch.fixes:
+        held = newest.get(s.device_id)
+        if held is None or s.fix.ts > held.fix.ts:
+            newest[s.device_id] = s
+        seen[s.device_id] = max(s.received_at, seen.get(s.device_id, s.received_at))
+    rows = [(d, s.fix.ts, s.fix.lat, s.fix.lon, s.fix.acc, seen[d], s.fix.batt,
+             None if s.fix.strap is None else s.fix.strap.value)
+            for d, s in sorted(newest.items())]  # fmt: skip
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _write_events(conn: asyncpg.Connection, batch: Batch) -> int:

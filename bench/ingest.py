@@ -1,0 +1,302 @@
+"""Ingest throughput against the raw limits of Mosquitto and PostgreSQL, measured in one run.
+
+    .venv/bin/python bench/ingest.py [--fixes 1000000]
+
+Four figures, each from the first publish (or the first row sent) to the last
+fix received (or committed), all processes on this machine:
+
+1. raw subscriber: a Python paho subscriber at QoS 1 that parses each message
+   and discards it: the most a Python process can take from Mosquitto;
+2. raw COPY: PostgreSQL COPY of the same rows into the fixes table (with its
+   indexes): the most the database can store;
+3. the ingest worker, one fix per message;
+4. the ingest worker, arrays of 10 fixes per message (a tag's buffered upload).
+
+It uses its own database (torch_bench) and its own broker (port 18840).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pyproj import Transformer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATABASE_URL = os.environ.get(
+    "TORCH_BENCH_DATABASE_URL", "postgresql://torch:torch@127.0.0.1:5432/torch_bench"
+)
+PORT = int(os.environ.get("TORCH_BENCH_MQTT_PORT", "18840"))
+DEVICES = 2000
+BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the workload
+
+
+def fix_at(i: int) -> tuple[str, dict[str, object]]:
+    """Fix number i: device i % DEVICES, one second apart per device."""
+    serial = f"B{i % DEVICES:05d}"
+    ts = BASE + timedelta(seconds=i // DEVICES)
+    lat = 51.70 + (i % 997) * 1e-4
+    lon = -0.40 + (i % 991) * 1e-4
+    return serial, {"ts": ts.isoformat(), "lat": round(lat, 6), "lon": round(lon, 6),
+                    "acc": 8.0, "batt": 80, "src": "gps"}  # fmt: skip
+
+
+def messages(n: int, per_message: int) -> list[tuple[str, bytes]]:
+    """n fixes as MQTT messages; an array message holds consecutive fixes of one device."""
+    out = []
+    if per_message == 1:
+        for i in range(n):
+            serial, fix = fix_at(i)
+            out.append((f"tags/{serial}/fixes", json.dumps(fix).encode()))
+        return out
+    per_device = n // DEVICES
+    for d in range(DEVICES):
+        for start in range(0, per_device, per_message):
+            items = [fix_at(d + DEVICES * k)[1] for k in range(start, min(start + per_message, per_device))]
+            out.append((f"tags/B{d:05d}/fixes", json.dumps(items).encode()))
+    # interleave devices as a real fleet would
+    out.sort(key=lambda m: (json.loads(m[1])[0]["ts"], m[0]))
+    return out
+
+
+def publish(msgs: list[tuple[str, bytes]]) -> float:
+    """Publish at QoS 1 as fast as the broker takes it; returns the first publish time."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}",
+                         protocol=mqtt.MQTTv5)  # fmt: skip
+    client.max_inflight_messages_set(0)  # no window: the loop below bounds what is unacknowledged
+    client.max_queued_messages_set(0)
+    acked = 0
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked
+        acked += 1
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", PORT)
+    client.loop_start()
+    started = time.monotonic()
+    for sent, (topic, payload) in enumerate(msgs):
+        while sent - acked > 30_000:  # message ids are 16 bits: keep well below 65,535 queued
+            time.sleep(0.001)
+        client.publish(topic, payload, qos=1)
+    while acked < len(msgs):
+        time.sleep(0.001)
+    client.disconnect()
+    client.loop_stop()
+    return started
+
+
+# ----------------------------------------------------------- the raw subscriber
+
+
+def raw_subscriber(expected: int) -> None:
+    """Child process: receive at QoS 1, parse, discard; print the time of the last message."""
+    got = 0
+    done = __import__("threading").Event()
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        nonlocal got
+        json.loads(msg.payload)
+        got += 1
+        if got == expected:
+            done.set()
+
+    def on_connect(c: mqtt.Client, *_: object) -> None:
+        c.subscribe("tags/+/fixes", qos=1)
+        print("ready", flush=True)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", PORT)
+    client.loop_start()
+    done.wait(900)
+    print(f"{time.monotonic()} {got}", flush=True)
+    client.loop_stop()
+
+
+def measure_raw_subscriber(msgs: list[tuple[str, bytes]]) -> float:
+    child = subprocess.Popen([sys.executable, __file__, "--raw-subscriber", str(len(msgs))],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    started = publish(msgs)
+    ended, got = child.stdout.readline().split()
+    child.wait()
+    assert int(got) == len(msgs), f"raw subscriber got {got} of {len(msgs)}"
+    return len(msgs) / (float(ended) - started)
+
+
+# ------------------------------------------------------------------ raw COPY
+
+
+async def measure_copy(n: int) -> float:
+    from torch.store import ingest
+
+    to_grid = Transformer.from_crs(4326, 27700, always_xy=True)
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        await conn.execute("TRUNCATE fixes")
+        ids = await device_ids(conn)
+        rows = []
+        for i in range(n):
+            serial, f = fix_at(i)
+            x, y = to_grid.transform(f["lon"], f["lat"])
+            rows.append(f"{ids[serial]}\t{f['ts']}\t{datetime.now(UTC).isoformat()}\t{f['lat']}\t"
+                        f"{f['lon']}\tSRID=27700;POINT({x} {y})\t8\t\\N\t\\N\t80\tgps\t\\N\n")
+        await ingest.ensure_partitions(conn, {(BASE + timedelta(seconds=n // DEVICES)).date(), BASE.date()})
+        data = "".join(rows).encode()
+        started = time.monotonic()
+        await conn.copy_to_table("fixes", source=io.BytesIO(data), columns=[
+            "device_id", "fix_time", "received_at", "lat", "lon", "position", "acc", "speed",
+            "heading", "batt", "src", "strap"])  # fmt: skip
+        elapsed = time.monotonic() - started
+        await conn.execute("TRUNCATE fixes")
+        return n / elapsed
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------- the worker run
+
+
+async def device_ids(conn: asyncpg.Connection) -> dict[str, int]:
+    return {r["serial"]: r["id"] for r in await conn.fetch("SELECT serial, id FROM devices")}
+
+
+async def wait_for_fix(serial: str, ts: str, timeout: float = 900) -> float:
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        device = await conn.fetchval("SELECT id FROM devices WHERE serial = $1", serial)
+        when = datetime.fromisoformat(ts)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await conn.fetchval(
+                "SELECT 1 FROM fixes WHERE device_id = $1 AND fix_time = $2", device, when
+            ):
+                return time.monotonic()
+            await asyncio.sleep(0.02)
+        raise TimeoutError("the last fix never arrived")
+    finally:
+        await conn.close()
+
+
+async def count_fixes() -> int:
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM fixes"))
+    finally:
+        await conn.close()
+
+
+def measure_worker(msgs: list[tuple[str, bytes]], n: int, batch_size: int) -> float:
+    asyncio.run(truncate())
+    env = dict(os.environ, TORCH_DATABASE_URL=DATABASE_URL, TORCH_MQTT_PORT=str(PORT),
+               TORCH_WORKER_ID=f"bench-{os.getpid()}", TORCH_BATCH_SIZE=str(batch_size))  # fmt: skip
+    worker = subprocess.Popen([str(ROOT / ".venv/bin/torch"), "ingest"], env=env,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert worker.stderr is not None
+    while "connected to" not in worker.stderr.readline():
+        pass
+    try:
+        last_topic, last_payload = msgs[-1]
+        last = json.loads(last_payload)
+        last_ts = (last[-1] if isinstance(last, list) else last)["ts"]
+        started = publish(msgs)
+        ended = asyncio.run(wait_for_fix(last_topic.split("/")[1], last_ts))
+        stored = asyncio.run(count_fixes())
+        assert stored == n, f"stored {stored} of {n}"
+        return n / (ended - started)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+
+
+async def truncate() -> None:
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        await conn.execute("TRUNCATE fixes, device_state, dead_letters")
+    finally:
+        await conn.close()
+
+
+async def register_devices() -> None:
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        await conn.executemany(
+            "INSERT INTO devices (serial, model) VALUES ($1, 'bench') ON CONFLICT DO NOTHING",
+            [(f"B{d:05d}",) for d in range(DEVICES)],
+        )
+    finally:
+        await conn.close()
+
+
+# -------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fixes", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--raw-subscriber", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_subscriber:
+        return raw_subscriber(args.raw_subscriber)
+
+    n = args.fixes - args.fixes % (DEVICES * 10)
+    subprocess.run([str(ROOT / "scripts/broker.sh"), "restart", f"/tmp/torch-bench-broker-{PORT}",
+                    str(PORT)], check=True)  # fmt: skip
+    env = dict(os.environ, TORCH_DATABASE_URL=DATABASE_URL)
+    subprocess.run([str(ROOT / ".venv/bin/torch"), "db", "upgrade"], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    asyncio.run(register_devices())
+
+    log(f"building {n:,} fixes for {DEVICES:,} devices ...")
+    singles, arrays = messages(n, 1), messages(n, 10)
+    figures = {}
+    log("1/4 raw subscriber (parse and discard, QoS 1) ...")
+    figures["raw_subscriber"] = measure_raw_subscriber(singles)
+    log(f"    {figures['raw_subscriber']:,.0f} messages/s")
+    log("2/4 raw PostgreSQL COPY into fixes ...")
+    figures["raw_copy"] = asyncio.run(measure_copy(n))
+    log(f"    {figures['raw_copy']:,.0f} rows/s")
+    log("3/4 ingest worker, one fix per message ...")
+    figures["worker_single"] = measure_worker(singles, n, args.batch_size)
+    log(f"    {figures['worker_single']:,.0f} fixes/s")
+    log("4/4 ingest worker, arrays of 10 ...")
+    figures["worker_array10"] = measure_worker(arrays, n, args.batch_size)
+    log(f"    {figures['worker_array10']:,.0f} fixes/s")
+
+    print(f"fixes: {n:,} ({DEVICES:,} devices), worker batch size {args.batch_size}")
+    print(f"raw subscriber, QoS 1:         {figures['raw_subscriber']:>9,.0f} messages/s")
+    print(f"raw COPY into fixes:           {figures['raw_copy']:>9,.0f} rows/s")
+    print(f"worker, 1 fix per message:     {figures['worker_single']:>9,.0f} fixes/s"
+          f"  = {figures['worker_single'] / figures['raw_subscriber']:.0%} of raw subscriber"
+          "  (target 80%)")
+    print(f"worker, arrays of 10:          {figures['worker_array10']:>9,.0f} fixes/s"
+          f"  = {figures['worker_array10'] / figures['raw_copy']:.0%} of raw COPY"
+          "  (target 50,000 fixes/s)")
+
+
+if __name__ == "__main__":
+    main()
