@@ -85,7 +85,9 @@ class Pipeline:
                     return await self._write(conn, items)
             except db.RETRYABLE as err:
                 await self._drop_connection()
-                log.warning("database unavailable (%s); retrying in %.1f s", type(err).__name__, delay)
+                log.warning(
+                    "database unavailable (%s); retrying in %.1f s", type(err).__name__, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except asyncpg.PostgresError as err:
@@ -105,9 +107,12 @@ class Pipeline:
         msg, _ = items[0]
         log.error("database refused a message on %s: %s", msg.topic, err)
         letter = DeadLetter(
-            msg.received_at, msg.topic, msg.payload, RejectCode.STORE_ERROR,
+            msg.received_at,
+            msg.topic,
+            msg.payload,
+            RejectCode.STORE_ERROR,
             f"the database refused it: {err}",
-        )  # fmt: skip
+        )
         conn = await self._connection()
         async with conn.transaction():
             await ingest.write_dead_letters(conn, [letter], self._worker_id)

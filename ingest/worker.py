@@ -10,6 +10,7 @@ with the broker, which delivers it again (and duplicates are stored once).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import queue
 import signal
@@ -17,11 +18,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.pipeline import Item, Pipeline, limits_from
 from torch.intake import Message
@@ -57,8 +60,11 @@ class Inbox:
         while len(batch) < max_items:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0
-                             else self._queue.get_nowait())  # fmt: skip
+                batch.append(
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch
@@ -95,7 +101,7 @@ class Subscriber:
         return filters
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._settings.mqtt_session_expiry_s
         self._client.connect_async(
             self._settings.mqtt_host,
@@ -117,29 +123,45 @@ class Subscriber:
             if d.qos > 0 and d.session == session:
                 self._client.ack(d.mid, d.qos)
 
-    def _on_connect(self, client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags,
-                    reason: mqtt.ReasonCode, _props: Properties | None) -> None:  # fmt: skip
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
         with self._lock:
             self._session += 1
         client.subscribe([(t, 1) for t in self.topics()])
-        log.info("connected to %s:%d (session %s)", self._settings.mqtt_host,
-                 self._settings.mqtt_port, "resumed" if flags.session_present else "new")  # fmt: skip
+        log.info(
+            "connected to %s:%d (session %s)",
+            self._settings.mqtt_host,
+            self._settings.mqtt_port,
+            "resumed" if flags.session_present else "new",
+        )
         self.connected.set()
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: object,
-                       _flags: mqtt.DisconnectFlags, reason: mqtt.ReasonCode,
-                       _props: Properties | None) -> None:  # fmt: skip
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         self.connected.clear()
         if reason.value != 0:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._inbox.put(
-            Delivery(Message(msg.topic, msg.payload, datetime.now(UTC)), msg.mid, msg.qos,
-                     self._session)  # fmt: skip
+            Delivery(
+                Message(msg.topic, cast(bytes, msg.payload), datetime.now(UTC)), msg.mid, msg.qos, self._session
+            )
         )
 
 
@@ -205,10 +227,21 @@ class Worker:
         while True:
             await asyncio.sleep(every)
             t = self._pipeline.totals
-            log.info("%.0f fixes/s; stored %d fixes, %d duplicates, %d events, %d dead letters",
-                     (t.fixes - last) / every, t.fixes, t.duplicates, t.events, t.dead_letters)  # fmt: skip
+            log.info(
+                "%.0f fixes/s; stored %d fixes, %d duplicates, %d events, %d dead letters",
+                (t.fixes - last) / every,
+                t.fixes,
+                t.duplicates,
+                t.events,
+                t.dead_letters,
+            )
             last = t.fixes
 
 
 def run(settings: Settings) -> None:
+    # Each batch allocates tens of thousands of short-lived objects; the default
+    # thresholds run the cycle collector every 700 allocations, which cost about
+    # a tenth of the worker's time. Nothing here builds reference cycles.
+    gc.set_threshold(100_000, 20, 20)
+    gc.freeze()
     asyncio.run(Worker(settings).run())

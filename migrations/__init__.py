@@ -13,4 +13,5 @@ def execute_script(sql: str) -> None:
     statement only; asyncpg's simple-query path takes a whole script.
     """
     driver = op.get_bind().connection.driver_connection
+    assert driver is not None
     await_only(driver.execute(sql))

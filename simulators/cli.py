@@ -1,19 +1,195 @@
-"""`torch sim`: the command-line form of the simulator."""
+"""`torch sim`: the command-line form of the simulator (other tools script these options)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from simulators.tag import Options
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("sim", help="simulate a fleet of tags")
-    p.add_argument("--tags", type=int, default=5, help="number of tags (1 to 20,000)")
-    p.add_argument("--seed", type=int, default=1)
-    p.set_defaults(handler=_sim)
+    p: argparse.ArgumentParser = sub.add_parser(
+        "sim",
+        help="simulate a fleet of tags",
+        description="Simulate GPS tags worn by subjects in Hertfordshire, publishing to the "
+        "broker (or writing JSON Lines) per the MQTT contract.",
+    )
+    p.add_argument("--tags", type=_tags, default=10, help="number of tags, 1 to 20,000")
+    p.add_argument("--seed", type=int, default=1, help="same seed and options, same bytes")
+    p.add_argument(
+        "--pace",
+        type=float,
+        default=1.0,
+        help="simulated seconds per second: 1 real time, 60 accelerated, 0 as fast "
+        "as possible (backfill)",
+    )
+    p.add_argument(
+        "--start",
+        type=_time,
+        help="simulated start, RFC 3339 (default: now for --pace 1, else --hours before now)",
+    )
+    p.add_argument("--hours", type=float, default=24.0, help="how much simulated time")
+    p.add_argument("--out", type=Path, help="write JSON Lines to this file instead of publishing")
+    p.add_argument("--replay", type=Path, help="publish a JSON Lines file written by --out")
+    p.add_argument("--scenario", help="run a scripted scenario (see --list-scenarios)")
+    p.add_argument("--truth", type=Path, help="with --scenario: write its ground truth here")
+    p.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--interval", type=int, default=60, help="seconds between fixes")
+    p.add_argument("--moving-interval", type=int, help="seconds between fixes while moving")
+    p.add_argument("--malformed-rate", type=float, default=0.005, help="share of garbled messages")
+    p.add_argument("--duplicate-rate", type=float, default=0.01, help="share delivered twice")
+    p.add_argument("--gap-rate", type=float, default=0.5, help="coverage gaps per tag-day")
+    p.add_argument("--owntracks-share", type=float, default=0.05, help="share of OwnTracks phones")
+    p.add_argument("--silent-share", type=float, default=0.01, help="share of tags that go silent")
+    p.add_argument("--tamper-rate", type=float, default=0.02, help="strap tampers per tag-day")
+    p.add_argument(
+        "--no-register",
+        action="store_true",
+        help="do not register subjects and devices in the database",
+    )
+    p.set_defaults(handler=run)
 
 
-def _sim(args: argparse.Namespace, settings: Any) -> int:
-    from simulators.minimal import run
+def _tags(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 20_000:
+        raise argparse.ArgumentTypeError(f"--tags {n} is not between 1 and 20,000")
+    return n
 
-    return run(args, settings)
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2026-11-23T00:00:00Z")
+    return value.astimezone(UTC)
+
+
+def options(args: argparse.Namespace) -> Options:
+    return Options(
+        interval_s=args.interval,
+        moving_interval_s=args.moving_interval,
+        gap_rate=args.gap_rate,
+        duplicate_rate=args.duplicate_rate,
+        malformed_rate=args.malformed_rate,
+        owntracks_share=args.owntracks_share,
+        silent_share=args.silent_share,
+        tamper_rate=args.tamper_rate,
+    )
+
+
+def begin_of(args: argparse.Namespace) -> float:
+    if args.start is not None:
+        return float(args.start.timestamp())
+    now = float(int(time.time()) // 60 * 60)
+    return now if args.pace == 1 else now - args.hours * 3600
+
+
+def run(args: argparse.Namespace, settings: Any) -> int:
+    from simulators import fleet, scenarios
+
+    if args.list_scenarios:
+        for name, description in scenarios.CATALOGUE.items():
+            print(f"{name:14} {description}")
+        return 0
+    if args.replay:
+        return _replay(args, settings)
+    begin = begin_of(args)
+    if args.scenario:
+        script = scenarios.build(args.scenario, args.seed, begin)
+        tags, end = script.tags, script.end
+    else:
+        end = begin + args.hours * 3600
+        tags = fleet.tags(args.tags, args.seed, options(args), begin, end)
+    members = fleet.members(tags)
+    if args.out:
+        _write_members(args.out, members)
+    elif not args.no_register:
+        _register(settings, members, begin)
+    outs = list(fleet.stream(tags)) if args.scenario else fleet.stream(tags)
+    if args.scenario and args.truth:
+        script.write_truth(args.truth, outs)
+    _send(args, settings, ((o.t, o.topic, o.payload, fleet.fix_count(o)) for o in outs), begin)
+    return 0
+
+
+def _send(
+    args: argparse.Namespace,
+    settings: Any,
+    messages: Iterator[tuple[float, str, str, int]],
+    begin: float,
+) -> None:
+    from simulators.output import JsonlSink, MqttSink, Pacer, Progress, Sink, drain
+
+    sink: Sink
+    if args.out:
+        sink = JsonlSink(args.out)
+        pace = 0.0
+    else:
+        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+        sink = MqttSink(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            f"torch-sim-{os.getpid()}",
+            settings.mqtt_username,
+            password,
+        )
+        pace = args.pace
+    drain(messages, sink, Pacer(pace, begin), Progress())
+
+
+def _members_path(out: Path) -> Path:
+    return out.with_name(out.name + ".fleet.json")
+
+
+def _write_members(out: Path, members: list[Any]) -> None:
+    body = {"members": [{"ref": m.ref, "serial": m.serial} for m in members]}
+    _members_path(out).write_text(json.dumps(body, indent=1) + "\n")
+
+
+def _register(settings: Any, members: list[Any], begin: float) -> None:
+    from torch.store import db, registry
+
+    async def go() -> tuple[int, int]:
+        conn = await db.connect(settings.database_url.get_secret_value())
+        try:
+            pairs = [(m.ref, m.serial) for m in members]
+            start = datetime.fromtimestamp(min(begin, time.time()) - 86400, UTC)
+            return await registry.ensure_fleet(conn, pairs, "simulated", start)
+        finally:
+            await conn.close()
+
+    assigned, other = asyncio.run(go())
+    print(
+        f"registered {len(members)} tags ({assigned} newly assigned"
+        + (f", {other} already assigned otherwise" if other else "")
+        + ")",
+        file=sys.stderr,
+    )
+
+
+def _replay(args: argparse.Namespace, settings: Any) -> int:
+    from simulators.fleet import Member
+    from simulators.output import read_jsonl
+
+    side = _members_path(args.replay)
+    if side.exists() and not args.no_register:
+        rows = json.loads(side.read_text())["members"]
+        _register(
+            settings, [Member(r["ref"], r["serial"]) for r in rows], time.time() - 400 * 86400
+        )
+    rows = ((0.0, topic, payload, 1) for topic, payload in read_jsonl(args.replay))
+    args.pace = 0.0
+    _send(args, settings, rows, 0.0)
+    return 0

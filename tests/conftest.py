@@ -70,9 +70,10 @@ def device(db: Database) -> Callable[..., int]:
         db.execute(
             "INSERT INTO device_assignments (device_id, subject_id, during)"
             " VALUES ($1, $2, tstzrange($3, NULL))",
-            device_id, subject, datetime(2026, 1, 1, tzinfo=UTC),
-        )  # fmt: skip
+            device_id,
+            subject,
+            datetime(2026, 1, 1, tzinfo=UTC),
+        )
         return int(device_id)
 
     return make
-

@@ -27,9 +27,14 @@ MQTT_PORT = int(os.environ.get("TORCH_TEST_MQTT_PORT", "18830"))
 TORCH = str(ROOT / ".venv" / "bin" / "torch")
 
 DATA_TABLES = (
-    "fixes", "device_state", "device_events", "dead_letters", "device_assignments",
-    "devices", "subjects",
-)  # fmt: skip
+    "fixes",
+    "device_state",
+    "device_events",
+    "dead_letters",
+    "device_assignments",
+    "devices",
+    "subjects",
+)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
@@ -168,9 +173,10 @@ class Publisher:
 
     def __init__(self) -> None:
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
-        )  # fmt: skip
+        )
         self.client.reconnect_delay_set(0.2, 1)
         self.client.max_queued_messages_set(0)
         props = Properties(PacketTypes.CONNECT)

@@ -15,15 +15,33 @@ def stored(db, n: int) -> None:  # type: ignore[no-untyped-def]
 def test_fix_is_stored_with_its_fields_and_grid_position(db, workers, publisher, device):  # type: ignore[no-untyped-def]
     device_id = device("T1")
     workers()
-    publisher.send(fixes_topic(), fix(0, lat=51.7527, lon=-0.3394, acc=12.5, speed=1.5,
-                                      heading=90, batt=77, src="wifi", strap="ok"))  # fmt: skip
+    publisher.send(
+        fixes_topic(),
+        fix(
+            0,
+            lat=51.7527,
+            lon=-0.3394,
+            acc=12.5,
+            speed=1.5,
+            heading=90,
+            batt=77,
+            src="wifi",
+            strap="ok",
+        ),
+    )
     publisher.flush()
     stored(db, 1)
-    row = db.fetch("SELECT device_id, fix_time, lat, lon, acc, speed, heading, batt, src::text,"
-                   " strap::text, ST_X(position) AS e, ST_Y(position) AS n, ST_SRID(position)"
-                   " AS srid FROM fixes")[0]  # fmt: skip
+    row = db.fetch(
+        "SELECT device_id, fix_time, lat, lon, acc, speed, heading, batt, src::text,"
+        " strap::text, ST_X(position) AS e, ST_Y(position) AS n, ST_SRID(position)"
+        " AS srid FROM fixes"
+    )[0]
     assert (row["device_id"], row["fix_time"], row["lat"], row["lon"]) == (
-        device_id, at(0), 51.7527, -0.3394)
+        device_id,
+        at(0),
+        51.7527,
+        -0.3394,
+    )
     assert (row["acc"], row["speed"], row["heading"], row["batt"]) == (12.5, 1.5, 90.0, 77)
     assert (row["src"], row["strap"], row["srid"]) == ("wifi", "ok", 27700)
     # St Albans city centre on the British National Grid, as PROJ computes it.
@@ -44,7 +62,9 @@ def test_duplicates_are_stored_once_and_late_fixes_are_kept(db, workers, publish
     assert state["last_fix_at"] == at(120)  # a late fix does not move the state back
 
 
-def test_bad_items_go_to_dead_letters_and_good_neighbours_are_stored(db, workers, publisher, device):  # type: ignore[no-untyped-def]
+def test_bad_items_go_to_dead_letters_and_good_neighbours_are_stored(
+    db, workers, publisher, device
+):  # type: ignore[no-untyped-def]
     device("T1")
     workers()
     payload = json.dumps([fix(0), {"lat": 51.7, "lon": -0.3}, fix(60, lat=91), fix(120)])
@@ -52,8 +72,10 @@ def test_bad_items_go_to_dead_letters_and_good_neighbours_are_stored(db, workers
     publisher.send(fixes_topic(), b"{not json")
     publisher.flush()
     wait_for(lambda: db.count("dead_letters") == 3 and db.count("fixes") == 2)
-    rows = db.fetch("SELECT topic, payload, reason_code, reason, item_index, serial"
-                    " FROM dead_letters ORDER BY id")  # fmt: skip
+    rows = db.fetch(
+        "SELECT topic, payload, reason_code, reason, item_index, serial"
+        " FROM dead_letters ORDER BY id"
+    )
     got = [(r["topic"], r["reason_code"], r["reason"], r["item_index"], r["serial"]) for r in rows]
     assert got[0] == ("tags/T1/fixes", "missing_field", "ts is required", 1, "T1")
     assert got[1] == ("tags/T1/fixes", "out_of_range", "lat 91 is out of range -90..90", 2, "T1")
@@ -101,9 +123,19 @@ def test_events_are_stored_once_and_update_last_seen(db, workers, publisher, dev
 def test_owntracks_location_is_a_fix_of_user_device(db, workers, publisher, device):  # type: ignore[no-untyped-def]
     device("alice-phone")
     workers()
-    publisher.send("owntracks/alice/phone", {"_type": "location", "tst": int(at(0).timestamp()),
-                                             "lat": 51.9, "lon": -0.2, "acc": 15, "vel": 36,
-                                             "cog": 270, "batt": 55})  # fmt: skip
+    publisher.send(
+        "owntracks/alice/phone",
+        {
+            "_type": "location",
+            "tst": int(at(0).timestamp()),
+            "lat": 51.9,
+            "lon": -0.2,
+            "acc": 15,
+            "vel": 36,
+            "cog": 270,
+            "batt": 55,
+        },
+    )
     publisher.flush()
     stored(db, 1)
     row = db.fetch("SELECT fix_time, lat, lon, acc, speed, heading, batt FROM fixes")[0]

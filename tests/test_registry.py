@@ -15,17 +15,28 @@ def test_subject_device_and_assignment(db: Database) -> None:
     assert torch_cli("device", "add", "HT-1001", "--model", "Buddi").stdout == (
         "device HT-1001 added (id 1)\n"
     )
-    out = torch_cli("assign", "HT-1001", "IOM-0042", "--from", "2026-11-01T00:00:00Z",
-                    "--to", "2026-11-20T00:00:00Z").stdout  # fmt: skip
+    out = torch_cli(
+        "assign",
+        "HT-1001",
+        "IOM-0042",
+        "--from",
+        "2026-11-01T00:00:00Z",
+        "--to",
+        "2026-11-20T00:00:00Z",
+    ).stdout
     assert out == (
         "device HT-1001 assigned to IOM-0042 from 2026-11-01T00:00:00+00:00"
         " to 2026-11-20T00:00:00+00:00\n"
     )
-    row = db.fetch("SELECT device_id, subject_id, lower(during) AS a, upper(during) AS b"
-                   " FROM device_assignments")[0]  # fmt: skip
+    row = db.fetch(
+        "SELECT device_id, subject_id, lower(during) AS a, upper(during) AS b"
+        " FROM device_assignments"
+    )[0]
     assert (row["device_id"], row["subject_id"]) == (1, 1)
     assert (row["a"].isoformat(), row["b"].isoformat()) == (
-        "2026-11-01T00:00:00+00:00", "2026-11-20T00:00:00+00:00")
+        "2026-11-01T00:00:00+00:00",
+        "2026-11-20T00:00:00+00:00",
+    )
 
 
 def test_duplicates_and_unknowns_are_refused_with_a_message(db: Database) -> None:
@@ -36,23 +47,43 @@ def test_duplicates_and_unknowns_are_refused_with_a_message(db: Database) -> Non
     assert (missing.returncode, missing.stderr) == (1, "error: no device with serial NOPE\n")
     bad = torch_cli("device", "add", "bad serial", check=False)
     assert bad.returncode == 1
-    assert bad.stderr == "error: serial 'bad serial' must be 1-64 letters, digits, '.', '_' or '-'\n"
+    assert (
+        bad.stderr == "error: serial 'bad serial' must be 1-64 letters, digits, '.', '_' or '-'\n"
+    )
     usage = torch_cli("assign", "X", "Y", "--from", "tomorrow", check=False)
     assert usage.returncode == 2 and "'tomorrow' is not an RFC 3339 time" in usage.stderr
 
 
 def test_overlapping_assignments_are_refused_for_device_and_subject(db: Database) -> None:
-    for cmd in (("subject", "add", "S1"), ("subject", "add", "S2"),
-                ("device", "add", "D1"), ("device", "add", "D2")):  # fmt: skip
+    for cmd in (
+        ("subject", "add", "S1"),
+        ("subject", "add", "S2"),
+        ("device", "add", "D1"),
+        ("device", "add", "D2"),
+    ):
         torch_cli(*cmd)
-    torch_cli("assign", "D1", "S1", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-10T00:00:00Z")
+    torch_cli(
+        "assign", "D1", "S1", "--from", "2026-11-01T00:00:00Z", "--to", "2026-11-10T00:00:00Z"
+    )
     same_device = torch_cli("assign", "D1", "S2", "--from", "2026-11-09T00:00:00Z", check=False)
     assert same_device.returncode == 1
-    assert same_device.stderr.startswith("error: the device already has an assignment that overlaps")
-    same_subject = torch_cli("assign", "D2", "S1", "--from", "2026-11-05T00:00:00Z",
-                             "--to", "2026-11-06T00:00:00Z", check=False)  # fmt: skip
+    assert same_device.stderr.startswith(
+        "error: the device already has an assignment that overlaps"
+    )
+    same_subject = torch_cli(
+        "assign",
+        "D2",
+        "S1",
+        "--from",
+        "2026-11-05T00:00:00Z",
+        "--to",
+        "2026-11-06T00:00:00Z",
+        check=False,
+    )
     assert same_subject.returncode == 1
-    assert same_subject.stderr.startswith("error: the subject already has an assignment that overlaps")
+    assert same_subject.stderr.startswith(
+        "error: the subject already has an assignment that overlaps"
+    )
     # Back to back is fine: ranges are half-open.
     torch_cli("assign", "D1", "S2", "--from", "2026-11-10T00:00:00Z")
     assert db.count("device_assignments") == 2
@@ -62,21 +93,37 @@ def test_database_itself_refuses_overlap(db: Database) -> None:
     """The rule holds for every writer, not only the CLI."""
     s = db.fetchval("INSERT INTO subjects (ref) VALUES ('S9') RETURNING id")
     d = db.fetchval("INSERT INTO devices (serial) VALUES ('D9') RETURNING id")
-    db.execute("INSERT INTO device_assignments (device_id, subject_id, during)"
-               " VALUES ($1, $2, '[2026-01-01,2026-02-01)')", d, s)  # fmt: skip
+    db.execute(
+        "INSERT INTO device_assignments (device_id, subject_id, during)"
+        " VALUES ($1, $2, '[2026-01-01,2026-02-01)')",
+        d,
+        s,
+    )
     with pytest.raises(asyncpg.ExclusionViolationError):
-        db.execute("INSERT INTO device_assignments (device_id, subject_id, during)"
-                   " VALUES ($1, $2, '[2026-01-31,2026-03-01)')", d, s)  # fmt: skip
+        db.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, during)"
+            " VALUES ($1, $2, '[2026-01-31,2026-03-01)')",
+            d,
+            s,
+        )
 
 
 def test_fixes_are_partitioned_by_day_with_the_composite_index(db: Database) -> None:
     db.execute("SELECT torch_ensure_fix_partitions('2026-11-20', '2026-11-22')")
-    names = [r["relname"] for r in db.fetch(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'fixes'::regclass AND c.relname BETWEEN 'fixes_20261120'"
-        " AND 'fixes_20261122' ORDER BY 1")]  # fmt: skip
+    names = [
+        r["relname"]
+        for r in db.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'fixes'::regclass AND c.relname BETWEEN 'fixes_20261120'"
+            " AND 'fixes_20261122' ORDER BY 1"
+        )
+    ]
     assert names == ["fixes_20261120", "fixes_20261121", "fixes_20261122"]
     assert db.fetchval("SELECT torch_ensure_fix_partitions('2026-11-20', '2026-11-22')") == 0
-    index = db.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'fixes_20261121_position_fix_time_idx'")
-    assert index == ("CREATE INDEX fixes_20261121_position_fix_time_idx ON public.fixes_20261121"
-                     " USING gist (\"position\", fix_time)")  # fmt: skip
+    index = db.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'fixes_20261121_position_fix_time_idx'"
+    )
+    assert index == (
+        "CREATE INDEX fixes_20261121_position_fix_time_idx ON public.fixes_20261121"
+        ' USING gist ("position", fix_time)'
+    )

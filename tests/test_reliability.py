@@ -22,7 +22,9 @@ def register(device: Callable[..., int]) -> None:
         device(serial)
 
 
-def stream(n_fixes: int, per_message: int = 1, duplicate_every: int = 0) -> list[tuple[str, object]]:
+def stream(
+    n_fixes: int, per_message: int = 1, duplicate_every: int = 0
+) -> list[tuple[str, object]]:
     """Messages holding n_fixes distinct fixes, round-robin over SERIALS, some sent twice.
 
     Each serial's fixes are a second apart, so (serial, time) is unique per fix.
@@ -41,8 +43,9 @@ def stream(n_fixes: int, per_message: int = 1, duplicate_every: int = 0) -> list
     return messages
 
 
-def publish_in_background(publisher: Publisher, messages: list[tuple[str, object]],
-                          per_second: float) -> threading.Thread:  # fmt: skip
+def publish_in_background(
+    publisher: Publisher, messages: list[tuple[str, object]], per_second: float
+) -> threading.Thread:
     def run() -> None:
         pause = 1 / per_second
         for topic, payload in messages:
@@ -68,7 +71,9 @@ def test_stream_has_distinct_times_per_serial() -> None:
     assert len(messages) == 200 + 200 // 7
 
 
-def test_broker_queues_a_flood_for_a_stopped_worker(db: Database, workers, publisher, device) -> None:  # type: ignore[no-untyped-def]
+def test_broker_queues_a_flood_for_a_stopped_worker(
+    db: Database, workers, publisher, device
+) -> None:  # type: ignore[no-untyped-def]
     register(device)
     worker = workers()
     assert worker.terminate() == 0
@@ -99,7 +104,9 @@ def test_kill_9_mid_stream_loses_nothing(db: Database, workers, publisher, devic
     assert db.count("fixes") == distinct_fixes(messages) == 4000
 
 
-def test_postgres_restart_mid_stream_loses_nothing(db: Database, workers, publisher, device) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_restart_mid_stream_loses_nothing(
+    db: Database, workers, publisher, device
+) -> None:  # type: ignore[no-untyped-def]
     register(device)
     worker = workers(TORCH_BATCH_SIZE="200")
     messages = stream(3000)
@@ -115,7 +122,9 @@ def test_postgres_restart_mid_stream_loses_nothing(db: Database, workers, publis
     assert db.count("fixes") == 3000
 
 
-def test_broker_restart_mid_stream_loses_nothing(db: Database, broker, workers, publisher, device) -> None:  # type: ignore[no-untyped-def]
+def test_broker_restart_mid_stream_loses_nothing(
+    db: Database, broker, workers, publisher, device
+) -> None:  # type: ignore[no-untyped-def]
     register(device)
     workers(TORCH_BATCH_SIZE="200")
     messages = stream(3000)
@@ -129,7 +138,9 @@ def test_broker_restart_mid_stream_loses_nothing(db: Database, broker, workers, 
     assert db.count("fixes") == 3000
 
 
-def test_sigterm_drains_the_batch_and_exits_cleanly(db: Database, workers, publisher, device) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_drains_the_batch_and_exits_cleanly(
+    db: Database, workers, publisher, device
+) -> None:  # type: ignore[no-untyped-def]
     register(device)
     worker = workers(TORCH_FLUSH_INTERVAL_MS="2000", TORCH_BATCH_SIZE="100000")
     publisher.send_all(stream(500))
@@ -142,7 +153,9 @@ def test_sigterm_drains_the_batch_and_exits_cleanly(db: Database, workers, publi
     assert "ingest worker stopped; stored Written(fixes=500," in worker.log.read_text()
 
 
-def test_two_workers_share_a_stream_without_loss_or_double(db: Database, workers, publisher, device) -> None:  # type: ignore[no-untyped-def]
+def test_two_workers_share_a_stream_without_loss_or_double(
+    db: Database, workers, publisher, device
+) -> None:  # type: ignore[no-untyped-def]
     register(device)
     a = workers("wa", TORCH_MQTT_SHARE_GROUP="ingest", TORCH_BATCH_SIZE="100")
     b = workers("wb", TORCH_MQTT_SHARE_GROUP="ingest", TORCH_BATCH_SIZE="100")

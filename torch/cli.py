@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch", description="TORCH: GPS tag tracking for IOM.")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(required=True, metavar="ACTION")
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        required=True, metavar="ACTION"
+    )
     up = db.add_parser("upgrade", help="run the migrations up to REVISION")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(handler=_db_upgrade)
@@ -53,13 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("api", help="run the HTTP API").set_defaults(handler=_api)
 
-    subject = sub.add_parser("subject", help="subjects").add_subparsers(required=True, metavar="ACTION")
+    subject = sub.add_parser("subject", help="subjects").add_subparsers(
+        required=True, metavar="ACTION"
+    )
     sa = subject.add_parser("add", help="register a subject by pseudonymous reference")
     sa.add_argument("ref", help="pseudonymous reference, e.g. IOM-0042")
     sa.add_argument("--name", help="display name (never logged)")
     sa.set_defaults(handler=_subject_add)
 
-    device = sub.add_parser("device", help="devices").add_subparsers(required=True, metavar="ACTION")
+    device = sub.add_parser("device", help="devices").add_subparsers(
+        required=True, metavar="ACTION"
+    )
     da = device.add_parser("add", help="register a tag by serial")
     da.add_argument("serial")
     da.add_argument("--model")
@@ -182,17 +188,28 @@ def _deadletters_list(args: argparse.Namespace, settings: Settings) -> int:
     )
     for r in rows:
         if args.json:
-            print(json.dumps({
-                "id": r.id, "received_at": r.received_at.isoformat(), "topic": r.topic,
-                "reason_code": r.reason_code, "reason": r.reason, "item_index": r.item_index,
-                "serial": r.serial, "replayed": r.replayed_at is not None,
-                "payload": r.payload.decode("utf-8", "replace"),
-            }))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "id": r.id,
+                        "received_at": r.received_at.isoformat(),
+                        "topic": r.topic,
+                        "reason_code": r.reason_code,
+                        "reason": r.reason,
+                        "item_index": r.item_index,
+                        "serial": r.serial,
+                        "replayed": r.replayed_at is not None,
+                        "payload": r.payload.decode("utf-8", "replace"),
+                    }
+                )
+            )
         else:
             item = "" if r.item_index is None else f"[{r.item_index}]"
             done = " (replayed)" if r.replayed_at else ""
-            print(f"{r.id}\t{r.received_at:%Y-%m-%dT%H:%M:%SZ}\t{r.topic}{item}\t"
-                  f"{r.reason_code}: {r.reason}{done}")  # fmt: skip
+            print(
+                f"{r.id}\t{r.received_at:%Y-%m-%dT%H:%M:%SZ}\t{r.topic}{item}\t"
+                f"{r.reason_code}: {r.reason}{done}"
+            )
     return 0
 
 
@@ -200,15 +217,19 @@ def _deadletters_replay(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.pipeline import Pipeline, limits_from
 
     async def go() -> Any:
-        pipeline = Pipeline(settings.database_url.get_secret_value(), "replay", limits_from(settings))
+        pipeline = Pipeline(
+            settings.database_url.get_secret_value(), "replay", limits_from(settings)
+        )
         try:
             return await pipeline.replay(args.serial)
         finally:
             await pipeline.close()
 
     w = asyncio.run(go())
-    print(f"replayed: {w.fixes} fixes stored, {w.duplicates} duplicates, {w.events} events, "
-          f"{w.dead_letters} new dead letters")  # fmt: skip
+    print(
+        f"replayed: {w.fixes} fixes stored, {w.duplicates} duplicates, {w.events} events, "
+        f"{w.dead_letters} new dead letters"
+    )
     return 0
 
 

@@ -95,8 +95,12 @@ class _Fix(msgspec.Struct):
     lat: Annotated[float, msgspec.Meta(ge=RANGES["lat"][0], le=RANGES["lat"][1])]
     lon: Annotated[float, msgspec.Meta(ge=RANGES["lon"][0], le=RANGES["lon"][1])]
     acc: Annotated[float, msgspec.Meta(gt=RANGES["acc"][0], le=RANGES["acc"][1])] | None = None
-    speed: Annotated[float, msgspec.Meta(ge=RANGES["speed"][0], le=RANGES["speed"][1])] | None = None
-    heading: Annotated[float, msgspec.Meta(ge=RANGES["heading"][0], le=RANGES["heading"][1])] | None = None
+    speed: Annotated[float, msgspec.Meta(ge=RANGES["speed"][0], le=RANGES["speed"][1])] | None = (
+        None
+    )
+    heading: (
+        Annotated[float, msgspec.Meta(ge=RANGES["heading"][0], le=RANGES["heading"][1])] | None
+    ) = None
     batt: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
     src: Literal["gps", "wifi", "cell"] = "gps"
     strap: Literal["ok", "open"] | None = None
@@ -133,8 +137,20 @@ def _fast_fixes(
         ts = f.ts.astimezone(UTC)
         if not (earliest <= ts <= latest and west <= f.lon <= east and south <= f.lat <= north):
             return False
-        fixes.append(FixReport(serial, ts, f.lat, f.lon, f.acc, f.speed, f.heading, f.batt,
-                               _SOURCES[f.src], None if f.strap is None else _STRAPS[f.strap]))  # fmt: skip
+        fixes.append(
+            FixReport(
+                serial,
+                ts,
+                f.lat,
+                f.lon,
+                f.acc,
+                f.speed,
+                f.heading,
+                f.batt,
+                _SOURCES[f.src],
+                None if f.strap is None else _STRAPS[f.strap],
+            )
+        )
     if not fixes:
         return False
     out.fixes.extend(fixes)
@@ -252,7 +268,7 @@ def _timestamp(value: Any, received_at: datetime, limits: Limits) -> datetime:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise Invalid(RejectCode.BAD_VALUE, f"ts {value!r} is not RFC 3339") from None
-    if when.tzinfo is None or "T" not in value.upper() and " " not in value:
+    if when.tzinfo is None or ("T" not in value.upper() and " " not in value):
         raise Invalid(RejectCode.BAD_VALUE, f"ts {value!r} needs a date, a time and an offset")
     return _check_time(when.astimezone(UTC), received_at, limits)
 
@@ -298,9 +314,7 @@ def _number(obj: dict[str, Any], name: str, value: Any, limit_key: str | None = 
     return float(value)
 
 
-def _optional_number(
-    obj: dict[str, Any], name: str, limit_key: str | None = None
-) -> float | None:
+def _optional_number(obj: dict[str, Any], name: str, limit_key: str | None = None) -> float | None:
     value = obj.get(name)
     return None if value is None else _number(obj, name, value, limit_key)
 

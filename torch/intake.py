@@ -56,9 +56,7 @@ def serials(decoded: Iterable[Decoded]) -> set[str]:
     return {d.serial for d in decoded if d.serial is not None}
 
 
-def assemble(
-    messages: Iterable[tuple[Message, Decoded]], device_ids: Mapping[str, int]
-) -> Batch:
+def assemble(messages: Iterable[tuple[Message, Decoded]], device_ids: Mapping[str, int]) -> Batch:
     """Route each decoded message to fixes, events or dead letters.
 
     A message from a serial that is not registered is kept whole, so it can be
@@ -73,7 +71,12 @@ def assemble(
         for rej in dec.rejections:
             batch.dead_letters.append(
                 DeadLetter(
-                    msg.received_at, msg.topic, msg.payload, rej.code, rej.reason, rej.index,
+                    msg.received_at,
+                    msg.topic,
+                    msg.payload,
+                    rej.code,
+                    rej.reason,
+                    rej.index,
                     rej.serial,
                 )
             )

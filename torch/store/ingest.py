@@ -12,9 +12,20 @@ from torch import grid
 from torch.intake import Batch, DeadLetter, StoredFix
 
 STAGE_COLUMNS = (
-    "device_id", "fix_time", "received_at", "lat", "lon", "easting", "northing",
-    "acc", "speed", "heading", "batt", "src", "strap",
-)  # fmt: skip
+    "device_id",
+    "fix_time",
+    "received_at",
+    "lat",
+    "lon",
+    "easting",
+    "northing",
+    "acc",
+    "speed",
+    "heading",
+    "batt",
+    "src",
+    "strap",
+)
 
 CREATE_STAGE = """
 CREATE TEMPORARY TABLE IF NOT EXISTS fix_stage (
@@ -80,9 +91,15 @@ SELECT count(*) FROM inserted
 """
 
 DEAD_LETTER_COLUMNS = (
-    "received_at", "topic", "payload", "reason_code", "reason", "item_index", "serial",
+    "received_at",
+    "topic",
+    "payload",
+    "reason_code",
+    "reason",
+    "item_index",
+    "serial",
     "worker_id",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +162,20 @@ def _fix_records(batch: Batch) -> list[tuple[object, ...]]:
     )
     return [
         (
-            s.device_id, f.ts, s.received_at, f.lat, f.lon, e, n, f.acc, f.speed, f.heading,
-            f.batt, f.src.value, None if f.strap is None else f.strap.value,
-        )  # fmt: skip
+            s.device_id,
+            f.ts,
+            s.received_at,
+            f.lat,
+            f.lon,
+            e,
+            n,
+            f.acc,
+            f.speed,
+            f.heading,
+            f.batt,
+            f.src.value,
+            None if f.strap is None else f.strap.value,
+        )
         for s, e, n in zip(batch.fixes, eastings, northings, strict=True)
         for f in (s.fix,)
     ]
@@ -162,15 +190,29 @@ def _state_columns(batch: Batch) -> list[list[object]]:
         if held is None or s.fix.ts > held.fix.ts:
             newest[s.device_id] = s
         seen[s.device_id] = max(s.received_at, seen.get(s.device_id, s.received_at))
-    rows = [(d, s.fix.ts, s.fix.lat, s.fix.lon, s.fix.acc, seen[d], s.fix.batt,
-             None if s.fix.strap is None else s.fix.strap.value)
-            for d, s in sorted(newest.items())]  # fmt: skip
+    rows = [
+        (
+            d,
+            s.fix.ts,
+            s.fix.lat,
+            s.fix.lon,
+            s.fix.acc,
+            seen[d],
+            s.fix.batt,
+            None if s.fix.strap is None else s.fix.strap.value,
+        )
+        for d, s in sorted(newest.items())
+    ]
     return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _write_events(conn: asyncpg.Connection, batch: Batch) -> int:
-    columns = list(zip(*((e.device_id, e.event.ts, e.event.type.value, e.received_at)
-                         for e in batch.events), strict=True))  # fmt: skip
+    columns = list(
+        zip(
+            *((e.device_id, e.event.ts, e.event.type.value, e.received_at) for e in batch.events),
+            strict=True,
+        )
+    )
     return int(await conn.fetchval(INSERT_EVENTS, *map(list, columns)))
 
 
@@ -182,9 +224,17 @@ async def write_dead_letters(
     await conn.copy_records_to_table(
         "dead_letters",
         records=[
-            (d.received_at, d.topic, d.payload, d.code.value, d.reason, d.item_index, d.serial,
-             worker_id)
+            (
+                d.received_at,
+                d.topic,
+                d.payload,
+                d.code.value,
+                d.reason,
+                d.item_index,
+                d.serial,
+                worker_id,
+            )
             for d in letters
-        ],  # fmt: skip
+        ],
         columns=DEAD_LETTER_COLUMNS,
     )

@@ -53,7 +53,9 @@ async def add_device(conn: asyncpg.Connection, serial: str, model: str | None) -
 
 
 async def device_ids(conn: asyncpg.Connection, serials: Iterable[str]) -> dict[str, int]:
-    rows = await conn.fetch("SELECT serial, id FROM devices WHERE serial = ANY($1::text[])", list(serials))
+    rows = await conn.fetch(
+        "SELECT serial, id FROM devices WHERE serial = ANY($1::text[])", list(serials)
+    )
     return {row["serial"]: row["id"] for row in rows}
 
 
@@ -84,3 +86,52 @@ async def assign(
             f"{start.isoformat()} to {end.isoformat() if end else 'open end'}"
         ) from None
     return Assignment(row["id"], serial, subject_ref, start, end)
+
+
+async def ensure_fleet(
+    conn: asyncpg.Connection, pairs: list[tuple[str, str]], model: str, start: datetime
+) -> tuple[int, int]:
+    """Register (subject ref, serial) pairs where missing, each wearing its device from start.
+
+    Returns (pairs newly assigned, pairs left alone because either side was
+    already assigned otherwise). Safe to run again.
+    """
+    refs = [p[0] for p in pairs]
+    serials = [p[1] for p in pairs]
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO subjects (ref) SELECT unnest($1::text[]) ON CONFLICT (ref) DO NOTHING", refs
+        )
+        await conn.execute(
+            "INSERT INTO devices (serial, model) SELECT unnest($1::text[]), $2"
+            " ON CONFLICT (serial) DO NOTHING",
+            serials,
+            model,
+        )
+        status = await conn.execute(
+            """
+            INSERT INTO device_assignments (device_id, subject_id, during)
+            SELECT d.id, s.id, tstzrange($3, NULL)
+            FROM unnest($1::text[], $2::text[]) AS i(ref, serial)
+            JOIN subjects s ON s.ref = i.ref
+            JOIN devices d ON d.serial = i.serial
+            WHERE NOT EXISTS (SELECT 1 FROM device_assignments a
+                              WHERE (a.device_id = d.id OR a.subject_id = s.id)
+                                AND a.during && tstzrange($3, NULL))
+            ORDER BY d.id
+            """,
+            refs,
+            serials,
+            start,
+        )
+    assigned = int(status.rsplit(" ", 1)[1])
+    already = await conn.fetchval(
+        """
+        SELECT count(*) FROM unnest($1::text[], $2::text[]) AS i(ref, serial)
+        JOIN subjects s ON s.ref = i.ref JOIN devices d ON d.serial = i.serial
+        JOIN device_assignments a ON a.device_id = d.id AND a.subject_id = s.id
+        """,
+        refs,
+        serials,
+    )
+    return assigned, len(pairs) - int(already)

@@ -1,0 +1,153 @@
+"""Where simulated messages go: an MQTT broker, or a JSON Lines file; and how fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+class Sink(Protocol):
+    def send(self, topic: str, payload: str | bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class MqttSink:
+    """Publishes at QoS 1, as fast as the broker acknowledges.
+
+    paho numbers messages with 16 bits, so at most `window` messages are left
+    unacknowledged at once; beyond that, send() waits for the broker.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        window: int = 20_000,
+    ) -> None:
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.max_inflight_messages_set(0)
+        self._client.max_queued_messages_set(0)
+        self._client.on_publish = self._on_publish
+        self._window = window
+        self.sent = 0
+        self.acked = 0
+        self._client.connect(host, port)
+        self._client.loop_start()
+
+    def _on_publish(self, *_: object) -> None:
+        self.acked += 1
+
+    def send(self, topic: str, payload: str | bytes) -> None:
+        while self.sent - self.acked >= self._window:
+            time.sleep(0.001)
+        self._client.publish(topic, payload, qos=1)
+        self.sent += 1
+
+    def close(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acked < self.sent and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class JsonlSink:
+    """One JSON object a line: {"topic": ..., "payload": ...}, the payload exactly as published."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("w", encoding="utf-8")
+
+    def send(self, topic: str, payload: str | bytes) -> None:
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        self._file.write(
+            json.dumps({"topic": topic, "payload": text}, separators=(",", ":")) + "\n"
+        )
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[str, str]]:
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                yield row["topic"], row["payload"]
+
+
+class Pacer:
+    """Holds simulated time to `pace` simulated seconds per wall-clock second (0: no waiting)."""
+
+    def __init__(self, pace: float, sim_start: float) -> None:
+        self.pace = pace
+        self.sim_start = sim_start
+        self.wall_start = time.monotonic()
+
+    def wait_for(self, sim_t: float) -> None:
+        if self.pace <= 0:
+            return
+        due = self.wall_start + (sim_t - self.sim_start) / self.pace
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class Progress:
+    """A status line on stderr every few seconds: rate, messages and fixes sent, simulated time."""
+
+    def __init__(self, every: float = 2.0, stream: object = sys.stderr) -> None:
+        self.every = every
+        self.stream = stream
+        self.started = self.last = time.monotonic()
+        self.messages = 0
+        self.fixes = 0
+
+    def count(self, fixes: int, sim_t: float) -> None:
+        self.messages += 1
+        self.fixes += fixes
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self._print(sim_t, end="\r")
+
+    def done(self, sim_t: float) -> None:
+        self._print(sim_t, end="\n")
+
+    def _print(self, sim_t: float, end: str) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(sim_t))
+        print(
+            f"sent {self.messages:,} messages, {self.fixes:,} fixes "
+            f"({self.fixes / elapsed:,.0f} fixes/s); simulated time {stamp}Z",
+            end=end,
+            file=self.stream,
+            flush=True,
+        )  # type: ignore[call-overload]
+
+
+def drain(
+    messages: Iterable[tuple[float, str, str, int]], sink: Sink, pacer: Pacer, progress: Progress
+) -> None:
+    """Send (sim time, topic, payload, fixes in it) in order, paced, with progress."""
+    last = pacer.sim_start
+    for sim_t, topic, payload, fixes in messages:
+        pacer.wait_for(sim_t)
+        sink.send(topic, payload)
+        progress.count(fixes, sim_t)
+        last = sim_t
+    sink.close()
+    progress.done(last)
