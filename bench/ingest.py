@@ -37,6 +37,8 @@ from pyproj import Transformer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from simulators.output import MqttSink  # noqa: E402
+
 DATABASE_URL = os.environ.get(
     "TORCH_BENCH_DATABASE_URL", "postgresql://torch:torch@127.0.0.1:5432/torch_bench"
 )
@@ -91,29 +93,11 @@ def messages(n: int, per_message: int) -> list[tuple[str, bytes]]:
 
 def publish(msgs: list[tuple[str, bytes]]) -> float:
     """Publish at QoS 1 as fast as the broker takes it; returns the first publish time."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5
-    )
-    client.max_inflight_messages_set(0)  # no window: the loop below bounds what is unacknowledged
-    client.max_queued_messages_set(0)
-    acked = 0
-
-    def on_publish(*_: object) -> None:
-        nonlocal acked
-        acked += 1
-
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", PORT)
-    client.loop_start()
+    sink = MqttSink("127.0.0.1", PORT, f"bench-pub-{os.getpid()}")
     started = time.monotonic()
-    for sent, (topic, payload) in enumerate(msgs):
-        while sent - acked > 30_000:  # message ids are 16 bits: keep well below 65,535 queued
-            time.sleep(0.001)
-        client.publish(topic, payload, qos=1)
-    while acked < len(msgs):
-        time.sleep(0.001)
-    client.disconnect()
-    client.loop_stop()
+    for topic, payload in msgs:
+        sink.send(topic, payload)
+    sink.close()
     return started
 
 

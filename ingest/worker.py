@@ -160,7 +160,10 @@ class Subscriber:
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._inbox.put(
             Delivery(
-                Message(msg.topic, cast(bytes, msg.payload), datetime.now(UTC)), msg.mid, msg.qos, self._session
+                Message(msg.topic, cast(bytes, msg.payload), datetime.now(UTC)),
+                msg.mid,
+                msg.qos,
+                self._session,
             )
         )
 

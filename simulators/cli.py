@@ -8,12 +8,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from simulators.tag import Options
+from simulators.tag import Options, Out
 
 
 def add_parser(sub: Any) -> None:
@@ -117,8 +117,9 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         _write_members(args.out, members)
     elif not args.no_register:
         _register(settings, members, begin)
-    outs = list(fleet.stream(tags)) if args.scenario else fleet.stream(tags)
+    outs: Iterable[Out] = fleet.stream(tags)
     if args.scenario and args.truth:
+        outs = list(outs)  # the truth is checked against what is emitted
         script.write_truth(args.truth, outs)
     _send(args, settings, ((o.t, o.topic, o.payload, fleet.fix_count(o)) for o in outs), begin)
     return 0

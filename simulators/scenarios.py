@@ -21,8 +21,8 @@ from simulators.tag import Faults, Options, Out, Tag
 from simulators.world import Mode, Point, Timeline, start, towns
 
 CATALOGUE = {
-    "crime-scene": "one subject at a scene, near misses at 150 m and 400 m, one elsewhere, one silent",
-    "zone-breach": "an exclusion zone entered and left, a car through a small zone, drift at an edge",
+    "crime-scene": "a subject at a scene, near misses at 150 m and 400 m, one elsewhere, one off",
+    "zone-breach": "an exclusion zone entered and left, a car through a small zone, edge drift",
     "curfew": "a curfew broken by a late return, and a subject home on time",
     "coverage-gap": "a breach hidden in a coverage gap until the buffered upload arrives",
     "tamper": "a strap tamper, and a tag that goes silent",
@@ -166,7 +166,7 @@ def crime_scene(s: Script, seed: int) -> None:
         "from": _iso(w0),
         "to": _iso(w1),
     }
-    far = Point(scene.x - 3000, scene.y)
+    far = Point(scene.x + 3000, scene.y)  # east, so the walk stops 10 m short of the scene
     paths = {
         "present": _walk(
             s.begin,

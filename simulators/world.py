@@ -151,9 +151,9 @@ def route(
     """A plausible path from a to b; a car between towns takes the main road between centres."""
     if mode is Mode.CAR and via is not None:
         leave, arrive = via
-        return (
-            street_path(a, leave, SPEED[Mode.CAR])
-            + [(arrive, ROAD_SPEED)]
-            + street_path(arrive, b, SPEED[Mode.CAR])
-        )
+        return [
+            *street_path(a, leave, SPEED[Mode.CAR]),
+            (arrive, ROAD_SPEED),
+            *street_path(arrive, b, SPEED[Mode.CAR]),
+        ]
     return street_path(a, b, SPEED[mode])

@@ -100,7 +100,8 @@ async def ensure_fleet(
     serials = [p[1] for p in pairs]
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO subjects (ref) SELECT unnest($1::text[]) ON CONFLICT (ref) DO NOTHING", refs
+            "INSERT INTO subjects (ref) SELECT unnest($1::text[]) ON CONFLICT (ref) DO NOTHING",
+            refs,
         )
         await conn.execute(
             "INSERT INTO devices (serial, model) SELECT unnest($1::text[]), $2"
