@@ -14,7 +14,16 @@ import asyncpg
 
 from torch.decode import Limits, decode
 from torch.fixes import Decoded, RejectCode
-from torch.intake import Batch, DeadLetter, Message, assemble, serials
+from torch.intake import (
+    Batch,
+    DeadLetter,
+    DeviceState,
+    Message,
+    StoredFix,
+    assemble,
+    merge_newest,
+    serials,
+)
 from torch.settings import Settings
 from torch.store import db, deadletters, ingest, registry
 
@@ -35,19 +44,24 @@ def limits_from(settings: Settings) -> Limits:
 class Pipeline:
     """Owns one database connection and the caches that spare it look-ups."""
 
-    def __init__(self, database_url: str, worker_id: str, limits: Limits) -> None:
+    def __init__(
+        self, database_url: str, worker_id: str, limits: Limits, connections: int = 1
+    ) -> None:
         self._url = database_url
         self._worker_id = worker_id
         self._limits = limits
-        self._conn: asyncpg.Connection | None = None
+        self._connections = connections
+        self._pool: asyncpg.Pool | None = None
         self._device_ids: dict[str, int] = {}
         self._days: set[date] = set()  # days whose partition is known to exist
+        self._state: dict[int, DeviceState] = {}  # newest fix per device, not yet written
         self.totals = ingest.Written(0, 0, 0, 0)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await self.flush_state()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def decode(self, messages: Sequence[Message]) -> list[Item]:
         return [(m, decode(m.topic, m.payload, m.received_at, self._limits)) for m in messages]
@@ -65,26 +79,51 @@ class Pipeline:
     async def replay(self, serial: str | None, chunk: int = 500) -> ingest.Written:
         """Replay unknown-serial dead letters whose device is now registered."""
         totals = ingest.Written(0, 0, 0, 0)
+        pool = await self._ready_pool()
         while True:
-            conn = await self._connection()
-            async with conn.transaction():
+            async with pool.acquire() as conn, conn.transaction():
                 claimed = await deadletters.claim_replayable(conn, serial, chunk)
                 if not claimed:
                     return totals
-                written = await self._write(conn, self.decode([m for _, m in claimed]))
+                batch = await self._prepare(conn, self.decode([m for _, m in claimed]))
+                written = await ingest.write_batch(conn, batch, self._worker_id)
+            merge_newest(self._state, batch.fixes)
             totals += written
             log.info("replayed %d dead letters: %s", len(claimed), written)
+
+    async def flush_state(self) -> None:
+        """Write each device's newest fix since the last flush (device_state is a cache).
+
+        The worker calls this about once a second rather than in every batch:
+        one row per device per second instead of one per batch.
+        """
+        if not self._state:
+            return
+        states, self._state = self._state, {}
+        try:
+            async with (await self._ready_pool()).acquire() as conn:
+                await ingest.write_device_state(conn, states.values())
+        except (*db.RETRYABLE, asyncpg.PostgresError) as err:
+            merge_newest(
+                self._state, (StoredFix(s.device_id, s.seen, s.fix) for s in states.values())
+            )
+            log.warning("device state not written (%s); will try again", type(err).__name__)
 
     async def _store_items(self, items: Sequence[Item]) -> ingest.Written:
         delay = 0.2
         refused_once = False
         while True:
             try:
-                conn = await self._connection()
-                async with conn.transaction():
-                    return await self._write(conn, items)
+                pool = await self._ready_pool()
+                async with pool.acquire() as conn:
+                    batch = await self._prepare(conn, items)  # partitions commit on their own
+                    async with conn.transaction():
+                        written = await ingest.write_batch(conn, batch, self._worker_id)
+                merge_newest(self._state, batch.fixes)
+                return written
             except db.RETRYABLE as err:
-                await self._drop_connection()
+                if self._pool is not None:
+                    self._pool.expire_connections()
                 log.warning(
                     "database unavailable (%s); retrying in %.1f s", type(err).__name__, delay
                 )
@@ -113,12 +152,12 @@ class Pipeline:
             RejectCode.STORE_ERROR,
             f"the database refused it: {err}",
         )
-        conn = await self._connection()
-        async with conn.transaction():
+        async with (await self._ready_pool()).acquire() as conn, conn.transaction():
             await ingest.write_dead_letters(conn, [letter], self._worker_id)
         return ingest.Written(0, 0, 0, 1)
 
-    async def _write(self, conn: asyncpg.Connection, items: Sequence[Item]) -> ingest.Written:
+    async def _prepare(self, conn: asyncpg.Connection, items: Sequence[Item]) -> Batch:
+        """Resolve serials, assemble the batch and make sure its partitions exist."""
         unknown = serials(d for _, d in items) - self._device_ids.keys()
         if unknown:
             self._device_ids.update(await registry.device_ids(conn, unknown))
@@ -127,15 +166,14 @@ class Pipeline:
         if missing:
             await ingest.ensure_partitions(conn, missing)
             self._days |= missing
-        return await ingest.write_batch(conn, batch, self._worker_id)
+        return batch
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await db.connect(self._url, application_name=f"torch-{self._worker_id}")
-            await ingest.prepare(self._conn)
-        return self._conn
-
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
+    async def _ready_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await db.pool(
+                self._url,
+                size=self._connections,
+                application_name=f"torch-{self._worker_id}",
+                init=ingest.prepare,
+            )
+        return self._pool

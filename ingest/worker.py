@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections import deque
 import logging
 import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -33,8 +33,7 @@ from torch.settings import Settings
 log = logging.getLogger("torch.ingest")
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     message: Message
     mid: int
     qos: int
@@ -174,7 +173,10 @@ class Worker:
         self._inbox = Inbox()
         self._subscriber = Subscriber(settings, self._inbox)
         self._pipeline = Pipeline(
-            settings.database_url.get_secret_value(), settings.worker_id, limits_from(settings)
+            settings.database_url.get_secret_value(),
+            settings.worker_id,
+            limits_from(settings),
+            connections=settings.db_connections,
         )
         self._stopping = asyncio.Event()
 
@@ -188,10 +190,12 @@ class Worker:
         self._subscriber.start()
         log.info("ingest worker %s started", self._settings.worker_id)
         reporter = asyncio.create_task(self._report())
+        state = asyncio.create_task(self._flush_state())
         try:
             await self._consume()
         finally:
             reporter.cancel()
+            state.cancel()
             self._subscriber.stop()
             await self._pipeline.close()
             log.info("ingest worker stopped; stored %s", self._pipeline.totals)
@@ -199,12 +203,13 @@ class Worker:
     async def _consume(self) -> None:
         """Take, decode, commit, acknowledge; until asked to stop, then drain and return.
 
-        The next batch is decoded while the database commits the one before,
-        and only one batch is committing at a time, so acknowledgements go out
-        in the order the messages came in.
+        Up to `db_connections` batches commit at once, on their own connections,
+        while the next is decoded; each batch is acknowledged only after it and
+        every batch before it have committed, so acknowledgements go out in the
+        order the messages came in.
         """
         s = self._settings
-        committing: asyncio.Task[None] | None = None
+        committing: deque[asyncio.Task[None]] = deque()
         while True:
             draining = self._stopping.is_set()
             deliveries = await asyncio.to_thread(
@@ -215,15 +220,25 @@ class Worker:
                     break
                 continue
             items = self._pipeline.decode([d.message for d in deliveries])
-            if committing is not None:
-                await committing
-            committing = asyncio.create_task(self._commit(items, deliveries))
-        if committing is not None:
-            await committing
+            while len(committing) >= s.db_connections:
+                await committing.popleft()
+            previous = committing[-1] if committing else None
+            committing.append(asyncio.create_task(self._commit(items, deliveries, previous)))
+        for task in committing:
+            await task
 
-    async def _commit(self, items: list[Item], deliveries: list[Delivery]) -> None:
+    async def _commit(
+        self, items: list[Item], deliveries: list[Delivery], previous: asyncio.Task[None] | None
+    ) -> None:
         await self._pipeline.store(items)
+        if previous is not None:
+            await previous
         self._subscriber.ack(deliveries)
+
+    async def _flush_state(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.state_flush_ms / 1000)
+            await self._pipeline.flush_state()
 
     async def _report(self, every: float = 10.0) -> None:
         last = self._pipeline.totals.fixes

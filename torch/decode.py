@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -65,9 +66,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 def decode(topic: str, payload: bytes, received_at: datetime, limits: Limits) -> Decoded:
     """Decode one MQTT message. Never raises on bad input: it reports rejections."""
     out = Decoded(None, [], [], [])
-    parts = topic.split("/")
     try:
-        kind, serial = _route(parts)
+        kind, serial = _route(topic)
         out.serial = serial
         if kind == "fixes" and _fast_fixes(payload, serial, received_at, limits, out):
             return out
@@ -157,7 +157,10 @@ def _fast_fixes(
     return True
 
 
-def _route(parts: list[str]) -> tuple[str, str]:
+@lru_cache(maxsize=65_536)
+def _route(topic: str) -> tuple[str, str]:
+    """(kind, serial) of a topic; a fleet has few topics, so the answers are kept."""
+    parts = topic.split("/")
     if len(parts) == 3 and parts[0] == "tags" and parts[2] in ("fixes", "events"):
         return parts[2], _serial(parts[1])
     if len(parts) == 3 and parts[0] == "owntracks":

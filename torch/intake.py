@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import NamedTuple
 
 from torch.fixes import Decoded, DeviceEvent, FixReport, RejectCode
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):  # named tuples: the ingest path makes thousands a second
     topic: str
     payload: bytes
     received_at: datetime
@@ -27,8 +27,7 @@ class DeadLetter:
     serial: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredFix:
+class StoredFix(NamedTuple):
     device_id: int
     received_at: datetime
     fix: FixReport
@@ -39,6 +38,25 @@ class StoredEvent:
     device_id: int
     received_at: datetime
     event: DeviceEvent
+
+
+class DeviceState(NamedTuple):
+    """A device's newest fix, and when it was last heard from."""
+
+    device_id: int
+    fix: FixReport
+    seen: datetime
+
+
+def merge_newest(states: dict[int, DeviceState], fixes: Iterable[StoredFix]) -> None:
+    """Fold fixes into each device's newest state; a late fix never moves it back."""
+    for s in fixes:
+        held = states.get(s.device_id)
+        if held is None:
+            states[s.device_id] = DeviceState(s.device_id, s.fix, s.received_at)
+        elif s.fix.ts > held.fix.ts or s.received_at > held.seen:
+            newest = s.fix if s.fix.ts > held.fix.ts else held.fix
+            states[s.device_id] = DeviceState(s.device_id, newest, max(s.received_at, held.seen))
 
 
 @dataclass(slots=True)

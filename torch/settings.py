@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         description="stable id of this ingest worker; it names its persistent MQTT session",
     )
     batch_size: int = Field(2000, ge=1, le=100_000, description="messages per transaction")
+    db_connections: int = Field(
+        2, ge=1, le=16, description="transactions the ingest worker keeps in flight at once"
+    )
+    state_flush_ms: int = Field(
+        1000, ge=10, le=60_000, description="how often device_state gets each device's newest fix"
+    )
     flush_interval_ms: int = Field(
         100, ge=1, le=60_000, description="longest a message waits for its batch to fill"
     )

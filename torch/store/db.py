@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
 # Errors after which the same work can be tried again on a new connection.
@@ -31,4 +33,23 @@ def alembic_url(url: str) -> str:
 async def connect(url: str, *, application_name: str = "torch") -> asyncpg.Connection:
     return await asyncpg.connect(
         dsn(url), server_settings={"application_name": application_name}, timeout=10
+    )
+
+
+async def pool(
+    url: str,
+    *,
+    size: int,
+    application_name: str,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    settings: dict[str, str] | None = None,
+) -> asyncpg.Pool:
+    """A pool of up to `size` connections; broken ones are replaced on the next acquire."""
+    return await asyncpg.create_pool(
+        dsn(url),
+        min_size=0,
+        max_size=size,
+        init=init,
+        timeout=10,
+        server_settings={"application_name": application_name, **(settings or {})},
     )

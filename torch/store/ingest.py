@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import asyncpg
 
 from torch import grid
-from torch.intake import Batch, DeadLetter, StoredFix
+from torch.intake import Batch, DeadLetter, DeviceState
 
 STAGE_COLUMNS = (
     "device_id",
@@ -50,8 +50,9 @@ ORDER BY device_id, fix_time
 ON CONFLICT (device_id, fix_time) DO NOTHING
 """
 
-# One row per device: its newest fix in the batch. The state moves forward
-# only to a fix newer than the one it holds, so late fixes leave it alone.
+# One row per device: its newest fix since the last write. The state moves
+# forward only to a fix newer than the one it holds, so late fixes, and the
+# same row written twice, leave it alone.
 UPSERT_STATE = """
 INSERT INTO device_state AS s (device_id, last_fix_at, last_lat, last_lon, last_acc,
                                last_seen_at, battery, strap)
@@ -148,7 +149,6 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) ->
         )
         status = await conn.execute(INSERT_FROM_STAGE)  # "INSERT 0 <rows>"
         stored = int(status.rsplit(" ", 1)[1])
-        await conn.execute(UPSERT_STATE, *_state_columns(batch))
     events = await _write_events(conn, batch) if batch.events else 0
     await write_dead_letters(conn, batch.dead_letters, worker_id)
     return Written(stored, len(batch.fixes) - stored, events, len(batch.dead_letters))
@@ -181,29 +181,12 @@ def _fix_records(batch: Batch) -> list[tuple[object, ...]]:
     ]
 
 
-def _state_columns(batch: Batch) -> list[list[object]]:
-    """Each device's newest fix in the batch, and when it was last heard from."""
-    newest: dict[int, StoredFix] = {}
-    seen: dict[int, datetime] = {}
-    for s in batch.fixes:
-        held = newest.get(s.device_id)
-        if held is None or s.fix.ts > held.fix.ts:
-            newest[s.device_id] = s
-        seen[s.device_id] = max(s.received_at, seen.get(s.device_id, s.received_at))
-    rows = [
-        (
-            d,
-            s.fix.ts,
-            s.fix.lat,
-            s.fix.lon,
-            s.fix.acc,
-            seen[d],
-            s.fix.batt,
-            None if s.fix.strap is None else s.fix.strap.value,
-        )
-        for d, s in sorted(newest.items())
-    ]
-    return [list(column) for column in zip(*rows, strict=True)]
+async def write_device_state(conn: asyncpg.Connection, states: Iterable[DeviceState]) -> None:
+    rows = [(d.device_id, d.fix.ts, d.fix.lat, d.fix.lon, d.fix.acc, d.seen, d.fix.batt,
+             None if d.fix.strap is None else d.fix.strap.value)
+            for d in sorted(states, key=lambda d: d.device_id)]  # fmt: skip
+    if rows:
+        await conn.execute(UPSERT_STATE, *[list(c) for c in zip(*rows, strict=True)])
 
 
 async def _write_events(conn: asyncpg.Connection, batch: Batch) -> int:
