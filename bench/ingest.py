@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import math
 import json
+import math
 import os
 import shutil
 import subprocess

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections import deque
 import logging
 import queue
 import signal
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import NamedTuple, cast
 
