@@ -17,7 +17,7 @@ pids+=($!)
 .venv/bin/torch api >> .run/logs/api.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
-  curl -fs "$API/healthz" >/dev/null 2>&1 && break
+  (exec 3<>"/dev/tcp/${TORCH_API_HOST:-127.0.0.1}/${TORCH_API_PORT:-8000}") 2>/dev/null && break
   sleep 0.1
 done
 
