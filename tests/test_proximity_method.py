@@ -1,0 +1,162 @@
+"""The proximity method on hand-built tracks, with exact expected values."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely import Point, Polygon
+
+from torch.proximity import Params, Scene, TrackFix, Verdict, assess
+
+P = Params()
+
+
+def f(t: float, x: float, y: float, acc: float | None = 8.0) -> TrackFix:
+    return TrackFix(t, x, y, acc, 0.0, 0.0)
+
+
+def scene(
+    r: float = 100.0, start: float = 0.0, end: float = 3600.0, at: tuple[float, float] = (0, 0)
+) -> Scene:
+    return Scene(Point(*at), r, start, end)
+
+
+def along(y: float, start: float = -600, end: float = 4200, step: float = 60) -> list[TrackFix]:
+    """A walker on the line at northing y, from x=-3000 at `start` eastwards at 1.25 m/s."""
+    n = int((end - start) / step) + 1
+    return [f(start + i * step, -3000 + 1.25 * (start + i * step - start), y) for i in range(n)]
+
+
+def test_standing_at_the_scene_is_present_with_the_fixes_that_show_it() -> None:
+    a = assess([f(t, 3.0, 4.0) for t in range(-300, 3901, 60)], scene(), P)
+    assert a.verdict is Verdict.PRESENT
+    assert (a.closest_m, a.accuracy_m, a.coverage, a.gaps) == (5.0, 8.0, 1.0, [])
+    # every fix in the window, and the one before it that bounds the closest approach at 00:00
+    assert len(a.evidence) == 62 and a.evidence[0].t == -60
+
+
+def test_a_car_between_two_fixes_is_found_on_the_segment() -> None:
+    # 3 km in 60 s, passing 30 m from the scene half-way between the fixes
+    track = [f(1770, -1500, 30), f(1830, 1500, 30)]
+    a = assess(
+        [f(t, -1500 - 50 * (1770 - t), 30) for t in range(-330, 1770, 60)]
+        + track
+        + [f(t, 1500 + 50 * (t - 1830), 30) for t in range(1890, 3961, 60)],
+        scene(r=50),
+        P,
+    )
+    assert (a.verdict, a.closest_m, a.closest_at, a.closest_xy) == (
+        Verdict.PRESENT,
+        30.0,
+        1800.0,
+        (0.0, 30.0),
+    )
+    assert [e.t for e in a.evidence] == [1770, 1830]
+
+
+def test_near_misses_have_exact_closest_and_are_excluded_when_fully_covered() -> None:
+    for y in (150.0, 400.0):
+        a = assess(along(y), scene(), P)
+        assert a.closest_m == y
+        assert a.verdict is Verdict.EXCLUDED
+        assert a.coverage == 1.0 and a.evidence == []
+
+
+def test_within_accuracy_only_is_possible() -> None:
+    a = assess([f(t, 0, 105, acc=10) for t in range(-300, 3901, 60)], scene(), P)
+    assert (a.verdict, a.closest_m) == (Verdict.POSSIBLE, 105.0)
+    assert a.reasons[0] == (
+        "closest approach 105 m at 1970-01-01T00:00:00Z: within 100 m only "
+        "within the accuracy of 10 m"
+    )
+
+
+def test_a_gap_that_could_reach_the_scene_is_possible() -> None:
+    # 1 km away before and after a 20-minute gap: 1 km at 40 m/s takes 25 s
+    track = [f(t, 1000, 0) for t in range(-300, 1201, 60)] + [
+        f(t, 1000, 0) for t in range(2400, 3901, 60)
+    ]
+    a = assess(track, scene(), P)
+    assert a.verdict is Verdict.POSSIBLE
+    assert [(g.start, g.end, g.reachable) for g in a.gaps] == [(1200, 2400, True)]
+    assert a.coverage == 2400 / 3600
+    assert [e.t for e in a.evidence] == [-60, 0, 1200, 2400]  # closest approach, gap ends
+
+
+def test_a_gap_too_short_to_reach_the_scene_is_excluded() -> None:
+    # 30 km away, a 10-minute gap: 30 km at 40 m/s takes 12.5 minutes each way
+    track = [f(t, 30_000, 0) for t in range(-300, 1201, 60)] + [
+        f(t, 30_000, 0) for t in range(1800, 3901, 60)
+    ]
+    a = assess(track, scene(), P)
+    assert a.verdict is Verdict.EXCLUDED
+    assert [(g.start, g.end, g.reachable) for g in a.gaps] == [(1200, 1800, False)]
+    assert a.evidence == []
+
+
+def test_a_window_bounded_on_one_side_only() -> None:
+    # first fix 10 minutes into the window: 1 km away could have come from the scene
+    near = assess([f(t, 1000, 0) for t in range(600, 3901, 60)], scene(), P)
+    assert near.verdict is Verdict.POSSIBLE
+    assert [(g.start, g.end, g.reachable, g.before) for g in near.gaps] == [(0, 600, True, None)]
+    far = assess([f(t, 30_000, 0) for t in range(600, 3901, 60)], scene(), P)
+    assert far.verdict is Verdict.EXCLUDED
+
+
+def test_no_fix_near_the_window_is_no_data() -> None:
+    a = assess([f(-301, 0, 0), f(3901, 0, 0)], scene(), P)
+    assert (a.verdict, a.closest_m, a.coverage, a.evidence) == (Verdict.NO_DATA, None, 0.0, [])
+
+
+def test_inside_a_polygon_is_distance_zero() -> None:
+    square = Polygon([(-50, -50), (50, -50), (50, 50), (-50, 50)])
+    a = assess([f(t, 20, 20) for t in range(-300, 3901, 60)], Scene(square, 0, 0, 3600), P)
+    assert (a.verdict, a.closest_m) == (Verdict.POSSIBLE, 0.0)  # 0 m, but 8 m accuracy > 0 m buffer
+    a = assess([f(t, 20, 20) for t in range(-300, 3901, 60)], Scene(square, 10, 0, 3600), P)
+    assert a.verdict is Verdict.PRESENT
+
+
+def test_missing_accuracy_counts_as_twenty_metres() -> None:
+    a = assess([f(t, 0, 85, acc=None) for t in range(-300, 3901, 60)], scene(), P)
+    assert (a.verdict, a.accuracy_m) == (Verdict.POSSIBLE, 20.0)
+
+
+coords = st.floats(-5000, 5000, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    points=st.lists(st.tuples(st.integers(1, 400), coords, coords), min_size=1, max_size=30),
+    sx=coords,
+    sy=coords,
+)
+def test_closest_matches_brute_force_over_every_fix_pair(points, sx, sy) -> None:  # type: ignore[no-untyped-def]
+    t, track = -350.0, []
+    for dt, x, y in points:
+        t += dt
+        track.append(f(t, x, y))
+    sc = Scene(Point(sx, sy), 100, 0, 3600)
+    a = assess(track, sc, P)
+    brute, finest = math.inf, 0.0
+    pairs = [(p, q) for p, q in pairwise(track) if q.t - p.t <= P.max_gap_s]
+    for p, q in pairs:
+        t0, t1 = max(p.t, 0), min(q.t, 3600)
+        if t0 > t1:
+            continue
+        for i in range(2001):
+            tt = t0 + (t1 - t0) * i / 2000
+            k = (tt - p.t) / (q.t - p.t)
+            brute = min(brute, math.hypot(p.x + (q.x - p.x) * k - sx, p.y + (q.y - p.y) * k - sy))
+        finest = max(finest, math.hypot(q.x - p.x, q.y - p.y) / 2000)
+    joined = {id(x) for pq in pairs for x in pq}
+    for p in track:
+        if id(p) not in joined and 0 <= p.t <= 3600:
+            brute = min(brute, math.hypot(p.x - sx, p.y - sy))
+    if math.isinf(brute):
+        assert a.closest_m is None
+    else:
+        assert a.closest_m is not None
+        assert brute - finest - 1e-6 <= a.closest_m <= brute + 1e-6

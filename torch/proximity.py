@@ -1,0 +1,279 @@
+"""Who was near a scene at a time: the verdict for one subject, and why.
+
+Pure computation on a subject's fixes in British National Grid metres. The
+method (see README, "The proximity method"):
+
+- Between consecutive fixes at most `max_gap_s` apart the subject moves in a
+  straight line at constant speed; a longer interval is a gap.
+- `closest_m` is the least distance between that track, clipped to the window,
+  and the scene (0 inside a polygon): found on the segments, not only at fixes.
+- With u the accuracy at the closest approach (the larger `acc` of the two
+  fixes around it, `default_acc_m` when absent): present when closest + u <=
+  radius; possible when closest - u <= radius, or when in a gap (or a part of
+  the window bounded by a fix on one side only) the subject could have reached
+  the scene and the next fix at no more than `max_speed_ms`; excluded when
+  neither; no_data when there is no fix from `max_gap_s` before the window to
+  `max_gap_s` after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from shapely import LineString, Point
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import nearest_points
+
+
+class Verdict(StrEnum):
+    PRESENT = "present"
+    POSSIBLE = "possible"
+    EXCLUDED = "excluded"
+    NO_DATA = "no_data"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    max_gap_s: float = 300.0
+    max_speed_ms: float = 40.0
+    default_acc_m: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackFix:
+    t: float  # Unix seconds
+    x: float  # easting, m
+    y: float  # northing, m
+    acc: float | None
+    lat: float  # as reported, for the evidence
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    geometry: BaseGeometry  # grid metres: a point or an area
+    radius_m: float
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    start: float
+    end: float
+    reachable: bool
+    before: TrackFix | None  # the fix that bounds it on each side, if any
+    after: TrackFix | None
+
+
+@dataclass(slots=True)
+class Assessment:
+    verdict: Verdict
+    closest_m: float | None = None
+    closest_at: float | None = None
+    closest_xy: tuple[float, float] | None = None
+    accuracy_m: float | None = None
+    coverage: float = 0.0
+    gaps: list[Gap] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    evidence: list[TrackFix] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Approach:
+    distance: float
+    t: float
+    xy: tuple[float, float]
+    acc: float
+    around: tuple[TrackFix, ...]
+
+
+def assess(fixes: Sequence[TrackFix], scene: Scene, p: Params) -> Assessment:
+    """The verdict for one subject whose fixes (any order) are given."""
+    track = _relevant(fixes, scene, p)
+    if not track:
+        return Assessment(
+            Verdict.NO_DATA,
+            gaps=[Gap(scene.start, scene.end, True, None, None)],
+            reasons=[f"no fix from {p.max_gap_s:.0f} s before the window to "
+                     f"{p.max_gap_s:.0f} s after it"],
+        )  # fmt: skip
+    closest = _closest(track, scene, p)
+    gaps = _gaps(track, scene, p)
+    covered = scene.end - scene.start - sum(g.end - g.start for g in gaps)
+    a = Assessment(Verdict.EXCLUDED, gaps=gaps)
+    a.coverage = max(0.0, covered) / (scene.end - scene.start)
+    if closest is not None:
+        a.closest_m, a.closest_at = closest.distance, closest.t
+        a.closest_xy, a.accuracy_m = closest.xy, closest.acc
+    a.verdict = _decide(closest, gaps, scene)
+    a.reasons = _reasons(a, closest, scene, p)
+    if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
+        a.evidence = _evidence(track, closest, gaps, scene)
+    return a
+
+
+def _relevant(fixes: Sequence[TrackFix], scene: Scene, p: Params) -> list[TrackFix]:
+    lo, hi = scene.start - p.max_gap_s, scene.end + p.max_gap_s
+    ordered = sorted((f for f in fixes if lo <= f.t <= hi), key=lambda f: f.t)
+    return [f for i, f in enumerate(ordered) if i == 0 or f.t > ordered[i - 1].t]
+
+
+def _acc(f: TrackFix, p: Params) -> float:
+    return f.acc if f.acc is not None else p.default_acc_m
+
+
+def _at(a: TrackFix, b: TrackFix, t: float) -> tuple[float, float]:
+    """Interpolated position at t between fixes a and b."""
+    if b.t == a.t:
+        return a.x, a.y
+    k = (t - a.t) / (b.t - a.t)
+    return a.x + (b.x - a.x) * k, a.y + (b.y - a.y) * k
+
+
+def _pieces(
+    track: list[TrackFix], scene: Scene, p: Params
+) -> list[tuple[TrackFix, TrackFix, float, float]]:
+    """The parts of the track inside the window: (fix before, fix after, t0, t1).
+
+    A lone fix in the window, with no neighbour within max_gap, is a piece of
+    zero length, so that it still counts for the closest approach.
+    """
+    pieces = []
+    joined = set()
+    for a, b in pairwise(track):
+        if b.t - a.t <= p.max_gap_s:
+            t0, t1 = max(a.t, scene.start), min(b.t, scene.end)
+            if t0 <= t1:
+                pieces.append((a, b, t0, t1))
+                joined |= {id(a), id(b)}
+    for f in track:
+        if id(f) not in joined and scene.start <= f.t <= scene.end:
+            pieces.append((f, f, f.t, f.t))
+    return pieces
+
+
+def _closest(track: list[TrackFix], scene: Scene, p: Params) -> Approach | None:
+    best: Approach | None = None
+    for a, b, t0, t1 in _pieces(track, scene, p):
+        x0, y0 = _at(a, b, t0)
+        x1, y1 = _at(a, b, t1)
+        line = Point(x0, y0) if (x0, y0) == (x1, y1) else LineString([(x0, y0), (x1, y1)])
+        d = float(line.distance(scene.geometry))
+        if best is not None and d >= best.distance:
+            continue
+        near = nearest_points(line, scene.geometry)[0]
+        length = float(line.length)
+        k = float(line.project(near)) / length if length else 0.0
+        acc = max(_acc(a, p), _acc(b, p))
+        best = Approach(d, t0 + (t1 - t0) * k, (float(near.x), float(near.y)), acc, (a, b))
+    return best
+
+
+def _gaps(track: list[TrackFix], scene: Scene, p: Params) -> list[Gap]:
+    """The stretches of the window with no track, and whether the scene was reachable in each."""
+    gaps = []
+    first, last = track[0], track[-1]
+    if first.t > scene.start:
+        gaps.append(_gap(scene, p, None, first, scene.start, first.t))
+    for a, b in pairwise(track):
+        if b.t - a.t > p.max_gap_s:
+            t0, t1 = max(a.t, scene.start), min(b.t, scene.end)
+            if t0 < t1:
+                gaps.append(_gap(scene, p, a, b, t0, t1))
+    if last.t < scene.end:
+        gaps.append(_gap(scene, p, last, None, last.t, scene.end))
+    return gaps
+
+
+def _gap(scene: Scene, p: Params, before: TrackFix | None, after: TrackFix | None, t0: float,
+         t1: float) -> Gap:  # fmt: skip
+    """Could the subject have been within the radius at some moment of [t0, t1]?
+
+    Leaving `before` and reaching `after` at no more than max_speed, with each
+    fix's accuracy in the subject's favour.
+    """
+    earliest, latest = t0, t1
+    if before is not None:
+        earliest = max(earliest, before.t + _reach(before, scene, p) / p.max_speed_ms)
+    if after is not None:
+        latest = min(latest, after.t - _reach(after, scene, p) / p.max_speed_ms)
+    return Gap(t0, t1, earliest <= latest, before, after)
+
+
+def _reach(f: TrackFix, scene: Scene, p: Params) -> float:
+    """How far the fix is from anywhere within the radius of the scene, at best."""
+    d = float(Point(f.x, f.y).distance(scene.geometry))
+    return max(0.0, d - scene.radius_m - _acc(f, p))
+
+
+def _decide(closest: Approach | None, gaps: list[Gap], scene: Scene) -> Verdict:
+    if closest is not None and closest.distance + closest.acc <= scene.radius_m:
+        return Verdict.PRESENT
+    if closest is not None and closest.distance - closest.acc <= scene.radius_m:
+        return Verdict.POSSIBLE
+    if any(g.reachable for g in gaps):
+        return Verdict.POSSIBLE
+    return Verdict.EXCLUDED
+
+
+def _clock(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -> list[str]:
+    out = []
+    r = scene.radius_m
+    if closest is not None:
+        d, u = closest.distance, closest.acc
+        if a.verdict is Verdict.PRESENT:
+            out.append(
+                f"closest approach {d:.0f} m at {_clock(closest.t)}: within {r:.0f} m "
+                f"even allowing for an accuracy of {u:.0f} m"
+            )
+        elif d - u <= r:
+            out.append(
+                f"closest approach {d:.0f} m at {_clock(closest.t)}: within {r:.0f} m "
+                f"only within the accuracy of {u:.0f} m"
+            )
+        else:
+            out.append(
+                f"closest approach {d:.0f} m at {_clock(closest.t)}: more than {r:.0f} m "
+                f"even allowing for an accuracy of {u:.0f} m"
+            )
+    for g in a.gaps:
+        span = f"{(g.end - g.start) / 60:.0f}-minute gap from {_clock(g.start)} to {_clock(g.end)}"
+        if g.reachable:
+            out.append(
+                f"a {span} in which the scene could have been reached at {p.max_speed_ms:.0f} m/s"
+            )
+        else:
+            out.append(f"a {span} too short to reach the scene at {p.max_speed_ms:.0f} m/s")
+    if a.verdict is Verdict.EXCLUDED:
+        out.append("every moment of the window is accounted for away from the scene")
+    return out  # fmt: skip
+
+
+def _evidence(
+    track: list[TrackFix], closest: Approach | None, gaps: list[Gap], scene: Scene
+) -> list[TrackFix]:
+    """The fixes that show the verdict: around the closest approach, near the scene, and
+    at the ends of each gap in which the scene was reachable."""
+    chosen: dict[int, TrackFix] = {}
+    if closest is not None:
+        chosen |= {id(f): f for f in closest.around}
+    reach = scene.radius_m
+    for f in track:
+        if scene.start <= f.t <= scene.end and Point(f.x, f.y).distance(scene.geometry) <= reach + (
+            f.acc or 0
+        ):
+            chosen[id(f)] = f
+    for g in gaps:
+        if g.reachable:
+            chosen |= {id(f): f for f in (g.before, g.after) if f is not None}
+    return sorted(chosen.values(), key=lambda f: f.t)
