@@ -9,6 +9,7 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from api import errors, proximity
 from torch import __version__
 from torch.settings import Settings
 from torch.store import db
@@ -31,7 +32,16 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         await app.state.pool.close()
 
-    app = FastAPI(title="TORCH", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="TORCH",
+        version=__version__,
+        description="GPS tag tracking for Integrated Offender Management. Every route but "
+        "the health checks needs `Authorization: Bearer <token>` (`torch user add`).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(proximity.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

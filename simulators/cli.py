@@ -52,6 +52,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--silent-share", type=float, default=0.01, help="share of tags that go silent")
     p.add_argument("--tamper-rate", type=float, default=0.02, help="strap tampers per tag-day")
     p.add_argument(
+        "--no-noise",
+        action="store_true",
+        help="report true positions (accuracy figures are still given)",
+    )
+    p.add_argument(
         "--no-register",
         action="store_true",
         help="do not register subjects and devices in the database",
@@ -86,6 +91,7 @@ def options(args: argparse.Namespace) -> Options:
         owntracks_share=args.owntracks_share,
         silent_share=args.silent_share,
         tamper_rate=args.tamper_rate,
+        noise=not args.no_noise,
     )
 
 
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         return _replay(args, settings)
     begin = begin_of(args)
     if args.scenario:
-        script = scenarios.build(args.scenario, args.seed, begin)
+        script = scenarios.build(args.scenario, args.seed, begin, noise=not args.no_noise)
         tags, end = script.tags, script.end
     else:
         end = begin + args.hours * 3600

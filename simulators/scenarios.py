@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ class Script:
     tags: list[Tag] = field(default_factory=list)
     truth: dict[str, Any] = field(default_factory=dict)
     finishers: list[Callable[[list[Out]], None]] = field(default_factory=list)
+    opts: Options = SCRIPTED
 
     def add(self, key: str, tl: Timeline, faults: Faults | None = None, seed: int = 0) -> Tag:
         index = FIRST_INDEX + len(self.tags)
@@ -62,7 +63,7 @@ class Script:
             False,
             0,
         )
-        tag = Tag(subject, seed, SCRIPTED, self.begin, self.end, timeline=tl, faults=faults)
+        tag = Tag(subject, seed, self.opts, self.begin, self.end, timeline=tl, faults=faults)
         self.tags.append(tag)
         self.truth.setdefault("subjects", {})[key] = {"ref": subject.ref, "serial": tag.serial}
         return tag
@@ -79,10 +80,12 @@ class Script:
         path.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
 
 
-def build(name: str, seed: int, begin: float) -> Script:
+def build(name: str, seed: int, begin: float, noise: bool = True) -> Script:
     if name not in CATALOGUE:
         raise SystemExit(f"error: no scenario {name!r}; see torch sim --list-scenarios")
-    script = Script(name, begin, begin + 14 * HOUR)
+    script = Script(
+        name, begin, begin + 14 * HOUR, opts=Options(**{**asdict(SCRIPTED), "noise": noise})
+    )
     for part, make in PARTS.items():
         if name in (part, "all"):
             make(script, seed)

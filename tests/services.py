@@ -27,6 +27,10 @@ MQTT_PORT = int(os.environ.get("TORCH_TEST_MQTT_PORT", "18830"))
 TORCH = str(ROOT / ".venv" / "bin" / "torch")
 
 DATA_TABLES = (
+    "proximity_queries",
+    "audit_log",
+    "api_tokens",
+    "users",
     "fixes",
     "device_state",
     "device_events",
@@ -215,3 +219,35 @@ def restart_postgres() -> None:
     )
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     subprocess.run([*sudo, "pg_ctlcluster", version, name, "restart"], check=True)
+
+
+class Api:
+    """`torch api` as a real process on a test port."""
+
+    def __init__(self, log: Path, port: int = 18001) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [TORCH, "api"],
+                env=service_env(TORCH_API_PORT=str(port)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._up, timeout=30)
+
+    def _up(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def add_user(name: str, role: str) -> str:
+    """Create a user through the CLI; returns the bearer token it prints last."""
+    return torch_cli("user", "add", name, "--role", role).stdout.strip().splitlines()[-1]

@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     assign.add_argument("--to", dest="end", type=_timestamp, help="RFC 3339; default open")
     assign.set_defaults(handler=_assign)
 
+    user = sub.add_parser("user", help="API users").add_subparsers(required=True, metavar="ACTION")
+    ua = user.add_parser("add", help="create a user; prints a bearer token as the last line")
+    ua.add_argument("name")
+    ua.add_argument(
+        "--role", required=True, choices=["officer", "probation", "supervisor", "admin"]
+    )
+    ua.set_defaults(handler=_user_add)
+
     dl = sub.add_parser("deadletters", help="rejected messages").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -174,6 +182,15 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     a = _run(settings, lambda c: registry.assign(c, args.serial, args.ref, start, args.end))
     end = a.end.isoformat() if a.end else "open end"
     print(f"device {a.serial} assigned to {a.subject_ref} from {a.start.isoformat()} to {end}")
+    return 0
+
+
+def _user_add(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import users
+
+    user, token = _run(settings, lambda c: users.add_user(c, args.name, args.role))
+    print(f"user {user.name} added with role {user.role} (id {user.id}); bearer token:")
+    print(token)
     return 0
 
 

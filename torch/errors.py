@@ -14,6 +14,20 @@ class InvalidInput(TorchError):
     status = 422
     title = "Invalid input"
 
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class Unauthorized(TorchError):
+    status = 401
+    title = "Not authenticated"
+
+
+class Forbidden(TorchError):
+    status = 403
+    title = "Forbidden"
+
 
 class NotFound(TorchError):
     status = 404

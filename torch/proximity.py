@@ -19,9 +19,9 @@ method (see README, "The proximity method"):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 
 from shapely import LineString, Point
 from shapely.geometry.base import BaseGeometry
@@ -98,9 +98,10 @@ def assess(fixes: Sequence[TrackFix], scene: Scene, p: Params) -> Assessment:
         return Assessment(
             Verdict.NO_DATA,
             gaps=[Gap(scene.start, scene.end, True, None, None)],
-            reasons=[f"no fix from {p.max_gap_s:.0f} s before the window to "
-                     f"{p.max_gap_s:.0f} s after it"],
-        )  # fmt: skip
+            reasons=[
+                f"no fix from {p.max_gap_s:.0f} s before the window to {p.max_gap_s:.0f} s after it"
+            ],
+        )
     closest = _closest(track, scene, p)
     gaps = _gaps(track, scene, p)
     covered = scene.end - scene.start - sum(g.end - g.start for g in gaps)
@@ -189,8 +190,9 @@ def _gaps(track: list[TrackFix], scene: Scene, p: Params) -> list[Gap]:
     return gaps
 
 
-def _gap(scene: Scene, p: Params, before: TrackFix | None, after: TrackFix | None, t0: float,
-         t1: float) -> Gap:  # fmt: skip
+def _gap(
+    scene: Scene, p: Params, before: TrackFix | None, after: TrackFix | None, t0: float, t1: float
+) -> Gap:
     """Could the subject have been within the radius at some moment of [t0, t1]?
 
     Leaving `before` and reaching `after` at no more than max_speed, with each
@@ -256,7 +258,7 @@ def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -
             out.append(f"a {span} too short to reach the scene at {p.max_speed_ms:.0f} m/s")
     if a.verdict is Verdict.EXCLUDED:
         out.append("every moment of the window is accounted for away from the scene")
-    return out  # fmt: skip
+    return out
 
 
 def _evidence(

@@ -71,6 +71,15 @@ class Settings(BaseSettings):
         "defaults to the area of use of the British National Grid (EPSG:27700)",
     )
 
+    proximity_max_window_days: float = Field(7, gt=0, description="longest crime-scene window")
+    proximity_max_gap_s: float = Field(
+        300, gt=0, description="fixes further apart than this bound a gap, not a track"
+    )
+    proximity_max_speed_ms: float = Field(
+        40, gt=0, description="fastest a subject is assumed to travel through a gap"
+    )
+    proximity_default_acc_m: float = Field(20, gt=0, description="accuracy of a fix without acc")
+
     api_host: str = Field("127.0.0.1", description="API listen address")
     api_port: int = Field(8000, description="API listen port")
 

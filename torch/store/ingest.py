@@ -182,9 +182,19 @@ def _fix_records(batch: Batch) -> list[tuple[object, ...]]:
 
 
 async def write_device_state(conn: asyncpg.Connection, states: Iterable[DeviceState]) -> None:
-    rows = [(d.device_id, d.fix.ts, d.fix.lat, d.fix.lon, d.fix.acc, d.seen, d.fix.batt,
-             None if d.fix.strap is None else d.fix.strap.value)
-            for d in sorted(states, key=lambda d: d.device_id)]  # fmt: skip
+    rows = [
+        (
+            d.device_id,
+            d.fix.ts,
+            d.fix.lat,
+            d.fix.lon,
+            d.fix.acc,
+            d.seen,
+            d.fix.batt,
+            None if d.fix.strap is None else d.fix.strap.value,
+        )
+        for d in sorted(states, key=lambda d: d.device_id)
+    ]
     if rows:
         await conn.execute(UPSERT_STATE, *[list(c) for c in zip(*rows, strict=True)])
 

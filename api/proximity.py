@@ -1,0 +1,129 @@
+"""POST /v1/proximity: who was near this scene at this time."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from api.auth import require
+from torch import __version__, scene
+from torch.errors import InvalidInput
+from torch.proximity import Assessment, Params, Scene, Verdict, assess
+from torch.settings import Settings
+from torch.store import proximity as store
+from torch.store import users
+from torch.store.users import User
+
+router = APIRouter(prefix="/v1", tags=["proximity"])
+
+EXAMPLE: dict[str, Any] = {
+    "crime_ref": "41/12345/26",
+    "reason": "burglary at a dwelling, suspects sought",
+    "scene": {"type": "Point", "coordinates": [-0.3394, 51.7527]},
+    "radius_m": 100,
+    "from": "2026-11-21T01:00:00Z",
+    "to": "2026-11-21T03:00:00Z",
+}
+
+
+class ProximityRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True, extra="forbid", json_schema_extra={"examples": [EXAMPLE]}
+    )
+
+    crime_ref: str = Field(min_length=1, max_length=64, description="the crime reference")
+    reason: str = Field(min_length=3, max_length=500, description="why the query is made")
+    scene: dict[str, Any] = Field(description="GeoJSON Point, Polygon or MultiPolygon, WGS84")
+    radius_m: float = Field(
+        ge=0,
+        le=5000,
+        description="around a point the search radius, around an area a buffer, metres",
+    )
+    from_: AwareDatetime = Field(alias="from", description="start of the window, RFC 3339")
+    to: AwareDatetime = Field(description="end of the window, RFC 3339")
+
+
+def iso(t: float) -> str:
+    when = datetime.fromtimestamp(t, UTC)
+    spec = "seconds" if t == int(t) else "milliseconds"
+    return when.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def params_of(settings: Settings) -> Params:
+    return Params(
+        settings.proximity_max_gap_s,
+        settings.proximity_max_speed_ms,
+        settings.proximity_default_acc_m,
+    )
+
+
+def check_window(body: ProximityRequest, settings: Settings) -> None:
+    if body.to <= body.from_:
+        raise InvalidInput("to must be after from", "to")
+    longest = timedelta(days=settings.proximity_max_window_days)
+    if body.to - body.from_ > longest:
+        raise InvalidInput(f"the window may be at most {longest.days} days long", "to")
+
+
+def result(subject_id: int, ref: str, a: Assessment) -> dict[str, Any]:
+    shows = a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE)
+    return {
+        "subject_id": subject_id,
+        "subject_ref": ref,
+        "verdict": a.verdict.value,
+        "closest_m": None if a.closest_m is None else round(a.closest_m, 1),
+        "closest_at": None if a.closest_at is None else iso(a.closest_at),
+        # A position only where the verdict rests on it: an alibi gives no whereabouts.
+        "closest_point": scene.to_lonlat(*a.closest_xy) if shows and a.closest_xy else None,
+        "accuracy_m": a.accuracy_m,
+        "gaps": [
+            {"from": iso(g.start), "to": iso(g.end), "could_reach_scene": g.reachable}
+            for g in a.gaps
+        ],
+        "coverage": round(a.coverage, 4),
+        "reasons": a.reasons,
+        "fixes": [{"time": iso(f.t), "lat": f.lat, "lon": f.lon, "acc": f.acc} for f in a.evidence]
+        if shows
+        else [],
+    }
+
+
+@router.post("/proximity", summary="Who was near this scene at this time")
+async def proximity(
+    body: ProximityRequest,
+    request: Request,
+    user: User = Depends(require("officer", "probation", "supervisor")),
+) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    check_window(body, settings)
+    geometry = scene.to_grid(body.scene, settings.service_area)
+    params = params_of(settings)
+    window = Scene(geometry, body.radius_m, body.from_.timestamp(), body.to.timestamp())
+    echo = body.model_dump(mode="json", by_alias=True)
+    query_id = uuid4()
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        tracks = await store.tracks(conn, body.from_, body.to, params.max_gap_s)
+        results = [result(t.subject_id, t.ref, assess(t.fixes, window, params)) for t in tracks]
+        response = {
+            "query_id": str(query_id),
+            "request": echo,
+            "parameters": asdict(params),
+            "results": results,
+        }
+        await store.record(conn, query_id, user.id, echo, response, __version__)
+        await users.audit(
+            conn,
+            user,
+            "POST",
+            "/v1/proximity",
+            [t.subject_id for t in tracks],
+            crime_ref=body.crime_ref,
+            reason=body.reason,
+            query_id=query_id,
+        )
+    return response

@@ -1,0 +1,247 @@
+"""POST /v1/proximity over real HTTP, on scenario data ingested through the broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.services import TORCH, Api, Database, Worker, add_user, service_env, wait_for
+
+START = (datetime.now(UTC) - timedelta(days=2)).replace(hour=17, minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture(scope="module")
+def world(broker, migrated, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The `all` scenario without GPS noise, ingested; an API; a user of each role."""
+    d = tmp_path_factory.mktemp("world")
+    db = Database()
+    db.reset()
+    sim = [TORCH, "sim", "--scenario", "all", "--no-noise", "--start", START.isoformat()]
+    subprocess.run(
+        [*sim, "--out", str(d / "s.jsonl"), "--truth", str(d / "truth.json")],
+        check=True,
+        capture_output=True,
+        env=service_env(),
+    )
+    worker = Worker(d, "api-world").start()
+    subprocess.run(
+        [TORCH, "sim", "--replay", str(d / "s.jsonl")],
+        check=True,
+        capture_output=True,
+        env=service_env(),
+    )
+    expected = (
+        sum(
+            1
+            for line in (d / "s.jsonl").read_text().splitlines()
+            if "/fixes" in json.loads(line)["topic"]
+        )
+        - 1
+    )
+    wait_for(lambda: db.count("fixes") >= expected, timeout=60)
+    worker.stop()
+    api = Api(d / "api.log")
+    tokens = {
+        role: add_user(f"{role}1", role) for role in ("officer", "probation", "supervisor", "admin")
+    }
+    yield {
+        "truth": json.loads((d / "truth.json").read_text()),
+        "api": api,
+        "tokens": tokens,
+        "db": db,
+    }
+    api.stop()
+    db.close()
+
+
+def ask(world: dict[str, Any], body: dict[str, Any], role: str = "officer") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {world['tokens'][role]}"}
+    return httpx.post(f"{world['api'].url}/v1/proximity", json=body, headers=headers, timeout=30)
+
+
+def scene_query(truth: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    sc = truth["scene"]
+    body = {
+        "crime_ref": "41/12345/26",
+        "reason": "burglary, suspects sought",
+        "scene": {"type": "Point", "coordinates": [sc["lon"], sc["lat"]]},
+        "radius_m": sc["radius_m"],
+        "from": sc["from"],
+        "to": sc["to"],
+    }
+    return {**body, **changes}
+
+
+def by_ref(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["subject_ref"]: r for r in answer["results"]}
+
+
+def test_verdicts_for_the_planted_scene(world: dict[str, Any]) -> None:
+    truth = world["truth"]
+    response = ask(world, scene_query(truth))
+    assert response.status_code == 200, response.text
+    results = by_ref(response.json())
+    subjects = truth["subjects"]
+    assert len(results) == len(subjects)  # every subject wearing a device gets a verdict
+    present = results[subjects["present"]["ref"]]
+    assert (present["verdict"], present["closest_m"]) == ("present", 10.0)
+    assert present["fixes"] and all(
+        set(f) == {"time", "lat", "lon", "acc"} for f in present["fixes"]
+    )
+    for key in ("near_150", "near_400"):
+        r = results[subjects[key]["ref"]]
+        assert r["verdict"] == "excluded"
+        assert abs(r["closest_m"] - subjects[key]["closest_true_m"]) <= 1.0
+        when = datetime.fromisoformat(r["closest_at"]) - datetime.fromisoformat(
+            subjects[key]["closest_true_at"]
+        )
+        assert abs(when.total_seconds()) <= 1.0
+        assert (r["fixes"], r["closest_point"], r["coverage"]) == ([], None, 1.0)
+    elsewhere = results[subjects["elsewhere"]["ref"]]
+    assert elsewhere["verdict"] == "excluded" and elsewhere["closest_m"] > 15_000
+    silent = results[subjects["silent"]["ref"]]
+    assert (silent["verdict"], silent["closest_m"], silent["fixes"]) == ("no_data", None, [])
+
+
+def test_a_car_passing_between_two_fixes_is_found(world: dict[str, Any]) -> None:
+    truth = world["truth"]
+    car = truth["subjects"]["transit_Z2"]
+    ring = truth["exclusion_zones"]["Z2"]["coordinates"][0]
+    centre = [sum(p[0] for p in ring[:4]) / 4, sum(p[1] for p in ring[:4]) / 4]
+    entered = datetime.fromisoformat(car["entered"])
+    body = scene_query(
+        truth,
+        scene={"type": "Point", "coordinates": centre},
+        radius_m=50,
+        **{
+            "from": (entered - timedelta(minutes=10)).isoformat(),
+            "to": (entered + timedelta(minutes=10)).isoformat(),
+        },
+    )
+    r = by_ref(ask(world, body).json())[car["ref"]]
+    assert r["verdict"] == "present"
+    assert r["closest_m"] <= 1.0
+    assert len(r["fixes"]) == 2  # the two fixes either side of the crossing, 1.5 km apart
+
+
+def test_a_gap_that_could_reach_the_scene_is_possible(world: dict[str, Any]) -> None:
+    truth = world["truth"]
+    k = truth["subjects"]["hidden_breach"]
+    ring = truth["exclusion_zones"]["Z3"]["coordinates"][0]
+    centre = [sum(p[0] for p in ring[:4]) / 4, sum(p[1] for p in ring[:4]) / 4]
+    body = scene_query(
+        truth,
+        scene={"type": "Point", "coordinates": centre},
+        radius_m=50,
+        **{"from": k["gap_from"], "to": k["gap_to"]},
+    )
+    r = by_ref(ask(world, body).json())[k["ref"]]
+    # the fixes taken in the gap were uploaded later, so the track is complete: present
+    assert r["verdict"] == "present" and r["coverage"] == 1.0
+
+
+def test_the_query_is_audited_and_recorded(world: dict[str, Any]) -> None:
+    db: Database = world["db"]
+    before = db.count("audit_log")
+    answer = ask(world, scene_query(world["truth"], reason="audit check")).json()
+    row = db.fetch(
+        "SELECT u.name, a.method, a.route, a.crime_ref, a.reason, a.query_id::text,"
+        " cardinality(a.subject_ids) AS n FROM audit_log a JOIN users u ON u.id = a.user_id"
+        " ORDER BY a.id DESC LIMIT 1"
+    )[0]
+    assert db.count("audit_log") == before + 1
+    assert tuple(row) == (
+        "officer1",
+        "POST",
+        "/v1/proximity",
+        "41/12345/26",
+        "audit check",
+        answer["query_id"],
+        len(answer["results"]),
+    )
+    stored = db.fetchval(
+        "SELECT response FROM proximity_queries WHERE id = $1::uuid", answer["query_id"]
+    )
+    assert json.loads(stored) == answer
+
+
+def test_no_token_bad_token_and_wrong_role(world: dict[str, Any]) -> None:
+    url = f"{world['api'].url}/v1/proximity"
+    body = scene_query(world["truth"])
+    none = httpx.post(url, json=body)
+    assert none.status_code == 401 and none.headers["content-type"] == "application/problem+json"
+    assert none.json()["detail"] == "send Authorization: Bearer <token>"
+    bad = httpx.post(url, json=body, headers={"Authorization": "Bearer nope"})
+    assert (bad.status_code, bad.json()["detail"]) == (401, "the token is not valid")
+    admin = ask(world, body, role="admin")
+    assert (admin.status_code, admin.json()["detail"]) == (
+        403,
+        "the admin role may not use this route",
+    )
+    for role in ("probation", "supervisor"):
+        assert ask(world, body, role=role).status_code == 200
+    assert httpx.get(f"{world['api'].url}/healthz").status_code == 200  # health needs no token
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "detail"),
+    [
+        ({"radius_m": 6000}, "radius_m", "radius_m: Input should be less than or equal to 5000"),
+        (
+            {"to": "2026-01-01T00:00:00Z", "from": "2026-01-02T00:00:00Z"},
+            "to",
+            "to must be after from",
+        ),
+        (
+            {"from": "2026-01-01T00:00:00Z", "to": "2026-01-09T00:00:00Z"},
+            "to",
+            "the window may be at most 7 days long",
+        ),
+        ({"from": "2026-01-01T00:00:00"}, "from", "from: Input should have timezone info"),
+        (
+            {
+                "scene": {
+                    "type": "Polygon",
+                    "coordinates": [
+                        [
+                            [-0.34, 51.75],
+                            [-0.33, 51.76],
+                            [-0.33, 51.75],
+                            [-0.34, 51.76],
+                            [-0.34, 51.75],
+                        ]
+                    ],
+                }
+            },
+            "scene",
+            "scene is not a valid polygon: Self-intersection[-0.335 51.755]",
+        ),
+        (
+            {"scene": {"type": "Point", "coordinates": [51.75, -0.34]}},
+            "scene",
+            "scene lies outside the service area (lon -9.0..2.0, lat 49.75..61.0); coordinates are "
+            "[longitude, latitude]",
+        ),
+        ({"crime_ref": ""}, "crime_ref", "crime_ref: String should have at least 1 character"),
+    ],
+)
+def test_bad_requests_say_what_to_fix(
+    world: dict[str, Any], changes: dict[str, Any], field: str, detail: str
+) -> None:
+    response = ask(world, scene_query(world["truth"], **changes))
+    assert response.status_code == 422
+    problem = response.json()
+    assert (problem["detail"], problem["errors"][0]["field"]) == (detail, field)
+
+
+def test_missing_reason_is_refused(world: dict[str, Any]) -> None:
+    body = scene_query(world["truth"])
+    del body["reason"]
+    problem = ask(world, body).json()
+    assert problem["errors"] == [{"field": "reason", "message": "Field required"}]
