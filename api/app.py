@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import errors, proximity
+from api import errors, proximity, subjects
 from torch import __version__
 from torch.settings import Settings
 from torch.store import db
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(proximity.router)
+    app.include_router(subjects.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

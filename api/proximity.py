@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import require
 from torch import __version__, scene
-from torch.errors import InvalidInput
+from torch.errors import InvalidInput, NotFound
+from torch.evidence import files, pack
 from torch.proximity import Assessment, Params, Scene, Verdict, assess
 from torch.settings import Settings
 from torch.store import proximity as store
@@ -127,3 +129,35 @@ async def proximity(
             query_id=query_id,
         )
     return response
+
+
+@router.get("/proximity/{query_id}/evidence", summary="The evidence pack of a query (zip)")
+async def evidence(
+    query_id: UUID,
+    request: Request,
+    user: User = Depends(require("officer", "probation", "supervisor")),
+) -> Response:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        q = await store.recorded(conn, query_id)
+        # Only whoever asked, or a supervisor; anyone else is told it does not exist.
+        if q is None or (q.user_id != user.id and user.role != "supervisor"):
+            raise NotFound(f"no query {query_id}")
+        asked_by = await users.name_of(conn, q.user_id)
+        subject_ids = [r["subject_id"] for r in q.response["results"]]
+        await users.audit(
+            conn,
+            user,
+            "GET",
+            "/v1/proximity/{id}/evidence",
+            subject_ids,
+            crime_ref=q.request["crime_ref"],
+            reason=q.request["reason"],
+            query_id=query_id,
+        )
+    contents = pack(files(q.request, q.response, q.version, q.at.isoformat(), asked_by))
+    name = f"evidence-{query_id}.zip"
+    return Response(
+        contents,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

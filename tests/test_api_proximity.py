@@ -245,3 +245,111 @@ def test_missing_reason_is_refused(world: dict[str, Any]) -> None:
     del body["reason"]
     problem = ask(world, body).json()
     assert problem["errors"] == [{"field": "reason", "message": "Field required"}]
+
+
+def get(world: dict[str, Any], path: str, role: str = "probation", **params: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {world['tokens'][role]}"}
+    return httpx.get(f"{world['api'].url}{path}", params=params, headers=headers, timeout=30)
+
+
+def subject_id(world: dict[str, Any], key: str) -> int:
+    ref = world["truth"]["subjects"][key]["ref"]
+    [row] = get(world, "/v1/subjects", ref=ref).json()
+    return int(row["id"])
+
+
+def test_subjects_by_reference_with_their_current_device(world: dict[str, Any]) -> None:
+    s = world["truth"]["subjects"]["present"]
+    rows = get(world, "/v1/subjects", role="officer", ref=s["ref"]).json()
+    assert [(r["ref"], r["status"], r["device"]) for r in rows] == [
+        (s["ref"], "active", s["serial"])
+    ]
+    assert get(world, f"/v1/subjects/{rows[0]['id']}", role="admin").json() == rows[0]
+    missing = get(world, "/v1/subjects/987654")
+    assert (missing.status_code, missing.json()["detail"]) == (404, "no subject with id 987654")
+
+
+def test_position_between_two_fixes_and_in_a_gap(world: dict[str, Any]) -> None:
+    db: Database = world["db"]
+    truth = world["truth"]
+    walker = subject_id(world, "near_150")
+    at = datetime.fromisoformat(truth["scene"]["from"]) + timedelta(seconds=30)
+    before = db.count("audit_log")
+    body = get(world, f"/v1/subjects/{walker}/position", at=at.isoformat()).json()
+    assert (body["before"]["time"], body["after"]["time"]) == (
+        truth["scene"]["from"],
+        (at + timedelta(seconds=30)).isoformat().replace("+00:00", "Z"),
+    )
+    mid = [(body["before"][k] + body["after"][k]) / 2 for k in ("lon", "lat")]
+    assert body["position"]["coordinates"] == pytest.approx(mid, abs=1e-6)  # half-way, 1.25 m/s
+    assert db.count("audit_log") == before + 1
+    silent = subject_id(world, "silent")
+    gap = get(world, f"/v1/subjects/{silent}/position", at=truth["scene"]["from"]).json()
+    assert (
+        gap["position"] is None and gap["gap"]["from"] < truth["scene"]["from"] < gap["gap"]["to"]
+    )
+    assert (
+        get(world, f"/v1/subjects/{walker}/position", role="officer", at=at.isoformat()).status_code
+        == 403
+    )
+
+
+def test_track_in_three_formats(world: dict[str, Any]) -> None:
+    walker = subject_id(world, "near_150")
+    start = datetime.fromisoformat(world["truth"]["scene"]["from"])
+    window = {"from": start.isoformat(), "to": (start + timedelta(minutes=10)).isoformat()}
+    csv_rows = get(world, f"/v1/subjects/{walker}/track", format="csv", **window).text.splitlines()
+    assert csv_rows[0] == "subject_id,time,lat,lon,acc,src,speed" and len(csv_rows) == 1 + 11
+    geo = get(world, f"/v1/subjects/{walker}/track", **window).json()
+    assert geo["features"][0]["geometry"]["type"] == "LineString"
+    assert len(geo["features"][0]["geometry"]["coordinates"]) == 11 == len(geo["features"]) - 1
+    gpx = get(world, f"/v1/subjects/{walker}/track", format="gpx", **window).text
+    assert gpx.count("<trkpt ") == 11 and gpx.startswith('<?xml version="1.0"')
+    long = get(
+        world,
+        f"/v1/subjects/{walker}/track",
+        **{"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"},
+    )
+    assert (long.status_code, long.json()["detail"]) == (
+        422,
+        "the window may be at most 7 days long",
+    )
+
+
+def test_evidence_pack_holds_the_answer_with_a_manifest_of_hashes(world: dict[str, Any]) -> None:
+    import hashlib
+    import io
+    import zipfile
+
+    answer = ask(world, scene_query(world["truth"])).json()
+    response = get(world, f"/v1/proximity/{answer['query_id']}/evidence", role="officer")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    z = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(z.namelist()) == [
+        "MANIFEST.sha256",
+        "fixes.csv",
+        "method.md",
+        "parameters.json",
+        "query.json",
+        "request.json",
+        "verdicts.json",
+        "version.txt",
+    ]
+    manifest = dict(
+        reversed(line.split("  ")) for line in z.read("MANIFEST.sha256").decode().splitlines()
+    )
+    assert {name: hashlib.sha256(z.read(name)).hexdigest() for name in manifest} == manifest
+    assert json.loads(z.read("verdicts.json")) == answer["results"]
+    assert json.loads(z.read("query.json"))["asked_by"] == "officer1"
+    fixes = z.read("fixes.csv").decode().splitlines()
+    assert len(fixes) - 1 == sum(len(r["fixes"]) for r in answer["results"])
+    other = add_user("officer2", "officer")
+    stranger = httpx.get(
+        f"{world['api'].url}/v1/proximity/{answer['query_id']}/evidence",
+        headers={"Authorization": f"Bearer {other}"},
+    )
+    assert stranger.status_code == 404  # another officer's query does not exist for them
+    assert (
+        get(world, f"/v1/proximity/{answer['query_id']}/evidence", role="supervisor").status_code
+        == 200
+    )

@@ -279,3 +279,23 @@ def _evidence(
         if g.reachable:
             chosen |= {id(f): f for f in (g.before, g.after) if f is not None}
     return sorted(chosen.values(), key=lambda f: f.t)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a subject was at a moment: interpolated between two fixes, or in a gap."""
+
+    t: float
+    xy: tuple[float, float] | None  # None in a gap
+    accuracy_m: float | None
+    before: TrackFix | None
+    after: TrackFix | None
+
+
+def position_at(before: TrackFix | None, after: TrackFix | None, t: float, p: Params) -> Position:
+    """The interpolated position at t; a gap when the fixes around t are too far apart."""
+    if before is not None and before.t == t:
+        return Position(t, (before.x, before.y), _acc(before, p), before, after)
+    if before is None or after is None or after.t - before.t > p.max_gap_s:
+        return Position(t, None, None, before, after)
+    return Position(t, _at(before, after, t), max(_acc(before, p), _acc(after, p)), before, after)

@@ -74,3 +74,30 @@ async def record(
         json.dumps(response),
         version,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedQuery:
+    id: UUID
+    user_id: int
+    at: datetime
+    request: dict[str, Any]
+    response: dict[str, Any]
+    version: str
+
+
+async def recorded(conn: asyncpg.Connection, query_id: UUID) -> RecordedQuery | None:
+    row = await conn.fetchrow(
+        "SELECT id, user_id, at, request, response, version FROM proximity_queries WHERE id = $1",
+        query_id,
+    )
+    if row is None:
+        return None
+    return RecordedQuery(
+        row["id"],
+        row["user_id"],
+        row["at"],
+        json.loads(row["request"]),
+        json.loads(row["response"]),
+        row["version"],
+    )

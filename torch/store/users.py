@@ -85,3 +85,7 @@ async def audit(
         query_id,
         list(subject_ids),
     )
+
+
+async def name_of(conn: asyncpg.Connection, user_id: int) -> str:
+    return str(await conn.fetchval("SELECT name FROM users WHERE id = $1", user_id))

@@ -1,0 +1,160 @@
+"""Subjects, and one subject's position at a moment or track over a window."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from typing import Any, Literal
+from xml.sax.saxutils import escape
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import AwareDatetime
+
+from api.auth import require
+from api.proximity import iso, params_of
+from torch import scene
+from torch.errors import InvalidInput, NotFound
+from torch.proximity import TrackFix, position_at
+from torch.settings import Settings
+from torch.store import subjects as store
+from torch.store import users
+from torch.store.users import User
+
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+LOOK_AROUND = timedelta(days=7)  # how far to look for the fixes that bound a gap
+
+
+def _subject(row: store.SubjectRow) -> dict[str, Any]:
+    return {"id": row.id, "ref": row.ref, "status": row.status, "device": row.device}
+
+
+def _fix(f: TrackFix) -> dict[str, Any]:
+    return {"time": iso(f.t), "lat": f.lat, "lon": f.lon, "acc": f.acc}
+
+
+@router.get("", summary="Subjects, optionally by reference")
+async def subjects(
+    request: Request,
+    ref: str | None = Query(None, description="pseudonymous reference, e.g. IOM-0042"),
+    _user: User = Depends(require("officer", "probation", "supervisor", "admin")),
+) -> list[dict[str, Any]]:
+    async with request.app.state.pool.acquire() as conn:
+        return [_subject(r) for r in await store.listing(conn, ref)]
+
+
+@router.get("/{subject_id}", summary="One subject with its current device")
+async def subject(
+    subject_id: int,
+    request: Request,
+    _user: User = Depends(require("officer", "probation", "supervisor", "admin")),
+) -> dict[str, Any]:
+    async with request.app.state.pool.acquire() as conn:
+        row = await store.one(conn, subject_id)
+    if row is None:
+        raise NotFound(f"no subject with id {subject_id}")
+    return _subject(row)
+
+
+@router.get("/{subject_id}/position", summary="Where the subject was at a moment")
+async def position(
+    subject_id: int,
+    request: Request,
+    at: AwareDatetime = Query(description="the moment, RFC 3339"),
+    user: User = Depends(require("probation", "supervisor")),
+) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        if await store.one(conn, subject_id) is None:
+            raise NotFound(f"no subject with id {subject_id}")
+        before, after = await store.fixes_around(conn, subject_id, at, LOOK_AROUND.total_seconds())
+        await users.audit(conn, user, "GET", "/v1/subjects/{id}/position", [subject_id])
+    p = position_at(before, after, at.timestamp(), params_of(settings))
+    body: dict[str, Any] = {
+        "subject_id": subject_id,
+        "at": iso(p.t),
+        "position": scene.to_lonlat(*p.xy) if p.xy else None,
+        "accuracy_m": p.accuracy_m,
+        "before": _fix(p.before) if p.before else None,
+        "after": _fix(p.after) if p.after else None,
+    }
+    if p.xy is None:
+        body["gap"] = {
+            "from": iso(p.before.t) if p.before else None,
+            "to": iso(p.after.t) if p.after else None,
+        }
+    return body
+
+
+@router.get("/{subject_id}/track", summary="The subject's fixes over a window")
+async def track(
+    subject_id: int,
+    request: Request,
+    start: AwareDatetime = Query(alias="from", description="RFC 3339"),
+    end: AwareDatetime = Query(alias="to", description="RFC 3339"),
+    format: Literal["geojson", "csv", "gpx"] = Query("geojson"),
+    user: User = Depends(require("probation", "supervisor")),
+) -> Response:
+    settings: Settings = request.app.state.settings
+    if end <= start:
+        raise InvalidInput("to must be after from", "to")
+    if end - start > timedelta(days=settings.proximity_max_window_days):
+        raise InvalidInput(
+            f"the window may be at most {settings.proximity_max_window_days:g} days long", "to"
+        )
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        if await store.one(conn, subject_id) is None:
+            raise NotFound(f"no subject with id {subject_id}")
+        rows = await store.track(conn, subject_id, start, end)
+        await users.audit(conn, user, "GET", "/v1/subjects/{id}/track", [subject_id])
+    return RENDER[format](subject_id, rows)
+
+
+Rows = list[tuple[TrackFix, str, float | None]]
+
+
+def _geojson(subject_id: int, rows: Rows) -> Response:
+    import json
+
+    points = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [f.lon, f.lat]},
+            "properties": {"time": iso(f.t), "acc": f.acc, "src": src, "speed": speed},
+        }
+        for f, src, speed in rows
+    ]
+    line = {
+        "type": "Feature",
+        "properties": {"subject_id": subject_id, "fixes": len(rows)},
+        "geometry": {"type": "LineString", "coordinates": [[f.lon, f.lat] for f, _, _ in rows]},
+    }
+    body = {"type": "FeatureCollection", "features": [line, *points]}
+    return Response(json.dumps(body), media_type="application/geo+json")
+
+
+def _csv(subject_id: int, rows: Rows) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["subject_id", "time", "lat", "lon", "acc", "src", "speed"])
+    for f, src, speed in rows:
+        writer.writerow([subject_id, iso(f.t), f.lat, f.lon, f.acc, src, speed])
+    return Response(out.getvalue(), media_type="text/csv")
+
+
+def _gpx(subject_id: int, rows: Rows) -> Response:
+    points = "".join(
+        f'<trkpt lat="{f.lat}" lon="{f.lon}"><time>{iso(f.t)}</time>'
+        f"<desc>{'accuracy unknown' if f.acc is None else f'accuracy {f.acc:g} m'}</desc></trkpt>"
+        for f, _, _ in rows
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<gpx version="1.1" creator="TORCH" xmlns="http://www.topografix.com/GPX/1/1">'
+        f"<trk><name>{escape(str(subject_id))}</name><trkseg>{points}</trkseg></trk></gpx>"
+    )
+    return Response(body, media_type="application/gpx+xml")
+
+
+RENDER = {"geojson": _geojson, "csv": _csv, "gpx": _gpx}

@@ -1,0 +1,91 @@
+"""Subjects as the API shows them, and a subject's fixes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from torch.proximity import TrackFix
+
+SUBJECT = """
+SELECT s.id, s.ref, s.status,
+       (SELECT d.serial FROM device_assignments a JOIN devices d ON d.id = a.device_id
+        WHERE a.subject_id = s.id AND a.during @> now()) AS device
+FROM subjects s
+"""
+
+FIX_COLUMNS = """
+extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x, ST_Y(f.position) AS y,
+f.acc, f.lat, f.lon
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRow:
+    id: int
+    ref: str
+    status: str
+    device: str | None
+
+
+async def listing(conn: asyncpg.Connection, ref: str | None) -> list[SubjectRow]:
+    rows = await conn.fetch(SUBJECT + " WHERE $1::text IS NULL OR s.ref = $1 ORDER BY s.id", ref)
+    return [SubjectRow(**dict(r)) for r in rows]
+
+
+async def one(conn: asyncpg.Connection, subject_id: int) -> SubjectRow | None:
+    row = await conn.fetchrow(SUBJECT + " WHERE s.id = $1", subject_id)
+    return None if row is None else SubjectRow(**dict(row))
+
+
+def _fix(r: asyncpg.Record) -> TrackFix:
+    return TrackFix(r["t"], r["x"], r["y"], r["acc"], r["lat"], r["lon"])
+
+
+async def fixes_around(
+    conn: asyncpg.Connection, subject_id: int, at: datetime, within_s: float
+) -> tuple[TrackFix | None, TrackFix | None]:
+    """The subject's last fix at or before `at` and first fix after it, each within within_s."""
+    rows = await conn.fetch(
+        f"""
+        (SELECT 0 AS side, {FIX_COLUMNS}
+         FROM device_assignments a
+         JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
+         WHERE a.subject_id = $1 AND f.fix_time <= $2
+           AND f.fix_time >= $2 - make_interval(secs => $3)
+         ORDER BY f.fix_time DESC LIMIT 1)
+        UNION ALL
+        (SELECT 1 AS side, {FIX_COLUMNS}
+         FROM device_assignments a
+         JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
+         WHERE a.subject_id = $1 AND f.fix_time > $2
+           AND f.fix_time <= $2 + make_interval(secs => $3)
+         ORDER BY f.fix_time LIMIT 1)
+        """,
+        subject_id,
+        at,
+        within_s,
+    )
+    sides = {r["side"]: _fix(r) for r in rows}
+    return sides.get(0), sides.get(1)
+
+
+async def track(
+    conn: asyncpg.Connection, subject_id: int, start: datetime, end: datetime
+) -> list[tuple[TrackFix, str, float | None]]:
+    """The subject's fixes in [start, end] in time order, with source and speed."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {FIX_COLUMNS}, f.src::text AS src, f.speed
+        FROM device_assignments a
+        JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
+        WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
+        ORDER BY f.fix_time
+        """,
+        subject_id,
+        start,
+        end,
+    )
+    return [(_fix(r), r["src"], r["speed"]) for r in rows]
