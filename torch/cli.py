@@ -130,6 +130,7 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 

@@ -37,7 +37,8 @@ async def tracks(
     rows = await conn.fetch(
         """
         SELECT a.subject_id, extract(epoch FROM f.fix_time)::float8 AS t,
-               ST_X(f.position) AS x, ST_Y(f.position) AS y, f.acc, f.lat, f.lon
+               ST_X(f.position) AS x, ST_Y(f.position) AS y, f.acc::numeric::float8 AS acc,
+               f.lat, f.lon
         FROM device_assignments a
         JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
         WHERE a.during && tstzrange($1::timestamptz - make_interval(secs => $3),

@@ -16,9 +16,11 @@ SELECT s.id, s.ref, s.status,
 FROM subjects s
 """
 
+# acc and speed are stored as real; numeric gives back the decimal the tag sent (10.6, not
+# 10.600000381469727).
 FIX_COLUMNS = """
 extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x, ST_Y(f.position) AS y,
-f.acc, f.lat, f.lon
+f.acc::numeric::float8 AS acc, f.lat, f.lon
 """
 
 
@@ -78,7 +80,7 @@ async def track(
     """The subject's fixes in [start, end] in time order, with source and speed."""
     rows = await conn.fetch(
         f"""
-        SELECT {FIX_COLUMNS}, f.src::text AS src, f.speed
+        SELECT {FIX_COLUMNS}, f.src::text AS src, f.speed::numeric::float8 AS speed
         FROM device_assignments a
         JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
         WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
