@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.tag import Options, Out
+from torch.cli import timestamp_arg
 
 
 def add_parser(sub: Any) -> None:
@@ -34,7 +35,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--start",
-        type=_time,
+        type=timestamp_arg,
         help="simulated start, RFC 3339 (default: now for --pace 1, else --hours before now)",
     )
     p.add_argument("--hours", type=float, default=24.0, help="how much simulated time")
@@ -69,16 +70,6 @@ def _tags(text: str) -> int:
     if not 1 <= n <= 20_000:
         raise argparse.ArgumentTypeError(f"--tags {n} is not between 1 and 20,000")
     return n
-
-
-def _time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2026-11-23T00:00:00Z")
-    return value.astimezone(UTC)
 
 
 def options(args: argparse.Namespace) -> Options:

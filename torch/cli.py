@@ -74,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     assign = sub.add_parser("assign", help="record that a subject wears a device")
     assign.add_argument("serial")
     assign.add_argument("ref")
-    assign.add_argument("--from", dest="start", type=_timestamp, help="RFC 3339; default now")
-    assign.add_argument("--to", dest="end", type=_timestamp, help="RFC 3339; default open")
+    assign.add_argument("--from", dest="start", type=timestamp_arg, help="RFC 3339; default now")
+    assign.add_argument("--to", dest="end", type=timestamp_arg, help="RFC 3339; default open")
     assign.set_defaults(handler=_assign)
 
     user = sub.add_parser("user", help="API users").add_subparsers(required=True, metavar="ACTION")
@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _timestamp(text: str) -> datetime:
+def timestamp_arg(text: str) -> datetime:
+    """An RFC 3339 time with an offset, as a command-line argument type."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
