@@ -53,6 +53,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--silent-share", type=float, default=0.01, help="share of tags that go silent")
     p.add_argument("--tamper-rate", type=float, default=0.02, help="strap tampers per tag-day")
     p.add_argument(
+        "--forget-charge", type=float, default=0.3, help="share of nights the tag is not charged"
+    )
+    p.add_argument(
         "--no-noise",
         action="store_true",
         help="report true positions (accuracy figures are still given)",
@@ -82,6 +85,7 @@ def options(args: argparse.Namespace) -> Options:
         owntracks_share=args.owntracks_share,
         silent_share=args.silent_share,
         tamper_rate=args.tamper_rate,
+        forget_charge=args.forget_charge,
         noise=not args.no_noise,
     )
 

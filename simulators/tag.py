@@ -29,6 +29,7 @@ class Options:
     owntracks_share: float = 0.05  # share of devices that are OwnTracks phones
     silent_share: float = 0.01  # share of tags that go silent at some point
     tamper_rate: float = 0.02  # strap tampers per tag per day
+    forget_charge: float = 0.3  # share of nights a subject does not charge the tag
     noise: bool = True
 
 
@@ -135,6 +136,7 @@ class Tag:
         self.scripted = timeline
         self.battery = 60 + 40 * self.rng.random()
         self.strap = "ok"
+        self.on_charger = False
         self.seq = 0
         if faults is None:
             faults = Faults(
@@ -160,11 +162,16 @@ class Tag:
         return math.inf
 
     def _nightly_charge(self) -> list[tuple[float, float]]:
-        """22:00 to 23:30 local every night: when the subject is at home, the tag charges."""
+        """22:00 to 23:30 local, on the nights the subject remembers: the tag charges at home.
+
+        Some forget (`forget_charge`), so batteries run low and tags go flat, as real ones do.
+        """
         windows = []
+        forgetful = random.Random(f"{self.seed}/charge/{self.s.index}")
         day = datetime.fromtimestamp(self.begin, UTC).astimezone(LONDON) - timedelta(days=1)
         while (start_t := local_time(day, 22)) < self.end:
-            windows.append((start_t, local_time(day, 23.5)))
+            if forgetful.random() >= self.opts.forget_charge:
+                windows.append((start_t, local_time(day, 23.5)))
             day = (day + timedelta(days=1)).replace(hour=12)
         return windows
 
@@ -256,8 +263,8 @@ class Tag:
     def _events(self, t: float, leg: Leg, battery_before: float) -> Iterator[Out]:
         if self.owntracks:
             return
-        charging = self._charging(t, leg)
-        was_charging = self._charging(t - self.opts.interval_s, leg)
+        charging, was_charging = self._charging(t, leg), self.on_charger
+        self.on_charger = charging
         tamper = self.tampers.at(t) is not None
         if tamper != (self.strap == "open"):
             self.strap = "open" if tamper else "ok"

@@ -111,12 +111,19 @@ def test_every_message_decodes_except_the_malformed_share() -> None:
 
 
 def test_fleet_has_owntracks_phones_buffered_uploads_duplicates_and_events() -> None:
-    outs = run_fleet(60, 48, Options(owntracks_share=0.1))
+    outs = run_fleet(60, 48, Options(owntracks_share=0.1, forget_charge=0.8))
     kinds = {o.kind for o in outs}
     assert kinds == {"fix", "fixes", "duplicate", "malformed", "event"}
     assert any(o.topic.startswith("owntracks/sim/p") for o in outs)
     events = {json.loads(o.payload)["type"] for o in outs if o.kind == "event"}
-    assert {"charger_on", "charger_off", "strap_open", "strap_closed"} <= events
+    assert events == {"charger_on", "charger_off", "strap_open", "strap_closed", "battery_low"}
+    per_tag: dict[str, list[str]] = {}
+    for o in outs:
+        if o.kind == "event":
+            per_tag.setdefault(o.topic, []).append(json.loads(o.payload)["type"])
+    for kinds in per_tag.values():  # the charger is plugged in and out in turn
+        plugs = [k for k in kinds if k.startswith("charger")]
+        assert all(a != b for a, b in itertools.pairwise(plugs))
     late = [o for o in outs if o.kind == "fixes"]
     assert all(len(fixes_of(o.payload)) >= 2 for o in late)
     # a buffered upload is published after the fixes it holds were taken
