@@ -9,9 +9,10 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import errors, proximity, subjects
+from api import correlations, errors, proximity, subjects
 from torch import __version__
 from torch.settings import Settings
+from torch.store import correlations as correlations_store
 from torch.store import db
 
 
@@ -29,7 +30,11 @@ def create_app(settings: Settings) -> FastAPI:
                 "random_page_cost": "1.1",
             },
         )
+        async with app.state.pool.acquire() as conn:
+            await correlations_store.interrupt_running(conn)
         yield
+        for task in list(app.state.jobs):
+            task.cancel()
         await app.state.pool.close()
 
     app = FastAPI(
@@ -40,9 +45,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.jobs = set()
     errors.install(app)
     app.include_router(proximity.router)
     app.include_router(subjects.router)
+    app.include_router(correlations.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

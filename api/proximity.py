@@ -15,7 +15,7 @@ from api.auth import require
 from torch import __version__, scene
 from torch.errors import InvalidInput, NotFound
 from torch.evidence import files, pack
-from torch.proximity import Assessment, Params, Scene, Verdict, assess
+from torch.proximity import Assessment, Scene, Verdict, assess, params_of
 from torch.settings import Settings
 from torch.store import proximity as store
 from torch.store import users
@@ -54,14 +54,6 @@ def iso(t: float) -> str:
     when = datetime.fromtimestamp(t, UTC)
     spec = "seconds" if t == int(t) else "milliseconds"
     return when.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def params_of(settings: Settings) -> Params:
-    return Params(
-        settings.proximity_max_gap_s,
-        settings.proximity_max_speed_ms,
-        settings.proximity_default_acc_m,
-    )
 
 
 def check_window(body: ProximityRequest, settings: Settings) -> None:

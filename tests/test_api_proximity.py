@@ -6,6 +6,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -352,4 +353,87 @@ def test_evidence_pack_holds_the_answer_with_a_manifest_of_hashes(world: dict[st
     assert (
         get(world, f"/v1/proximity/{answer['query_id']}/evidence", role="supervisor").status_code
         == 200
+    )
+
+
+def crimes_csv(world: dict[str, Any]) -> str:
+    from torch import grid
+
+    sc = world["truth"]["scene"]
+    e, n = grid.point_to_grid(sc["lon"], sc["lat"])
+    return (
+        "crime_ref,offence,lat,lon,easting,northing,from,to,radius_m\n"
+        f"41/1/26,burglary,{sc['lat']},{sc['lon']},,,{sc['from']},{sc['to']},100\n"
+        f"41/2/26,robbery,,,{e:.1f},{n:.1f},{sc['from']},{sc['to']},100\n"
+        f"41/3/26,theft,{sc['lat']},{sc['lon']},,,{sc['from']},{sc['to']},9000\n"
+        f"41/4/26,theft,{sc['lat']},{sc['lon']},,,yesterday,{sc['to']},100\n"
+    )
+
+
+def test_bulk_correlation_job_with_progress_and_bad_rows(world: dict[str, Any]) -> None:
+    present = world["truth"]["subjects"]["present"]["ref"]
+    headers = {"Authorization": f"Bearer {world['tokens']['officer']}", "Content-Type": "text/csv"}
+    started = httpx.post(
+        f"{world['api'].url}/v1/crime-correlations",
+        content=crimes_csv(world),
+        params={"reason": "weekly acquisitive crime check"},
+        headers=headers,
+    )
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert (job["status"], job["total"]) == ("running", 2)
+    assert job["errors"] == [
+        {"line": 4, "message": "radius_m 9000 is not between 0 and 5000"},
+        {"line": 5, "message": "from 'yesterday' is not an RFC 3339 time"},
+    ]
+    done = wait_for(
+        lambda: (
+            (j := get(world, f"/v1/crime-correlations/{job['job_id']}", role="officer").json())[
+                "status"
+            ]
+            == "done"
+            and j
+        ),
+        timeout=30,
+    )
+    assert done["done"] == 2
+    found = {(r["line"], r["crime_ref"], r["subject_ref"], r["verdict"]) for r in done["results"]}
+    assert {(2, "41/1/26", present, "present"), (3, "41/2/26", present, "present")} <= found
+    assert all(r["verdict"] in ("present", "possible") for r in done["results"])
+    assert (
+        get(world, f"/v1/crime-correlations/{job['job_id']}", role="probation").status_code == 403
+    )
+
+
+def test_correlate_from_the_command_line(world: dict[str, Any], tmp_path: Path) -> None:
+    present = world["truth"]["subjects"]["present"]["ref"]
+    crimes = tmp_path / "crimes.csv"
+    crimes.write_text(crimes_csv(world))
+    result = subprocess.run(
+        [
+            TORCH,
+            "correlate",
+            str(crimes),
+            "--user",
+            "supervisor1",
+            "--reason",
+            "weekly check",
+            "--out",
+            str(tmp_path / "found.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        env=service_env(),
+    )
+    assert result.returncode == 1  # bad rows were reported
+    assert f"{crimes}:4: radius_m 9000 is not between 0 and 5000" in result.stderr
+    assert "2 crimes, 2 bad rows," in result.stderr
+    rows = (tmp_path / "found.csv").read_text().splitlines()
+    assert rows[0] == "line,crime_ref,offence,subject_id,subject_ref,verdict,closest_m,closest_at"
+    assert any(r.startswith("2,41/1/26,burglary,") and f",{present},present," in r for r in rows)
+    assert (
+        world["db"].fetchval(
+            "SELECT reason FROM audit_log WHERE route = 'torch correlate' ORDER BY id DESC LIMIT 1"
+        )
+        == "weekly check"
     )

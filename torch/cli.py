@@ -78,6 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     assign.add_argument("--to", dest="end", type=timestamp_arg, help="RFC 3339; default open")
     assign.set_defaults(handler=_assign)
 
+    co = sub.add_parser("correlate", help="correlate a CSV of crimes with the subjects' tracks")
+    co.add_argument(
+        "crimes",
+        type=Path,
+        help="CSV: crime_ref, offence, lat, lon (or easting, northing), from, to, radius_m",
+    )
+    co.add_argument("--user", required=True, help="the API user on whose behalf (audited)")
+    co.add_argument("--reason", required=True, help="why the correlation is run (audited)")
+    co.add_argument("--out", type=Path, help="write the findings here (default: standard output)")
+    co.set_defaults(handler=_correlate)
+
     user = sub.add_parser("user", help="API users").add_subparsers(required=True, metavar="ACTION")
     ua = user.add_parser("add", help="create a user; prints a bearer token as the last line")
     ua.add_argument("name")
@@ -185,6 +196,63 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     end = a.end.isoformat() if a.end else "open end"
     print(f"device {a.serial} assigned to {a.subject_ref} from {a.start.isoformat()} to {end}")
     return 0
+
+
+def _correlate(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+    from datetime import timedelta
+
+    from torch import correlate
+    from torch.errors import NotFound
+    from torch.proximity import params_of
+    from torch.store import users
+
+    crimes, errors = correlate.parse(
+        args.crimes.read_text(),
+        settings.service_area,
+        timedelta(days=settings.proximity_max_window_days),
+    )
+    for e in errors:
+        print(f"{args.crimes}:{e.line}: {e.message}", file=sys.stderr)
+    started = time.monotonic()
+
+    async def progress(done: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        print(
+            f"\rcorrelated {done:,} of {len(crimes):,} crimes ({rate:,.0f}/s)",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def work(conn: Any) -> list[dict[str, Any]]:
+        user = await users.user_named(conn, args.user)
+        if user is None:
+            raise NotFound(f"no user {args.user}")
+        async with conn.transaction():
+            found = await correlate.run(conn, crimes, params_of(settings), progress)
+            await users.audit(
+                conn,
+                user,
+                "CLI",
+                "torch correlate",
+                sorted({f["subject_id"] for f in found}),
+                reason=args.reason,
+            )
+        return found
+
+    found = _run(settings, work)
+    print(file=sys.stderr)
+    text = correlate.to_csv(found)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        print(text, end="")
+    print(
+        f"{len(crimes):,} crimes, {len(errors):,} bad rows, {len(found):,} findings",
+        file=sys.stderr,
+    )
+    return 0 if not errors else 1
 
 
 def _user_add(args: argparse.Namespace, settings: Settings) -> int:

@@ -27,6 +27,8 @@ from shapely import LineString, Point
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
 
+from torch.settings import Settings
+
 
 class Verdict(StrEnum):
     PRESENT = "present"
@@ -40,6 +42,14 @@ class Params:
     max_gap_s: float = 300.0
     max_speed_ms: float = 40.0
     default_acc_m: float = 20.0
+
+
+def params_of(settings: Settings) -> Params:
+    return Params(
+        settings.proximity_max_gap_s,
+        settings.proximity_max_speed_ms,
+        settings.proximity_default_acc_m,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,3 +89,11 @@ async def audit(
 
 async def name_of(conn: asyncpg.Connection, user_id: int) -> str:
     return str(await conn.fetchval("SELECT name FROM users WHERE id = $1", user_id))
+
+
+async def user_named(conn: asyncpg.Connection, name: str) -> User | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, role::text AS role FROM users WHERE name = $1 AND disabled_at IS NULL",
+        name,
+    )
+    return None if row is None else User(row["id"], row["name"], row["role"])
