@@ -1,0 +1,236 @@
+"""Crime-scene query speed: p50/p95/p99 through the API and for the SQL alone.
+
+    .venv/bin/python bench/query.py [--tags 2000] [--days 10.5] [--queries 200]
+
+Loads `tags` devices with one fix a minute for `days` into the torch_bench
+database (generated inside PostgreSQL: each wearer moves around a home in
+Hertfordshire), then runs `queries` random crime-scene queries of radius 200 m
+through the API, half with one-hour and half with 24-hour windows, and prints
+the latencies with the sizes of the fixes table and its indexes. The default
+(2,000 tags, 10.5 days) is 30 million fixes; loading takes a while, and
+`--reuse` skips it when the data is already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from torch.store import proximity as store  # noqa: E402
+
+DATABASE_URL = os.environ.get(
+    "TORCH_BENCH_DATABASE_URL", "postgresql://torch:torch@127.0.0.1:5432/torch_bench"
+)
+API_PORT = 18050
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+LOAD_DAY = """
+INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position, acc, src)
+SELECT d.id, t, t, ST_Y(ll), ST_X(ll), p,
+       5 + (d.id * 7 + extract(minute FROM t)::int) % 25, 'gps'
+FROM devices d
+CROSS JOIN generate_series($1::timestamptz,
+                           $1::timestamptz + interval '1 day' - interval '1 minute',
+                           interval '1 minute') AS t
+CROSS JOIN LATERAL (
+    -- each wearer circles a home, 0.4 to 3 km out, at its own pace
+    SELECT extract(epoch FROM t) / (900 + d.id % 700) AS a, 400 + d.id % 2600 AS r) AS orbit
+CROSS JOIN LATERAL (
+    SELECT ST_SetSRID(ST_MakePoint(505000 + (d.id * 7919) % 40000 + r * cos(a),
+                                   195000 + (d.id * 104729) % 45000 + r * sin(a)), 27700) AS p
+) AS pos
+CROSS JOIN LATERAL (SELECT ST_Transform(pos.p, 4326) AS ll) AS geo
+WHERE d.model = 'bench-query'
+"""
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def load(tags: int, days: float) -> None:
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        await conn.execute(
+            "TRUNCATE fixes, device_state, device_assignments, devices, subjects CASCADE"
+        )
+        await conn.execute(
+            "INSERT INTO devices (serial, model) SELECT 'Q' || lpad(g::text, 5, '0'), 'bench-query'"
+            " FROM generate_series(1, $1) g",
+            tags,
+        )
+        await conn.execute(
+            "INSERT INTO subjects (ref)"
+            " SELECT 'IOM-Q' || lpad(g::text, 5, '0') FROM generate_series(1, $1) g",
+            tags,
+        )
+        await conn.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, during)"
+            " SELECT d.id, s.id, tstzrange($1, NULL) FROM devices d JOIN subjects s"
+            " ON substr(s.ref, 6) = substr(d.serial, 2)",
+            START - timedelta(days=1),
+        )
+        whole = int(days)
+        for day in range(whole + (1 if days > whole else 0)):
+            begin = START + timedelta(days=day)
+            await conn.execute("SELECT torch_ensure_fix_partitions($1, $1)", begin.date())
+            started = time.monotonic()
+            await conn.execute(LOAD_DAY, begin)
+            log(f"loaded day {day + 1} of {days:g} ({time.monotonic() - started:.0f} s)")
+        await conn.execute("ANALYZE fixes")
+    finally:
+        await conn.close()
+
+
+async def sizes() -> list[str]:
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        rows = await conn.fetch("""
+            SELECT count(*) AS partitions,
+                   sum(pg_table_size(c.oid)) AS heap,
+                   sum(pg_indexes_size(c.oid)) AS indexes
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'fixes'::regclass""")
+        n = await conn.fetchval("SELECT count(*) FROM fixes")
+        r = rows[0]
+        return [
+            f"fixes: {n:,} rows in {r['partitions']} daily partitions; table "
+            f"{r['heap'] / 2**30:.2f} GiB, indexes {r['indexes'] / 2**30:.2f} GiB"
+        ]
+    finally:
+        await conn.close()
+
+
+def scenes(n: int, days: float, seed: int = 7) -> list[tuple[float, float, datetime, timedelta]]:
+    from torch import grid
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        window = timedelta(hours=1 if i % 2 == 0 else 24)
+        span = timedelta(days=days) - window
+        start = START + timedelta(seconds=rng.uniform(0, span.total_seconds()))
+        lon, lat = grid.point_from_grid(rng.uniform(505000, 545000), rng.uniform(195000, 240000))
+        out.append((lat, lon, start, window))
+    return out
+
+
+async def sql_only(
+    queries: list[tuple[float, float, datetime, timedelta]],
+) -> dict[str, list[float]]:
+    conn = await asyncpg.connect(
+        DATABASE_URL,
+        server_settings={"max_parallel_workers_per_gather": "0", "random_page_cost": "1.1"},
+    )
+    times: dict[str, list[float]] = {"1h": [], "24h": []}
+    try:
+        for _lat, _lon, start, window in queries:
+            t = time.monotonic()
+            await store.tracks(conn, start, start + window, 300)
+            times["1h" if window.total_seconds() == 3600 else "24h"].append(time.monotonic() - t)
+    finally:
+        await conn.close()
+    return times
+
+
+def http(
+    queries: list[tuple[float, float, datetime, timedelta]], token: str
+) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"1h": [], "24h": []}
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{API_PORT}",
+        timeout=600,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        for i, (lat, lon, start, window) in enumerate(queries, 1):
+            body = {
+                "crime_ref": f"BENCH/{i}",
+                "reason": "query benchmark",
+                "scene": {"type": "Point", "coordinates": [lon, lat]},
+                "radius_m": 200,
+                "from": start.isoformat(),
+                "to": (start + window).isoformat(),
+            }
+            t = time.monotonic()
+            response = client.post("/v1/proximity", json=body)
+            elapsed = time.monotonic() - t
+            response.raise_for_status()
+            times["1h" if window.total_seconds() == 3600 else "24h"].append(elapsed)
+            log(
+                f"query {i} of {len(queries)}: {window.total_seconds() / 3600:.0f} h window, "
+                f"{elapsed * 1000:,.0f} ms, {len(response.json()['results'])} verdicts"
+            )
+    return times
+
+
+def percentiles(values: list[float]) -> str:
+    if len(values) < 2:
+        return "n/a"
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return f"p50 {q[49] * 1000:,.1f} ms, p95 {q[94] * 1000:,.1f} ms, p99 {q[98] * 1000:,.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tags", type=int, default=2000)
+    parser.add_argument("--days", type=float, default=10.5)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--reuse", action="store_true", help="keep the data already loaded")
+    args = parser.parse_args()
+    env = dict(os.environ, TORCH_DATABASE_URL=DATABASE_URL, TORCH_API_PORT=str(API_PORT))
+    subprocess.run(
+        [str(ROOT / ".venv/bin/torch"), "db", "upgrade"], env=env, check=True, capture_output=True
+    )
+    if not args.reuse:
+        asyncio.run(load(args.tags, args.days))
+    name = f"bench{os.getpid()}"
+    token = subprocess.run(
+        [str(ROOT / ".venv/bin/torch"), "user", "add", name, "--role", "officer"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    api = subprocess.Popen(
+        [str(ROOT / ".venv/bin/torch"), "api"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{API_PORT}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        queries = scenes(args.queries, args.days)
+        through_api = http(queries, token)
+        sql = asyncio.run(sql_only(queries))
+    finally:
+        api.terminate()
+        api.wait(10)
+    for line in asyncio.run(sizes()):
+        print(line)
+    print(f"{args.tags:,} subjects; {args.queries} queries of radius 200 m")
+    for window in ("1h", "24h"):
+        print(f"{window:>3} windows, HTTP: {percentiles(through_api[window])}")
+        print(f"{window:>3} windows, SQL:  {percentiles(sql[window])}")
+
+
+if __name__ == "__main__":
+    main()
