@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,7 +15,7 @@ from api.auth import require
 from torch import __version__, scene
 from torch.errors import InvalidInput, NotFound
 from torch.evidence import files, pack
-from torch.proximity import Assessment, Scene, Verdict, assess, params_of
+from torch.proximity import Assessment, Scene, Verdict, assess, iso, params_of
 from torch.settings import Settings
 from torch.store import proximity as store
 from torch.store import users
@@ -48,12 +48,6 @@ class ProximityRequest(BaseModel):
     )
     from_: AwareDatetime = Field(alias="from", description="start of the window, RFC 3339")
     to: AwareDatetime = Field(description="end of the window, RFC 3339")
-
-
-def iso(t: float) -> str:
-    when = datetime.fromtimestamp(t, UTC)
-    spec = "seconds" if t == int(t) else "milliseconds"
-    return when.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def check_window(body: ProximityRequest, settings: Settings) -> None:

@@ -13,10 +13,9 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from api.auth import require
-from api.proximity import iso
 from torch import scene
 from torch.errors import InvalidInput, NotFound
-from torch.proximity import TrackFix, params_of, position_at
+from torch.proximity import TrackFix, iso, params_of, position_at
 from torch.settings import Settings
 from torch.store import subjects as store
 from torch.store import users

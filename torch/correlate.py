@@ -17,7 +17,7 @@ import asyncpg
 from shapely import Point
 
 from torch import grid
-from torch.proximity import Params, Scene, Verdict, assess
+from torch.proximity import Params, Scene, Verdict, assess, iso
 from torch.store import proximity as store
 
 MAX_CRIMES = 10_000
@@ -138,16 +138,12 @@ async def run(
                         "subject_ref": t.ref,
                         "verdict": a.verdict.value,
                         "closest_m": None if a.closest_m is None else round(a.closest_m, 1),
-                        "closest_at": None if a.closest_at is None else _iso(a.closest_at),
+                        "closest_at": None if a.closest_at is None else iso(a.closest_at),
                     }
                 )
         if progress is not None:
             await progress(done)
     return found
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 RESULT_COLUMNS = (

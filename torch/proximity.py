@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import pairwise
 
@@ -233,9 +234,13 @@ def _decide(closest: Approach | None, gaps: list[Gap], scene: Scene) -> Verdict:
 
 
 def _clock(t: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso(t: float) -> str:
+    """RFC 3339 in UTC: whole seconds where the time is whole, else milliseconds."""
+    spec = "seconds" if t == int(t) else "milliseconds"
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -> list[str]:
