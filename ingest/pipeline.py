@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import date, timedelta
 
 import asyncpg
@@ -79,9 +80,8 @@ class Pipeline:
     async def replay(self, serial: str | None, chunk: int = 500) -> ingest.Written:
         """Replay unknown-serial dead letters whose device is now registered."""
         totals = ingest.Written(0, 0, 0, 0)
-        pool = await self._ready_pool()
         while True:
-            async with pool.acquire() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 claimed = await deadletters.claim_replayable(conn, serial, chunk)
                 if not claimed:
                     return totals
@@ -101,7 +101,7 @@ class Pipeline:
             return
         states, self._state = self._state, {}
         try:
-            async with (await self._ready_pool()).acquire() as conn:
+            async with self._connection() as conn:
                 await ingest.write_device_state(conn, states.values())
         except (*db.RETRYABLE, asyncpg.PostgresError) as err:
             merge_newest(
@@ -114,8 +114,7 @@ class Pipeline:
         refused_once = False
         while True:
             try:
-                pool = await self._ready_pool()
-                async with pool.acquire() as conn:
+                async with self._connection() as conn:
                     batch = await self._prepare(conn, items)  # partitions commit on their own
                     async with conn.transaction():
                         written = await ingest.write_batch(conn, batch, self._worker_id)
@@ -152,7 +151,7 @@ class Pipeline:
             RejectCode.STORE_ERROR,
             f"the database refused it: {err}",
         )
-        async with (await self._ready_pool()).acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await ingest.write_dead_letters(conn, [letter], self._worker_id)
         return ingest.Written(0, 0, 0, 1)
 
@@ -167,6 +166,23 @@ class Pipeline:
             await ingest.ensure_partitions(conn, missing)
             self._days |= missing
         return batch
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; one that failed at the connection level is closed, not reused.
+
+        A link broken in the middle of a COPY leaves the connection mid-protocol; handed
+        back to the pool it would fail the next batch.
+        """
+        pool = await self._ready_pool()
+        conn = await pool.acquire()
+        try:
+            yield conn
+        except db.RETRYABLE:
+            conn.terminate()
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _ready_pool(self) -> asyncpg.Pool:
         if self._pool is None:

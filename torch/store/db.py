@@ -10,6 +10,7 @@ import asyncpg
 RETRYABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left mid-operation by a broken link
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
