@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from torch.errors import Conflict, InvalidInput
+
 # Errors after which the same work can be tried again on a new connection.
 RETRYABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -54,3 +56,15 @@ async def pool(
         timeout=10,
         server_settings={"application_name": application_name, **(settings or {})},
     )
+
+
+async def insert_id(
+    conn: asyncpg.Connection, sql: str, *args: object, exists: str, invalid: str
+) -> int:
+    """Run an INSERT ... RETURNING id; a duplicate is a Conflict, a failed CHECK InvalidInput."""
+    try:
+        return int(await conn.fetchval(sql, *args))
+    except asyncpg.UniqueViolationError:
+        raise Conflict(exists) from None
+    except asyncpg.CheckViolationError:
+        raise InvalidInput(invalid) from None

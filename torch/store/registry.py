@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from torch.errors import Conflict, InvalidInput, NotFound
+from torch.store import db
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,35 +22,25 @@ class Assignment:
 
 
 async def add_subject(conn: asyncpg.Connection, ref: str, display_name: str | None) -> int:
-    try:
-        return int(
-            await conn.fetchval(
-                "INSERT INTO subjects (ref, display_name) VALUES ($1, $2) RETURNING id",
-                ref,
-                display_name,
-            )
-        )
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"subject {ref} already exists") from None
-    except asyncpg.CheckViolationError:
-        raise InvalidInput(
-            f"subject reference {ref!r} must be 1-64 letters, digits, '/', '_', '.' or '-'"
-        ) from None
+    return await db.insert_id(
+        conn,
+        "INSERT INTO subjects (ref, display_name) VALUES ($1, $2) RETURNING id",
+        ref,
+        display_name,
+        exists=f"subject {ref} already exists",
+        invalid=f"subject reference {ref!r} must be 1-64 letters, digits, '/', '_', '.' or '-'",
+    )
 
 
 async def add_device(conn: asyncpg.Connection, serial: str, model: str | None) -> int:
-    try:
-        return int(
-            await conn.fetchval(
-                "INSERT INTO devices (serial, model) VALUES ($1, $2) RETURNING id", serial, model
-            )
-        )
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"device {serial} already exists") from None
-    except asyncpg.CheckViolationError:
-        raise InvalidInput(
-            f"serial {serial!r} must be 1-64 letters, digits, '.', '_' or '-'"
-        ) from None
+    return await db.insert_id(
+        conn,
+        "INSERT INTO devices (serial, model) VALUES ($1, $2) RETURNING id",
+        serial,
+        model,
+        exists=f"device {serial} already exists",
+        invalid=f"serial {serial!r} must be 1-64 letters, digits, '.', '_' or '-'",
+    )
 
 
 async def device_ids(conn: asyncpg.Connection, serials: Iterable[str]) -> dict[str, int]:

@@ -10,7 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
-from torch.errors import Conflict, InvalidInput
+from torch.errors import InvalidInput
+from torch.store import db
 
 ROLES = ("officer", "probation", "supervisor", "admin")
 
@@ -32,16 +33,14 @@ async def add_user(conn: asyncpg.Connection, name: str, role: str) -> tuple[User
         raise InvalidInput(f"role {role!r} is not one of {', '.join(ROLES)}")
     token = secrets.token_urlsafe(32)
     async with conn.transaction():
-        try:
-            user_id = await conn.fetchval(
-                "INSERT INTO users (name, role) VALUES ($1, $2) RETURNING id", name, role
-            )
-        except asyncpg.UniqueViolationError:
-            raise Conflict(f"user {name} already exists") from None
-        except asyncpg.CheckViolationError:
-            raise InvalidInput(
-                f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'"
-            ) from None
+        user_id = await db.insert_id(
+            conn,
+            "INSERT INTO users (name, role) VALUES ($1, $2) RETURNING id",
+            name,
+            role,
+            exists=f"user {name} already exists",
+            invalid=f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'",
+        )
         await conn.execute(
             "INSERT INTO api_tokens (user_id, token_hash) VALUES ($1, $2)",
             user_id,
