@@ -121,13 +121,7 @@ class Pipeline:
                 merge_newest(self._state, batch.fixes)
                 return written
             except db.RETRYABLE as err:
-                if self._pool is not None:
-                    self._pool.expire_connections()
-                log.warning(
-                    "database unavailable (%s); retrying in %.1f s", type(err).__name__, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = await self._wait_out(err, delay)
             except asyncpg.PostgresError as err:
                 if not refused_once:  # a stale cache (a dropped partition) gets one more try
                     refused_once = True
@@ -151,9 +145,22 @@ class Pipeline:
             RejectCode.STORE_ERROR,
             f"the database refused it: {err}",
         )
-        async with self._connection() as conn, conn.transaction():
-            await ingest.write_dead_letters(conn, [letter], self._worker_id)
-        return ingest.Written(0, 0, 0, 1)
+        delay = 0.2
+        while True:
+            try:
+                async with self._connection() as conn, conn.transaction():
+                    await ingest.write_dead_letters(conn, [letter], self._worker_id)
+                return ingest.Written(0, 0, 0, 1)
+            except db.RETRYABLE as err:
+                delay = await self._wait_out(err, delay)
+
+    async def _wait_out(self, err: BaseException, delay: float) -> float:
+        """Back off after a connection-level failure; returns the next, longer delay."""
+        if self._pool is not None:
+            self._pool.expire_connections()
+        log.warning("database unavailable (%s); retrying in %.1f s", type(err).__name__, delay)
+        await asyncio.sleep(delay)
+        return min(delay * 2, 5.0)
 
     async def _prepare(self, conn: asyncpg.Connection, items: Sequence[Item]) -> Batch:
         """Resolve serials, assemble the batch and make sure its partitions exist."""

@@ -158,3 +158,26 @@ def test_device_state_holds_the_newest_fix_within_a_second(db, workers, publishe
         timeout=5,
     )[0]
     assert tuple(row) == (device_id, at(60), 51.76, -0.34, 8.0, 88, "ok")
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_and_its_neighbours_stored(
+    db, workers, publisher, device
+):  # type: ignore[no-untyped-def]
+    """A batch the database refuses is split until only the offending message is left."""
+    device("T1")
+    db.execute("ALTER TABLE fixes ADD CONSTRAINT refuse_acc_1234 CHECK (acc IS DISTINCT FROM 1234)")
+    try:
+        workers(TORCH_FLUSH_INTERVAL_MS="1000")  # the three messages share one batch
+        for payload in (fix(0), fix(60, acc=1234), fix(120)):
+            publisher.send(fixes_topic(), payload)
+        publisher.flush()
+        wait_for(lambda: db.count("dead_letters") == 1 and db.count("fixes") == 2)
+        row = db.fetch("SELECT reason_code, reason, payload FROM dead_letters")[0]
+        assert row["reason_code"] == "store_error"
+        assert row["reason"].startswith("the database refused it: new row for relation")
+        assert "refuse_acc_1234" in row["reason"]
+        assert json.loads(bytes(row["payload"]))["acc"] == 1234
+        times = [r["fix_time"] for r in db.fetch("SELECT fix_time FROM fixes ORDER BY fix_time")]
+        assert times == [at(0), at(120)]
+    finally:
+        db.execute("ALTER TABLE fixes DROP CONSTRAINT refuse_acc_1234")
