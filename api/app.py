@@ -19,16 +19,12 @@ from torch.store import db
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(
-            db.dsn(settings.database_url.get_secret_value()),
-            min_size=1,
-            max_size=10,
-            server_settings={
-                "application_name": "torch-api",
-                # Parallel plans added 10-12 ms to every small spatial query here.
-                "max_parallel_workers_per_gather": "0",
-                "random_page_cost": "1.1",
-            },
+        app.state.pool = await db.pool(
+            settings.database_url.get_secret_value(),
+            size=10,
+            application_name="torch-api",
+            # Parallel plans added 10-12 ms to every small spatial query here.
+            settings={"max_parallel_workers_per_gather": "0", "random_page_cost": "1.1"},
         )
         async with app.state.pool.acquire() as conn:
             await correlations_store.interrupt_running(conn)

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from torch.errors import InvalidInput, TorchError, Unauthorized
+from torch.errors import InvalidInput, TorchError
 
 PROBLEM = "application/problem+json"
 
@@ -42,5 +42,3 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
         return problem(err.status_code, str(err.detail), str(err.detail))
-
-    _ = Unauthorized  # the auth dependency raises it; the TorchError handler answers

@@ -43,7 +43,7 @@ def limits_from(settings: Settings) -> Limits:
 
 
 class Pipeline:
-    """Owns one database connection and the caches that spare it look-ups."""
+    """Owns the worker's database connections and the caches that spare them look-ups."""
 
     def __init__(
         self, database_url: str, worker_id: str, limits: Limits, connections: int = 1

@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from simulators.routine import Subject, make_subject
+from simulators.routine import make_subject
 from simulators.tag import Options, Out, Tag
 
 
@@ -33,7 +33,3 @@ def fix_count(out: Out) -> int:
     if out.kind == "fixes":
         return out.payload.count('"ts"')
     return 1 if out.kind in ("fix", "duplicate") else 0
-
-
-def subjects(fleet: list[Tag]) -> list[Subject]:
-    return [t.s for t in fleet]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.routine import LONDON, Subject
-from simulators.tag import Faults, Options, Out, Tag
+from simulators.tag import Faults, Options, Out, Tag, iso
 from simulators.world import Mode, Point, Timeline, start, towns
 
 CATALOGUE = {
@@ -73,8 +73,8 @@ class Script:
             finish(outs)
         body = {
             "scenario": self.name,
-            "start": _iso(self.begin),
-            "end": _iso(self.end),
+            "start": iso(self.begin),
+            "end": iso(self.end),
             **self.truth,
         }
         path.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
@@ -93,10 +93,6 @@ def build(name: str, seed: int, begin: float, noise: bool = True) -> Script:
 
 
 # -- geometry helpers ---------------------------------------------------------
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _lonlat(p: Point) -> list[float]:
@@ -166,8 +162,8 @@ def crime_scene(s: Script, seed: int) -> None:
         "lat": _lonlat(scene)[1],
         "lon": _lonlat(scene)[0],
         "radius_m": 100,
-        "from": _iso(w0),
-        "to": _iso(w1),
+        "from": iso(w0),
+        "to": iso(w1),
     }
     far = Point(scene.x + 3000, scene.y)  # east, so the walk stops 10 m short of the scene
     paths = {
@@ -208,7 +204,7 @@ def crime_scene(s: Script, seed: int) -> None:
         tag = s.add(key, tl, faults, seed)
         closest, when = _closest_true(tl, scene, w0, w1)
         entry = s.truth["subjects"][key]
-        entry.update(closest_true_m=closest, closest_true_at=_iso(when))
+        entry.update(closest_true_m=closest, closest_true_at=iso(when))
         if key in expected:
             entry["verdict"] = expected[key]
 
@@ -216,7 +212,7 @@ def crime_scene(s: Script, seed: int) -> None:
             fixes = [(t, p.dist(scene)) for t, p, _ in _reported(outs, tag.serial) if w0 <= t <= w1]
             if fixes:
                 t, d = min(fixes, key=lambda f: f[1])
-                entry.update(closest_fix_m=round(d, 1), closest_fix_at=_iso(t))
+                entry.update(closest_fix_m=round(d, 1), closest_fix_at=iso(t))
             entry["fixes_in_window"] = len(fixes)
 
         s.finishers.append(finish)
@@ -244,7 +240,7 @@ def zone_breach(s: Script, seed: int) -> None:
     )
     s.add("enters_Z1", f, seed=seed)
     s.truth["subjects"]["enters_Z1"].update(
-        zone="Z1", entered=_iso(enter_t), left=_iso(enter_t + 100 / 1.4 + 1200 + 100 / 1.4)
+        zone="Z1", entered=iso(enter_t), left=iso(enter_t + 100 / 1.4 + 1200 + 100 / 1.4)
     )
     # G drives at 25 m/s straight through Z2, crossing it between two fixes.
     a, b = Point(z2.x - 6000, z2.y), Point(z2.x + 6000, z2.y)
@@ -252,7 +248,7 @@ def zone_breach(s: Script, seed: int) -> None:
     g = _walk(s.begin, a, [(a, cross_t - 6000 / 25.0, Mode.CAR), (b, s.end, Mode.CAR)])
     s.add("transit_Z2", g, seed=seed)
     s.truth["subjects"]["transit_Z2"].update(
-        zone="Z2", entered=_iso(cross_t - half2 / 25.0), left=_iso(cross_t + half2 / 25.0)
+        zone="Z2", entered=iso(cross_t - half2 / 25.0), left=iso(cross_t + half2 / 25.0)
     )
     # H sits 30 m outside Z1's east edge, indoors, for three hours: drift, never a breach.
     edge = Point(z1.x + half1 + 30, z1.y)
@@ -294,8 +290,8 @@ def curfew(s: Script, seed: int) -> None:
     s.add("late_home", i, seed=seed)
     s.truth["subjects"]["late_home"].update(
         home={"lat": _lonlat(home_i)[1], "lon": _lonlat(home_i)[0]},
-        breach_from=_iso(curfew_t),
-        breach_to=_iso(curfew_t + 40 * 60 - 75 / 1.4),
+        breach_from=iso(curfew_t),
+        breach_to=iso(curfew_t + 40 * 60 - 75 / 1.4),
     )
     away_j = Point(home_j.x - 1000, home_j.y)
     j = _walk(
@@ -306,7 +302,7 @@ def curfew(s: Script, seed: int) -> None:
     s.add("home_on_time", j, seed=seed)
     s.truth["subjects"]["home_on_time"].update(
         home={"lat": _lonlat(home_j)[1], "lon": _lonlat(home_j)[0]},
-        arrived=_iso(curfew_t - 1800),
+        arrived=iso(curfew_t - 1800),
         breach=False,
     )
 
@@ -330,11 +326,11 @@ def coverage_gap(s: Script, seed: int) -> None:
     s.add("hidden_breach", k, Faults(gaps=[gap]), seed)
     s.truth["subjects"]["hidden_breach"].update(
         zone="Z3",
-        entered=_iso(enter_t),
-        left=_iso(enter_t + 80 / 1.4 + 1200 + 80 / 1.4),
-        gap_from=_iso(gap[0]),
-        gap_to=_iso(gap[1]),
-        uploaded=_iso(gap[1]),
+        entered=iso(enter_t),
+        left=iso(enter_t + 80 / 1.4 + 1200 + 80 / 1.4),
+        gap_from=iso(gap[0]),
+        gap_to=iso(gap[1]),
+        uploaded=iso(gap[1]),
     )
 
 
@@ -345,13 +341,13 @@ def tamper(s: Script, seed: int) -> None:
     tl.stay(s.end, indoor=False, place="home")
     opened, closed = s.begin + 2 * HOUR, s.begin + 2.5 * HOUR
     s.add("strap_tamper", tl, Faults(tampers=[(opened, closed)]), seed)
-    s.truth["subjects"]["strap_tamper"].update(strap_open=_iso(opened), strap_closed=_iso(closed))
+    s.truth["subjects"]["strap_tamper"].update(strap_open=iso(opened), strap_closed=iso(closed))
     q = Point(c.x - 2600, c.y - 2100)
     tl2 = start(s.begin, q)
     tl2.stay(s.end, indoor=False, place="home")
     silent = s.begin + 4 * HOUR
     s.add("goes_silent", tl2, Faults(silent_from=silent), seed)
-    s.truth["subjects"]["goes_silent"]["silent_from"] = _iso(silent)
+    s.truth["subjects"]["goes_silent"]["silent_from"] = iso(silent)
 
 
 PARTS: dict[str, Callable[[Script, int], None]] = {

@@ -58,6 +58,11 @@ async def pool(
     )
 
 
+def affected(status: str) -> int:
+    """Rows a command touched, from its status ("INSERT 0 12" gives 12)."""
+    return int(status.rsplit(" ", 1)[1])
+
+
 async def insert_id(
     conn: asyncpg.Connection, sql: str, *args: object, exists: str, invalid: str
 ) -> int:

@@ -10,6 +10,7 @@ import asyncpg
 
 from torch import grid
 from torch.intake import Batch, DeadLetter, DeviceState
+from torch.store import db
 
 STAGE_COLUMNS = (
     "device_id",
@@ -147,8 +148,7 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) ->
         await conn.copy_records_to_table(
             "fix_stage", records=_fix_records(batch), columns=STAGE_COLUMNS
         )
-        status = await conn.execute(INSERT_FROM_STAGE)  # "INSERT 0 <rows>"
-        stored = int(status.rsplit(" ", 1)[1])
+        stored = db.affected(await conn.execute(INSERT_FROM_STAGE))
     events = await _write_events(conn, batch) if batch.events else 0
     await write_dead_letters(conn, batch.dead_letters, worker_id)
     return Written(stored, len(batch.fixes) - stored, events, len(batch.dead_letters))

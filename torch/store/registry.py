@@ -116,7 +116,7 @@ async def ensure_fleet(
             serials,
             start,
         )
-    assigned = int(status.rsplit(" ", 1)[1])
+    assigned = db.affected(status)
     already = await conn.fetchval(
         """
         SELECT count(*) FROM unnest($1::text[], $2::text[]) AS i(ref, serial)
