@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.tag import Options, Out
-from torch.cli import timestamp_arg
+from torch.cli import run_on_db, timestamp_arg
 
 
 def add_parser(sub: Any) -> None:
@@ -161,18 +160,13 @@ def _write_members(out: Path, members: list[Any]) -> None:
 
 
 def _register(settings: Any, members: list[Any], begin: float) -> None:
-    from torch.store import db, registry
+    from torch.store import registry
 
-    async def go() -> tuple[int, int]:
-        conn = await db.connect(settings.database_url.get_secret_value())
-        try:
-            pairs = [(m.ref, m.serial) for m in members]
-            start = datetime.fromtimestamp(min(begin, time.time()) - 86400, UTC)
-            return await registry.ensure_fleet(conn, pairs, "simulated", start)
-        finally:
-            await conn.close()
-
-    assigned, other = asyncio.run(go())
+    pairs = [(m.ref, m.serial) for m in members]
+    start = datetime.fromtimestamp(min(begin, time.time()) - 86400, UTC)
+    assigned, other = run_on_db(
+        settings, lambda conn: registry.ensure_fleet(conn, pairs, "simulated", start)
+    )
     print(
         f"registered {len(members)} tags ({assigned} newly assigned"
         + (f", {other} already assigned otherwise" if other else "")

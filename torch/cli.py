@@ -127,7 +127,7 @@ def timestamp_arg(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+def run_on_db(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run `work(conn)` on one database connection."""
     from torch.store import db
 
@@ -175,7 +175,7 @@ def _api(_args: argparse.Namespace, settings: Settings) -> int:
 def _subject_add(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import registry
 
-    subject_id = _run(settings, lambda c: registry.add_subject(c, args.ref, args.name))
+    subject_id = run_on_db(settings, lambda c: registry.add_subject(c, args.ref, args.name))
     print(f"subject {args.ref} added (id {subject_id})")
     return 0
 
@@ -183,7 +183,7 @@ def _subject_add(args: argparse.Namespace, settings: Settings) -> int:
 def _device_add(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import registry
 
-    device_id = _run(settings, lambda c: registry.add_device(c, args.serial, args.model))
+    device_id = run_on_db(settings, lambda c: registry.add_device(c, args.serial, args.model))
     print(f"device {args.serial} added (id {device_id})")
     return 0
 
@@ -192,7 +192,7 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import registry
 
     start = args.start or datetime.now(UTC)
-    a = _run(settings, lambda c: registry.assign(c, args.serial, args.ref, start, args.end))
+    a = run_on_db(settings, lambda c: registry.assign(c, args.serial, args.ref, start, args.end))
     end = a.end.isoformat() if a.end else "open end"
     print(f"device {a.serial} assigned to {a.subject_ref} from {a.start.isoformat()} to {end}")
     return 0
@@ -241,7 +241,7 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
             )
         return found
 
-    found = _run(settings, work)
+    found = run_on_db(settings, work)
     print(file=sys.stderr)
     text = correlate.to_csv(found)
     if args.out:
@@ -258,7 +258,7 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
 def _user_add(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import users
 
-    user, token = _run(settings, lambda c: users.add_user(c, args.name, args.role))
+    user, token = run_on_db(settings, lambda c: users.add_user(c, args.name, args.role))
     print(f"user {user.name} added with role {user.role} (id {user.id}); bearer token:")
     print(token)
     return 0
@@ -267,7 +267,7 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
 def _deadletters_list(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import deadletters
 
-    rows = _run(
+    rows = run_on_db(
         settings,
         lambda c: deadletters.listing(
             c, reason_code=args.reason, serial=args.serial, limit=args.limit

@@ -124,9 +124,7 @@ def _fast_fixes(
         return False
     try:
         body = _FAST.decode(payload)
-    except msgspec.ValidationError:
-        return False
-    except msgspec.DecodeError:
+    except msgspec.DecodeError:  # not JSON, or not the contract (ValidationError)
         return False
     items = body if isinstance(body, list) else [body]
     west, south, east, north = limits.area
