@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from api import correlations, errors, proximity, subjects
-from torch import __version__
+from torch import __version__, nearby
 from torch.settings import Settings
 from torch.store import correlations as correlations_store
 from torch.store import db
@@ -24,7 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
             size=10,
             application_name="torch-api",
             # Parallel plans added 10-12 ms to every small spatial query here.
-            settings={"max_parallel_workers_per_gather": "0", "random_page_cost": "1.1"},
+            settings=nearby.SESSION,
         )
         async with app.state.pool.acquire() as conn:
             await correlations_store.interrupt_running(conn)

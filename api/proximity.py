@@ -12,10 +12,10 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import require
-from torch import __version__, scene
+from torch import __version__, nearby, scene
 from torch.errors import InvalidInput, NotFound
 from torch.evidence import files, pack
-from torch.proximity import Assessment, Scene, Verdict, assess, iso, params_of
+from torch.proximity import Assessment, Scene, Verdict, iso, params_of
 from torch.settings import Settings
 from torch.store import proximity as store
 from torch.store import users
@@ -95,8 +95,8 @@ async def proximity(
     echo = body.model_dump(mode="json", by_alias=True)
     query_id = uuid4()
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        tracks = await store.tracks(conn, body.from_, body.to, params.max_gap_s)
-        results = [result(t.subject_id, t.ref, assess(t.fixes, window, params)) for t in tracks]
+        found = await nearby.verdicts(conn, window, params)
+        results = [result(v.subject_id, v.ref, v.assessment) for v in found]
         response = {
             "query_id": str(query_id),
             "request": echo,
@@ -109,7 +109,7 @@ async def proximity(
             user,
             "POST",
             "/v1/proximity",
-            [t.subject_id for t in tracks],
+            [v.subject_id for v in found],
             crime_ref=body.crime_ref,
             reason=body.reason,
             query_id=query_id,

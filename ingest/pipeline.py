@@ -26,7 +26,7 @@ from torch.intake import (
     serials,
 )
 from torch.settings import Settings
-from torch.store import db, deadletters, ingest, registry
+from torch.store import db, deadletters, ingest, registry, tiles
 
 log = logging.getLogger("torch.ingest")
 
@@ -60,6 +60,7 @@ class Pipeline:
 
     async def close(self) -> None:
         await self.flush_state()
+        await self.refresh_tiles()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -108,6 +109,14 @@ class Pipeline:
                 self._state, (StoredFix(s.device_id, s.seen, s.fix) for s in states.values())
             )
             log.warning("device state not written (%s); will try again", type(err).__name__)
+
+    async def refresh_tiles(self) -> None:
+        """Bring the track tiles up to date with the fixes committed so far."""
+        try:
+            async with self._connection() as conn:
+                await tiles.refresh(conn)
+        except (*db.RETRYABLE, asyncpg.PostgresError) as err:
+            log.warning("track tiles not refreshed (%s); will try again", type(err).__name__)
 
     async def _store_items(self, items: Sequence[Item]) -> ingest.Written:
         delay = 0.2

@@ -239,6 +239,7 @@ class Worker:
         while True:
             await asyncio.sleep(self._settings.state_flush_ms / 1000)
             await self._pipeline.flush_state()
+            await self._pipeline.refresh_tiles()
 
     async def _report(self, every: float = 10.0) -> None:
         last = self._pipeline.totals.fixes

@@ -31,6 +31,8 @@ DATA_TABLES = (
     "audit_log",
     "api_tokens",
     "users",
+    "track_tiles",
+    "track_tiles_dirty",
     "fixes",
     "device_state",
     "device_events",

@@ -16,9 +16,8 @@ from typing import Any
 import asyncpg
 from shapely import Point
 
-from torch import grid
-from torch.proximity import Params, Scene, Verdict, assess, iso
-from torch.store import proximity as store
+from torch import grid, nearby
+from torch.proximity import Params, Scene, Verdict, iso
 
 MAX_CRIMES = 10_000
 COLUMNS = "crime_ref, offence, lat and lon (or easting and northing), from, to, radius_m"
@@ -126,16 +125,16 @@ async def run(
     found: list[dict[str, Any]] = []
     for done, c in enumerate(crimes, 1):
         scene = Scene(Point(c.x, c.y), c.radius_m, c.start.timestamp(), c.end.timestamp())
-        for t in await store.tracks(conn, c.start, c.end, params.max_gap_s):
-            a = assess(t.fixes, scene, params)
+        for v in await nearby.verdicts(conn, scene, params):
+            a = v.assessment
             if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
                 found.append(
                     {
                         "line": c.line,
                         "crime_ref": c.crime_ref,
                         "offence": c.offence,
-                        "subject_id": t.subject_id,
-                        "subject_ref": t.ref,
+                        "subject_id": v.subject_id,
+                        "subject_ref": v.ref,
                         "verdict": a.verdict.value,
                         "closest_m": None if a.closest_m is None else round(a.closest_m, 1),
                         "closest_at": None if a.closest_at is None else iso(a.closest_at),

@@ -10,7 +10,7 @@ import asyncpg
 
 from torch import grid
 from torch.intake import Batch, DeadLetter, DeviceState
-from torch.store import db
+from torch.store import tiles
 
 STAGE_COLUMNS = (
     "device_id",
@@ -39,16 +39,21 @@ CREATE TEMPORARY TABLE IF NOT EXISTS fix_stage (
 
 # Rows are inserted in (device, time) order so that concurrent workers take
 # their locks in the same order. Duplicates (the same device and fix time) are
-# skipped, whether already stored or twice in this batch.
-INSERT_FROM_STAGE = """
-INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position,
-                   acc, speed, heading, batt, src, strap)
-SELECT device_id, fix_time, received_at, lat, lon,
-       ST_SetSRID(ST_MakePoint(easting, northing), 27700),
-       acc, speed, heading, batt, src, strap
-FROM fix_stage
-ORDER BY device_id, fix_time
-ON CONFLICT (device_id, fix_time) DO NOTHING
+# skipped, whether already stored or twice in this batch. The hours of the
+# fixes stored are queued for the track tiles in the same transaction.
+INSERT_FROM_STAGE = f"""
+WITH stored AS (
+    INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position,
+                       acc, speed, heading, batt, src, strap)
+    SELECT device_id, fix_time, received_at, lat, lon,
+           ST_SetSRID(ST_MakePoint(easting, northing), 27700),
+           acc, speed, heading, batt, src, strap
+    FROM fix_stage
+    ORDER BY device_id, fix_time
+    ON CONFLICT (device_id, fix_time) DO NOTHING
+    RETURNING device_id, fix_time
+), queued AS ({tiles.MARK})
+SELECT count(*) FROM stored
 """
 
 # One row per device: its newest fix since the last write. The state moves
@@ -148,7 +153,7 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) ->
         await conn.copy_records_to_table(
             "fix_stage", records=_fix_records(batch), columns=STAGE_COLUMNS
         )
-        stored = db.affected(await conn.execute(INSERT_FROM_STAGE))
+        stored = int(await conn.fetchval(INSERT_FROM_STAGE))
     events = await _write_events(conn, batch) if batch.events else 0
     await write_dead_letters(conn, batch.dead_letters, worker_id)
     return Written(stored, len(batch.fixes) - stored, events, len(batch.dead_letters))

@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from torch.errors import Conflict, InvalidInput, NotFound
-from torch.store import db
+from torch.store import db, tiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,8 @@ async def assign(
             f"the {who} already has an assignment that overlaps "
             f"{start.isoformat()} to {end.isoformat() if end else 'open end'}"
         ) from None
+    # Fixes already stored for the device in this time now belong to the subject.
+    await tiles.mark_hours(conn, [device], start, end)
     return Assignment(row["id"], serial, subject_ref, start, end)
 
 
@@ -116,6 +118,8 @@ async def ensure_fleet(
             serials,
             start,
         )
+        devices = await conn.fetch("SELECT id FROM devices WHERE serial = ANY($1::text[])", serials)
+        await tiles.mark_hours(conn, [d["id"] for d in devices], start, None)
     assigned = db.affected(status)
     already = await conn.fetchval(
         """

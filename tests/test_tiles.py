@@ -1,0 +1,302 @@
+"""Track tiles: kept exact as fixes arrive in order, late, twice or before their assignment,
+and crime-scene verdicts from them equal the method run on every fix.
+
+Fixes go through the ingest pipeline's real write path into the test database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import shapely
+from shapely import Point
+
+from ingest.pipeline import Pipeline, limits_from
+from tests.services import DATABASE_URL, Database
+from torch import grid, nearby
+from torch.intake import Message
+from torch.proximity import Assessment, Params, Scene, TrackFix, assess, position_at
+from torch.settings import Settings
+from torch.store import proximity as store
+from torch.store import registry, tiles
+from torch.store.ingest import Written
+
+HOUR0 = (datetime.now(UTC) - timedelta(hours=8)).replace(minute=0, second=0, microsecond=0)
+P = Params()
+
+
+def at(t: float) -> datetime:
+    return HOUR0 + timedelta(seconds=t)
+
+
+def payload(t: float, x: float, y: float, acc: float | None) -> dict[str, Any]:
+    lon, lat = grid.point_from_grid(x, y)
+    item: dict[str, Any] = {"ts": at(t).isoformat(), "lat": lat, "lon": lon}
+    if acc is not None:
+        item["acc"] = acc
+    return item
+
+
+Fix = tuple[float, float, float, float | None]  # t, easting, northing, acc
+
+Run = Callable[[Callable[[asyncpg.Connection, Pipeline], Awaitable[Any]]], Any]
+
+
+@pytest.fixture
+def run(db: Database) -> Iterator[Run]:
+    """Run a coroutine with a connection and an ingest pipeline on the test database."""
+
+    def go(work: Callable[[asyncpg.Connection, Pipeline], Awaitable[Any]]) -> Any:
+        async def main() -> Any:
+            settings = Settings(database_url=DATABASE_URL)
+            pipeline = Pipeline(DATABASE_URL, "tiles-test", limits_from(settings))
+            conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+            try:
+                return await work(conn, pipeline)
+            finally:
+                await conn.close()
+                await pipeline.close()
+
+        return asyncio.run(main())
+
+    yield go
+
+
+async def send(pipeline: Pipeline, serial: str, fixes: list[Fix]) -> Written:
+    """Store fixes (t, easting, northing, acc) for a tag as one message each."""
+    messages = [
+        Message(f"tags/{serial}/fixes", json.dumps(payload(*f)).encode(), datetime.now(UTC))
+        for f in fixes
+    ]
+    return await pipeline.store(pipeline.decode(messages))
+
+
+async def wearer(conn: asyncpg.Connection, n: int, since: float = -86400) -> None:
+    await registry.add_subject(conn, f"IOM-T{n:04d}", None)
+    await registry.add_device(conn, f"TT{n:04d}", None)
+    await registry.assign(conn, f"TT{n:04d}", f"IOM-T{n:04d}", at(since), None)
+
+
+async def tile(conn: asyncpg.Connection, ref: str, hour: int) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """
+        SELECT n, ts, accs, longest_s, first_x, first_y, last_x, last_y,
+               min_x, min_y, max_x, max_y, ST_NPoints(line) AS points,
+               ARRAY(SELECT ST_M(g.geom) FROM ST_DumpPoints(line) g) AS measures
+        FROM track_tiles t JOIN subjects s ON s.id = t.subject_id
+        WHERE s.ref = $1 AND t.tile_start = $2
+        """,
+        ref,
+        at(hour * 3600),
+    )
+
+
+def stored(x: float, y: float) -> tuple[float, float]:
+    """Where a fix sent at (x, y) is stored: through the tag's lat/lon and back."""
+    return grid.point_to_grid(*grid.point_from_grid(x, y))
+
+
+def epoch(t: float) -> float:
+    return at(t).timestamp()
+
+
+def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run) -> None:
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await wearer(conn, 1)
+        # 10 fixes a minute apart, the last three standing still
+        first = [(60.0 * i, 520000.0 + 10 * min(i, 7), 210000.0, 5.0) for i in range(10)]
+        await send(pipeline, "TT0001", first)
+        assert await tiles.pending(conn) == 1
+        assert await tiles.refresh(conn) == 1
+        assert await tiles.pending(conn) == 0
+        t = await tile(conn, "IOM-T0001", 0)
+        assert t["n"] == 10 and t["points"] == 10
+        assert t["ts"] == [epoch(60 * i) for i in range(10)]
+        assert t["measures"] == t["ts"]
+        assert t["longest_s"] == 60.0
+        (x0, y0), (x1, _) = stored(520000, 210000), stored(520070, 210000)
+        assert (t["min_x"], t["max_x"], t["min_y"], t["max_y"]) == pytest.approx(
+            (x0, x1, y0, y0), abs=1e-6
+        )
+
+        # later fixes are appended, the first at the same place as the last
+        later = [(900.0, 520070.0, 210000.0, None), (1000.0, 520100.0, 210040.0, 12.0)]
+        await send(pipeline, "TT0001", later)
+        assert await tiles.refresh(conn) == 1
+        t = await tile(conn, "IOM-T0001", 0)
+        assert t["n"] == 12 and t["points"] == 12
+        assert t["ts"] == [epoch(60 * i) for i in range(10)] + [epoch(900), epoch(1000)]
+        assert t["measures"] == t["ts"]
+        assert t["accs"] == [5.0] * 10 + [None, 12.0]
+        assert t["longest_s"] == 900.0 - 540.0
+        assert (t["last_x"], t["last_y"]) == pytest.approx(stored(520100, 210040), abs=1e-6)
+
+        # a late fix in the middle: the tile is rebuilt and the longest interval shrinks
+        await send(pipeline, "TT0001", [(700.0, 520070.0, 210020.0, 6.0)])
+        assert await tiles.refresh(conn) == 1
+        t = await tile(conn, "IOM-T0001", 0)
+        assert t["n"] == 13
+        assert t["ts"] == [epoch(60 * i) for i in range(10)] + [epoch(s) for s in (700, 900, 1000)]
+        assert t["longest_s"] == 900.0 - 700.0
+
+        # the same fixes again store nothing and queue nothing
+        await send(pipeline, "TT0001", first + later)
+        assert await tiles.pending(conn) == 0
+        assert await tiles.refresh(conn) == 0
+
+        # a fix in the next hour makes a tile of its own
+        await send(pipeline, "TT0001", [(3700.0, 520200.0, 210100.0, 7.0)])
+        assert await tiles.refresh(conn) == 1
+        t = await tile(conn, "IOM-T0001", 1)
+        assert t["n"] == 1 and t["ts"] == [epoch(3700)] and t["longest_s"] == 0.0
+
+    run(work)
+
+
+def test_fixes_stored_before_an_assignment_join_the_tiles_when_it_is_made(run: Run) -> None:
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await registry.add_subject(conn, "IOM-T0002", None)
+        await registry.add_device(conn, "TT0002", None)
+        await send(pipeline, "TT0002", [(60.0 * i, 521000.0, 211000.0 + i, 5.0) for i in range(5)])
+        assert await tiles.refresh(conn) == 0  # nobody wore it: no tile
+        await registry.assign(conn, "TT0002", "IOM-T0002", at(120), None)
+        assert await tiles.refresh(conn) == 1
+        t = await tile(conn, "IOM-T0002", 0)
+        assert t["ts"] == [epoch(120), epoch(180), epoch(240)]
+
+    run(work)
+
+
+def wander(rng: random.Random) -> list[Fix]:
+    """Three hours of a tag around Hatfield: walking or driving, pauses standing still,
+    intervals of 20 s to 4 min, some gaps of 6 to 40 minutes, some fixes without acc."""
+    x, y = 522000 + rng.uniform(-3000, 3000), 208000 + rng.uniform(-3000, 3000)
+    heading, speed = rng.uniform(0, 2 * math.pi), rng.choice([1.4, 8.0, 15.0])
+    t = rng.uniform(-600, 300)
+    out: list[Fix] = []
+    while t < 3 * 3600 + 600:
+        acc = None if rng.random() < 0.05 else float(rng.choice([4, 8, 15, 30, 60]))
+        out.append((round(t, 3), round(x, 2), round(y, 2), acc))
+        step = rng.choice([20.0, 60.0, 60.0, 60.0, 120.0, 240.0])
+        if rng.random() < 0.01:
+            step = rng.uniform(360, 2400)  # a gap
+        if rng.random() > 0.2:  # else standing still
+            heading += rng.uniform(-0.6, 0.6)
+            x = min(530000, max(514000, x + speed * step * math.cos(heading)))
+            y = min(216000, max(200000, y + speed * step * math.sin(heading)))
+        t += step
+    return out
+
+
+def scenes(rng: random.Random, n: int) -> list[Scene]:
+    out = []
+    for i in range(n):
+        cx, cy = 522000 + rng.uniform(-4000, 4000), 208000 + rng.uniform(-4000, 4000)
+        if i % 3 == 2:
+            w, h = rng.uniform(20, 400), rng.uniform(20, 400)
+            geometry = shapely.box(cx, cy, cx + w, cy + h)
+        else:
+            geometry = Point(cx, cy)
+        start = rng.choice([0.0, 3600.0, rng.uniform(-300, 9000)])
+        length = rng.choice([600.0, 3600.0, rng.uniform(300, 10800)])
+        radius = rng.choice([0.0, 50.0, 200.0, rng.uniform(0, 2000)])
+        out.append(Scene(geometry, radius, epoch(start), epoch(start + length)))
+    return out
+
+
+def distance_at(fixes: list[TrackFix], t: float, scene: Scene) -> tuple[float, float]:
+    """The distance of the track from the scene at time t, and the accuracy there."""
+    p = position_at(
+        max((f for f in fixes if f.t <= t), key=lambda f: f.t),
+        min((f for f in fixes if f.t >= t), key=lambda f: f.t),
+        t,
+        P,
+    )
+    assert p.xy is not None and p.accuracy_m is not None
+    return float(Point(p.xy).distance(scene.geometry)), p.accuracy_m
+
+
+def same(a: Assessment, b: Assessment, fixes: list[TrackFix], scene: Scene) -> None:
+    """a (from the tiles) is b (the method on every fix). Where the track comes as close
+    twice, to a micrometre, the two may name different moments: a's must be one of them."""
+    assert a.verdict == b.verdict
+    assert (a.closest_m is None) == (b.closest_m is None)
+    if a.closest_m is not None and b.closest_m is not None:
+        assert a.closest_m == pytest.approx(b.closest_m, abs=1e-6)
+        assert a.closest_at is not None and b.closest_at is not None
+        if abs(a.closest_at - b.closest_at) > 1e-3:
+            d, acc = distance_at(fixes, a.closest_at, scene)
+            assert d == pytest.approx(b.closest_m, abs=1e-6)
+            assert a.accuracy_m == acc
+        else:
+            assert a.accuracy_m == b.accuracy_m
+            assert a.reasons == b.reasons
+    assert a.coverage == pytest.approx(b.coverage, abs=1e-12)
+    assert [(g.start, g.end, g.reachable) for g in a.gaps] == [
+        (g.start, g.end, g.reachable) for g in b.gaps
+    ]
+    assert [f.t for f in a.evidence] == [f.t for f in b.evidence]
+
+
+def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
+    rng = random.Random(20261123)
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> int:
+        for n in range(1, 25):
+            await wearer(conn, n)
+            await send(pipeline, f"TT{n:04d}", wander(rng))
+        while await tiles.refresh(conn):
+            pass
+        from_tiles = 0
+        for scene in scenes(rng, 40):
+            start = datetime.fromtimestamp(scene.start, UTC)
+            end = datetime.fromtimestamp(scene.end, UTC)
+            summary = await store.summaries(
+                conn, shapely.to_wkb(scene.geometry), start, end, P.max_gap_s, P.default_acc_m
+            )
+            from_tiles += sum(s.closest_m is not None for s in summary)
+            fast = await nearby.verdicts(conn, scene, P)
+            slow = await store.tracks(conn, start, end, P.max_gap_s)
+            assert [v.subject_id for v in fast] == [t.subject_id for t in slow]
+            for v, t in zip(fast, slow, strict=True):
+                reference = assess(t.fixes, scene, P)
+                same(v.assessment, reference, t.fixes, scene)
+        return from_tiles
+
+    # Most answers came from the tiles, so the comparison tested them.
+    assert run(work) > 400
+
+
+def test_a_subject_with_fixes_not_yet_in_tiles_is_assessed_from_the_fixes(run: Run) -> None:
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await wearer(conn, 3)
+        await send(
+            pipeline, "TT0003", [(60.0 * i, 520000.0 + 5 * i, 210000.0, 5.0) for i in range(60)]
+        )
+        await tiles.refresh(conn)
+        scene = Scene(Point(stored(520500, 210000)), 100, epoch(600), epoch(3000))
+        start, end = at(600), at(3000)
+        wkb = shapely.to_wkb(scene.geometry)
+        (before,) = await store.summaries(conn, wkb, start, end, 300, 20)
+        # walking east 5 m a minute, nearest at the end of the window
+        nearest = Point(stored(520000 + 5 * 50, 210000)).distance(scene.geometry)
+        assert before.closest_m == pytest.approx(nearest, abs=1e-6)
+        assert before.t == epoch(3000)
+        # a fix moves the subject onto the scene; its tile is not refreshed yet
+        await send(pipeline, "TT0003", [(1230.0, 520500.0, 210000.0, 5.0)])
+        (pending,) = await store.summaries(conn, wkb, start, end, 300, 20)
+        assert pending.closest_m is None
+        (v,) = await nearby.verdicts(conn, scene, P)
+        assert v.assessment.verdict == "present"
+        assert v.assessment.closest_m == 0.0
+        assert v.assessment.closest_at == epoch(1230)
+
+    run(work)
