@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -81,12 +82,17 @@ def result(subject_id: int, ref: str, a: Assessment) -> dict[str, Any]:
     }
 
 
-@router.post("/proximity", summary="Who was near this scene at this time")
+@router.post(
+    "/proximity",
+    summary="Who was near this scene at this time",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}, "description": "the verdicts"}},
+)
 async def proximity(
     body: ProximityRequest,
     request: Request,
     user: User = Depends(require("officer", "probation", "supervisor")),
-) -> dict[str, Any]:
+) -> Response:
     settings: Settings = request.app.state.settings
     check_window(body, settings)
     geometry = scene.to_grid(body.scene, settings.service_area)
@@ -97,12 +103,16 @@ async def proximity(
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         found = await nearby.verdicts(conn, window, params)
         results = [result(v.subject_id, v.ref, v.assessment) for v in found]
-        response = {
-            "query_id": str(query_id),
-            "request": echo,
-            "parameters": asdict(params),
-            "results": results,
-        }
+        # Encoded once, for the answer and for the record: two thousand verdicts through
+        # FastAPI's generic encoder took 80 ms.
+        response = msgspec.json.encode(
+            {
+                "query_id": str(query_id),
+                "request": echo,
+                "parameters": asdict(params),
+                "results": results,
+            }
+        )
         await store.record(conn, query_id, user.id, echo, response, __version__)
         await users.audit(
             conn,
@@ -114,7 +124,7 @@ async def proximity(
             reason=body.reason,
             query_id=query_id,
         )
-    return response
+    return Response(response, media_type="application/json")
 
 
 @router.get("/proximity/{query_id}/evidence", summary="The evidence pack of a query (zip)")

@@ -242,16 +242,17 @@ async def record(
     query_id: UUID,
     user_id: int,
     request: dict[str, Any],
-    response: dict[str, Any],
+    response: bytes,
     version: str,
 ) -> None:
+    """Keep a query and its answer (JSON, as sent) for the evidence pack."""
     await conn.execute(
         "INSERT INTO proximity_queries (id, user_id, request, response, version)"
-        " VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)",
+        " VALUES ($1, $2, $3::jsonb, $4::text::jsonb, $5)",
         query_id,
         user_id,
         json.dumps(request),
-        json.dumps(response),
+        response.decode(),
         version,
     )
 
