@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--serial", help="only this serial")
     rp.set_defaults(handler=_deadletters_replay)
 
+    tiles = sub.add_parser("tiles", help="the track tiles crime-scene queries read").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    tr = tiles.add_parser(
+        "rebuild", help="rebuild every tile from the fixes (after bulk loads or restores)"
+    )
+    tr.set_defaults(handler=_tiles_rebuild)
+
     from simulators.cli import add_parser as add_sim_parser
 
     add_sim_parser(sub)
@@ -169,6 +177,18 @@ def _api(_args: argparse.Namespace, settings: Settings) -> int:
     from api.app import create_app
 
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    return 0
+
+
+def _tiles_rebuild(_args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import tiles
+
+    def shown(done: int, total: int) -> None:
+        print(f"\rday {done} of {total}", end="", file=sys.stderr, flush=True)
+
+    made = run_on_db(settings, lambda c: tiles.rebuild(c, shown))
+    print(file=sys.stderr)
+    print(f"{made} track tiles built")
     return 0
 
 
