@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import correlations, errors, proximity, subjects
+from api import alerts, correlations, errors, proximity, subjects, zones
 from torch import __version__, nearby
 from torch.settings import Settings
 from torch.store import correlations as correlations_store
@@ -46,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(proximity.router)
     app.include_router(subjects.router)
     app.include_router(correlations.router)
+    app.include_router(zones.router)
+    app.include_router(alerts.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
 
 import asyncpg
 
+from ingest.guard import Guard
+from torch.breach import Rules
 from torch.decode import Limits, decode
 from torch.fixes import Decoded, RejectCode
 from torch.intake import (
@@ -26,7 +28,7 @@ from torch.intake import (
     serials,
 )
 from torch.settings import Settings
-from torch.store import db, deadletters, ingest, registry, tiles
+from torch.store import breaches, db, deadletters, ingest, registry, tiles
 
 log = logging.getLogger("torch.ingest")
 
@@ -46,7 +48,12 @@ class Pipeline:
     """Owns the worker's database connections and the caches that spare them look-ups."""
 
     def __init__(
-        self, database_url: str, worker_id: str, limits: Limits, connections: int = 1
+        self,
+        database_url: str,
+        worker_id: str,
+        limits: Limits,
+        connections: int = 1,
+        rules: Rules | None = None,
     ) -> None:
         self._url = database_url
         self._worker_id = worker_id
@@ -57,6 +64,11 @@ class Pipeline:
         self._days: set[date] = set()  # days whose partition is known to exist
         self._state: dict[int, DeviceState] = {}  # newest fix per device, not yet written
         self.totals = ingest.Written(0, 0, 0, 0)
+        self.alerts = 0
+        self._guard = None if rules is None else Guard(rules)
+        self._issued = 0  # batches handed to store(), and checked against zones
+        self._checked = 0
+        self._turns = asyncio.Condition()
 
     async def close(self) -> None:
         await self.flush_state()
@@ -74,9 +86,60 @@ class Pipeline:
         Waits out database outages. A batch the database refuses for its
         content is split, so that only the offending message is dead-lettered.
         """
-        written = await self._store_items(items)
+        turn = self._issued  # taken before any await: the order the batches came in
+        self._issued += 1
+        stored: list[Batch] = []
+        written = await self._store_items(items, stored)
+        async with self._turns:
+            await self._turns.wait_for(lambda: self._checked == turn)
+        try:
+            await self._check(stored)
+        finally:
+            async with self._turns:
+                self._checked += 1
+                self._turns.notify_all()
         self.totals += written
         return written
+
+    async def _check(self, stored: Sequence[Batch]) -> None:
+        """Check the fixes just committed against their subjects' zones, in batch order, and
+        store the episodes and alerts found (with their outbox entries) in one transaction.
+        The messages are acknowledged only after this, so a crash in between loses nothing:
+        the broker delivers them again."""
+        if self._guard is None:
+            return
+        delay = 0.2
+        while True:
+            try:
+                async with self._connection() as conn:
+                    await self._guard.reload(conn)
+                    async with conn.transaction():
+                        for batch in stored:
+                            self.alerts += await self._guard.check(conn, batch)
+                return
+            except db.RETRYABLE as err:
+                delay = await self._wait_out(err, delay)
+
+    async def publish_alerts(self, send: Callable[[str, bytes], Awaitable[None]]) -> int:
+        """Publish the alerts waiting in the outbox; each is marked only once the broker
+        has it (send returns), so a crash before that publishes it again after restart."""
+        async with self._connection() as conn, conn.transaction():
+            waiting = await breaches.unpublished(conn)
+            for row in waiting:
+                await send(row["topic"], row["payload"].encode())
+            if waiting:
+                await breaches.published(conn, [r["id"] for r in waiting])
+        return len(waiting)
+
+    async def reload_zones(self) -> None:
+        """Take up zone and assignment changes (the worker calls this every second)."""
+        if self._guard is None:
+            return
+        try:
+            async with self._connection() as conn:
+                await self._guard.reload(conn)
+        except (*db.RETRYABLE, asyncpg.PostgresError) as err:
+            log.warning("zones not reloaded (%s); will try again", type(err).__name__)
 
     async def replay(self, serial: str | None, chunk: int = 500) -> ingest.Written:
         """Replay unknown-serial dead letters whose device is now registered."""
@@ -88,6 +151,7 @@ class Pipeline:
                     return totals
                 batch = await self._prepare(conn, self.decode([m for _, m in claimed]))
                 written = await ingest.write_batch(conn, batch, self._worker_id)
+            await self._check([batch])
             merge_newest(self._state, batch.fixes)
             totals += written
             log.info("replayed %d dead letters: %s", len(claimed), written)
@@ -118,7 +182,7 @@ class Pipeline:
         except (*db.RETRYABLE, asyncpg.PostgresError) as err:
             log.warning("track tiles not refreshed (%s); will try again", type(err).__name__)
 
-    async def _store_items(self, items: Sequence[Item]) -> ingest.Written:
+    async def _store_items(self, items: Sequence[Item], stored: list[Batch]) -> ingest.Written:
         delay = 0.2
         refused_once = False
         while True:
@@ -128,6 +192,7 @@ class Pipeline:
                     async with conn.transaction():
                         written = await ingest.write_batch(conn, batch, self._worker_id)
                 merge_newest(self._state, batch.fixes)
+                stored.append(batch)
                 return written
             except db.RETRYABLE as err:
                 delay = await self._wait_out(err, delay)
@@ -137,13 +202,15 @@ class Pipeline:
                     self._device_ids.clear()
                     self._days.clear()
                     continue
-                return await self._isolate(items, err)
+                return await self._isolate(items, err, stored)
 
-    async def _isolate(self, items: Sequence[Item], err: asyncpg.PostgresError) -> ingest.Written:
+    async def _isolate(
+        self, items: Sequence[Item], err: asyncpg.PostgresError, stored: list[Batch]
+    ) -> ingest.Written:
         if len(items) > 1:
             half = len(items) // 2
-            left = await self._store_items(items[:half])
-            right = await self._store_items(items[half:])
+            left = await self._store_items(items[:half], stored)
+            right = await self._store_items(items[half:], stored)
             return left + right
         msg, _ = items[0]
         log.error("database refused a message on %s: %s", msg.topic, err)

@@ -20,6 +20,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import NamedTuple, cast
 
+import asyncpg
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -27,8 +28,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.pipeline import Item, Pipeline, limits_from
+from torch.breach import Rules
 from torch.intake import Message
 from torch.settings import Settings
+from torch.store import db
 
 log = logging.getLogger("torch.ingest")
 
@@ -115,6 +118,15 @@ class Subscriber:
         self._client.disconnect()
         self._client.loop_stop()
 
+    async def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> None:
+        """Publish at QoS 1 and return once the broker has acknowledged it."""
+        info = self._client.publish(topic, payload, qos=1)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not info.is_published():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the broker did not acknowledge an alert on {topic}")
+            await asyncio.sleep(0.005)
+
     def ack(self, deliveries: list[Delivery]) -> None:
         with self._lock:
             session = self._session
@@ -177,6 +189,13 @@ class Worker:
             settings.worker_id,
             limits_from(settings),
             connections=settings.db_connections,
+            rules=Rules(
+                open_after=settings.breach_open_after,
+                close_after=settings.breach_close_after,
+                inside_s=settings.breach_inside_s,
+                max_gap_s=settings.proximity_max_gap_s,
+                default_acc_m=settings.proximity_default_acc_m,
+            ),
         )
         self._stopping = asyncio.Event()
 
@@ -191,11 +210,13 @@ class Worker:
         log.info("ingest worker %s started", self._settings.worker_id)
         reporter = asyncio.create_task(self._report())
         state = asyncio.create_task(self._flush_state())
+        alerts = asyncio.create_task(self._publish_alerts())
         try:
             await self._consume()
         finally:
             reporter.cancel()
             state.cancel()
+            alerts.cancel()
             self._subscriber.stop()
             await self._pipeline.close()
             log.info("ingest worker stopped; stored %s", self._pipeline.totals)
@@ -240,6 +261,17 @@ class Worker:
             await asyncio.sleep(self._settings.state_flush_ms / 1000)
             await self._pipeline.flush_state()
             await self._pipeline.refresh_tiles()
+            await self._pipeline.reload_zones()
+
+    async def _publish_alerts(self) -> None:
+        """Publish alerts from the outbox on torch/alerts/{subject_ref}, QoS 1."""
+        while True:
+            try:
+                while await self._pipeline.publish_alerts(self._subscriber.publish):
+                    pass
+            except (TimeoutError, *db.RETRYABLE, asyncpg.PostgresError) as err:
+                log.warning("alerts not published yet (%s); will try again", err)
+            await asyncio.sleep(self._settings.alert_poll_ms / 1000)
 
     async def _report(self, every: float = 10.0) -> None:
         last = self._pipeline.totals.fixes

@@ -62,6 +62,19 @@ class Settings(BaseSettings):
         100, ge=1, le=60_000, description="longest a message waits for its batch to fill"
     )
 
+    breach_open_after: int = Field(
+        2, ge=1, le=20, description="consecutive fixes clearly on the wrong side that open a breach"
+    )
+    breach_close_after: int = Field(
+        2, ge=1, le=20, description="consecutive fixes clearly back on the right side that close it"
+    )
+    breach_inside_s: float = Field(
+        120, gt=0, description="time on the wrong side between two fixes that opens a breach"
+    )
+    alert_poll_ms: int = Field(
+        200, ge=10, le=60_000, description="how often the worker publishes alerts from the outbox"
+    )
+
     max_future_s: int = Field(300, description="fixes further ahead of receipt are rejected")
     max_age_days: int = Field(400, description="fixes older than this are rejected")
     max_payload_bytes: int = Field(1_048_576, description="largest accepted MQTT payload")

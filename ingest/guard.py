@@ -1,0 +1,229 @@
+"""The ingest worker's zone checks: every stored fix against its subject's zones.
+
+Fixes newer than the last one checked for their subject go through the subject's
+watches (torch.breach) in time order. A fix older than that is late: the subject's
+stored fixes around it are checked again from scratch, against the zone versions
+current at their times, and any episode found that is not stored yet is raised
+with `detection: late`. Zones and assignments are reloaded when they change
+(checked every second), so an edit takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from torch import grid
+from torch.breach import Detection, Episode, EpisodeKind, Event, Fix, Rules, Watch
+from torch.intake import Batch
+from torch.store import breaches
+from torch.store import zones as zone_store
+from torch.zones import ZoneVersion
+
+log = logging.getLogger("torch.ingest.zones")
+
+LATE_CONTEXT = timedelta(minutes=30)  # how much track around late fixes is checked again
+
+
+@dataclass(slots=True)
+class Assignment:
+    subject_id: int
+    start: datetime
+    end: datetime | None
+
+
+@dataclass(slots=True)
+class Guard:
+    rules: Rules
+    zone_mark: tuple[Any, ...] | None = None
+    assignment_mark: tuple[Any, ...] | None = None
+    versions: dict[int, list[ZoneVersion]] = field(default_factory=dict)  # by zone
+    zones_of: dict[int, list[int]] = field(default_factory=dict)  # zone ids by subject
+    worn: dict[int, list[Assignment]] = field(default_factory=dict)  # by device
+    refs: dict[int, str] = field(default_factory=dict)
+    watches: dict[tuple[int, int], Watch] = field(default_factory=dict)
+    episode_ids: dict[tuple[int, int], uuid.UUID] = field(default_factory=dict)
+    last: dict[int, float] = field(default_factory=dict)  # last fix checked, by subject
+    primed: bool = False
+
+    async def reload(self, conn: asyncpg.Connection) -> None:
+        """Take up zone and assignment changes; cheap when there are none."""
+        if not self.primed:
+            await self._prime(conn)
+        mark = await zone_store.mark(conn)
+        if mark != self.zone_mark:
+            snap = await zone_store.snapshot(conn)
+            versions: dict[int, list[ZoneVersion]] = defaultdict(list)
+            zones_of: dict[int, list[int]] = defaultdict(list)
+            for v in snap.versions:
+                versions[v.zone_id].append(v)
+            for zone_id, vs in versions.items():
+                zones_of[vs[0].subject_id].append(zone_id)
+            self.versions, self.zones_of, self.zone_mark = dict(versions), dict(zones_of), snap.mark
+            log.info("zones loaded: %d zones, %d versions", len(versions), len(snap.versions))
+        mark = tuple(
+            await conn.fetchrow(
+                "SELECT count(*), max(id), max(upper(during)) FROM device_assignments"
+            )
+        )
+        if mark != self.assignment_mark:
+            rows = await conn.fetch(
+                "SELECT a.device_id, a.subject_id, lower(a.during) AS start,"
+                " upper(a.during) AS end, s.ref"
+                " FROM device_assignments a JOIN subjects s ON s.id = a.subject_id"
+            )
+            worn: dict[int, list[Assignment]] = defaultdict(list)
+            for r in rows:
+                worn[r["device_id"]].append(Assignment(r["subject_id"], r["start"], r["end"]))
+                self.refs[r["subject_id"]] = r["ref"]
+            self.worn, self.assignment_mark = dict(worn), mark
+
+    async def _prime(self, conn: asyncpg.Connection) -> None:
+        """Take up the episodes left open by an earlier run."""
+        for r in await breaches.open_episodes(conn):
+            key = (r["subject_id"], r["zone_id"])
+            w = Watch(self.rules)
+            w.open = Episode(
+                r["zone_id"],
+                r["version"],
+                EpisodeKind(r["kind"]),
+                float(r["entered"]),
+                None,
+                r["deepest_m"],
+                r["fixes_inside"],
+                Detection(r["detection"]),
+            )
+            self.watches[key] = w
+            self.episode_ids[key] = r["id"]
+        self.primed = True
+
+    def _subject(self, device_id: int, t: datetime) -> int | None:
+        for a in self.worn.get(device_id, ()):
+            if a.start <= t and (a.end is None or t < a.end):
+                return a.subject_id
+        return None
+
+    def _version(self, zone_id: int, t: float) -> ZoneVersion | None:
+        when = datetime.fromtimestamp(t, UTC)
+        for v in self.versions.get(zone_id, ()):
+            if v.current_at(when):
+                return v
+        return None
+
+    async def check(self, conn: asyncpg.Connection, batch: Batch) -> int:
+        """Check a committed batch's fixes; store what they found. Returns alerts raised."""
+        by_subject = self._tracks(batch)
+        found: list[breaches.Found] = []
+        for subject_id, fixes in by_subject.items():
+            last = self.last.get(subject_id)
+            live = [f for f in fixes if last is None or f.t > last]
+            late = [f for f in fixes if last is not None and f.t < last]
+            for f in live:
+                for zone_id in self.zones_of[subject_id]:
+                    found += self._found(
+                        subject_id,
+                        zone_id,
+                        self._watch(subject_id, zone_id).step(f, self._version(zone_id, f.t)),
+                    )
+            if live:
+                self.last[subject_id] = live[-1].t
+            if late:
+                found += await self._late(conn, subject_id, late)
+        return await breaches.record(conn, found) if found else 0
+
+    def _tracks(self, batch: Batch) -> dict[int, list[Fix]]:
+        """The batch's fixes by subject with zones, on the grid, in time order."""
+        if not batch.fixes:
+            return {}
+        xs, ys = grid.to_grid([s.fix.lon for s in batch.fixes], [s.fix.lat for s in batch.fixes])
+        out: dict[int, dict[float, Fix]] = defaultdict(dict)
+        for s, x, y in zip(batch.fixes, xs, ys, strict=True):
+            subject_id = self._subject(s.device_id, s.fix.ts)
+            if subject_id is None or subject_id not in self.zones_of:
+                continue
+            t = s.fix.ts.timestamp()
+            out[subject_id][t] = Fix(t, x, y, s.fix.acc)
+        return {k: sorted(v.values(), key=lambda f: f.t) for k, v in out.items()}
+
+    def _watch(self, subject_id: int, zone_id: int) -> Watch:
+        key = (subject_id, zone_id)
+        w = self.watches.get(key)
+        if w is None:
+            w = self.watches[key] = Watch(self.rules)
+        return w
+
+    def _found(
+        self, subject_id: int, zone_id: int, events: Iterable[Event]
+    ) -> list[breaches.Found]:
+        """What a fix's events change: episodes opened or closed, and the open one's depth
+        and count of fixes inside."""
+        key = (subject_id, zone_id)
+        out: list[breaches.Found] = []
+        for e in events:
+            if e.episode.kind is EpisodeKind.TRANSIT:
+                if not e.closed:  # it opens and closes at once: one record
+                    out.append(self._record(uuid.uuid4(), subject_id, e.episode, opened=True))
+            elif not e.closed:
+                self.episode_ids[key] = uuid.uuid4()
+                out.append(self._record(self.episode_ids[key], subject_id, e.episode, True))
+            else:
+                known = self.episode_ids.pop(key, None)
+                out.append(
+                    self._record(known or uuid.uuid4(), subject_id, e.episode, known is None)
+                )
+        w, open_id = self.watches.get(key), self.episode_ids.get(key)
+        still_open = w is not None and w.open is not None and open_id is not None
+        if still_open and all(f.id != open_id for f in out):
+            assert w is not None and w.open is not None and open_id is not None
+            out.append(self._record(open_id, subject_id, w.open, opened=False))
+        return out
+
+    def _record(
+        self, episode_id: uuid.UUID, subject_id: int, e: Episode, opened: bool
+    ) -> breaches.Found:
+        label = self.versions[e.zone_id][e.version - 1].label
+        ref = self.refs.get(subject_id, str(subject_id))
+        return breaches.Found(episode_id, subject_id, ref, label, e, opened)
+
+    async def _late(
+        self, conn: asyncpg.Connection, subject_id: int, late: list[Fix]
+    ) -> list[breaches.Found]:
+        """Check the subject's stored track around late fixes again, from scratch."""
+        start = datetime.fromtimestamp(late[0].t, UTC) - LATE_CONTEXT
+        end = datetime.fromtimestamp(late[-1].t, UTC) + LATE_CONTEXT
+        rows = await conn.fetch(
+            """
+            SELECT extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x,
+                   ST_Y(f.position) AS y, f.acc::numeric::float8 AS acc
+            FROM device_assignments a
+            JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
+            WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
+            ORDER BY f.fix_time
+            """,
+            subject_id,
+            start,
+            end,
+        )
+        track = [Fix(r["t"], r["x"], r["y"], r["acc"]) for r in rows]
+        out: list[breaches.Found] = []
+        for zone_id in self.zones_of[subject_id]:
+            w = Watch(self.rules, detection=Detection.LATE)
+            episodes: list[Episode] = []
+            for f in track:
+                episodes += [e.episode for e in w.step(f, self._version(zone_id, f.t)) if e.closed]
+            for e in episodes:
+                if e.left is None or not (late[0].t <= e.left and e.entered <= late[-1].t):
+                    continue  # only what the late fixes change
+                entered = datetime.fromtimestamp(e.entered, UTC)
+                left = datetime.fromtimestamp(e.left, UTC)
+                if await breaches.overlapping(conn, subject_id, zone_id, entered, left):
+                    continue
+                out.append(self._record(uuid.uuid4(), subject_id, e, opened=True))
+        return out

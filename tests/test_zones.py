@@ -1,0 +1,277 @@
+"""Zones over real HTTP, and breaches found by the real ingest worker from fixes sent through
+the broker, with their alerts on MQTT and through the alert workflow."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.services import (
+    MQTT_PORT,
+    Api,
+    Database,
+    Publisher,
+    Worker,
+    add_user,
+    torch_cli,
+    wait_for,
+)
+from torch import grid
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+CENTRE = (522000.0, 208000.0)  # grid metres, in Hatfield
+
+
+def lonlat(x: float, y: float) -> list[float]:
+    lon, lat = grid.point_from_grid(x, y)
+    return [lon, lat]
+
+
+def square(x: float, y: float, side: float) -> dict[str, Any]:
+    ring = [lonlat(x, y), lonlat(x + side, y), lonlat(x + side, y + side), lonlat(x, y + side)]
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+@pytest.fixture
+def api(db: Database, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    server = Api(tmp_path / "api.log")
+    torch_cli("subject", "add", "IOM-Z0001")
+    torch_cli("device", "add", "HTZ001")
+    torch_cli("assign", "HTZ001", "IOM-Z0001", "--from", (NOW - timedelta(days=1)).isoformat())
+    subject_id = db.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-Z0001'")
+    tokens = {r: add_user(f"{r}-z", r) for r in ("officer", "probation", "supervisor")}
+
+    def call(method: str, path: str, role: str = "probation", **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {tokens[role]}"}
+        return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=30, **kw)
+
+    yield {"call": call, "subject": subject_id, "db": db}
+    server.stop()
+
+
+def zone_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "exclusion",
+        "label": "victim's street",
+        "geometry": square(*CENTRE, 200),
+        "schedule": None,
+        "valid_from": (NOW - timedelta(hours=2)).isoformat(),
+    }
+    return {**body, **changes}
+
+
+def test_zones_are_versioned_never_overwritten(api: dict[str, Any]) -> None:
+    call, sid = api["call"], api["subject"]
+    made = call("POST", f"/v1/subjects/{sid}/zones", json=zone_body())
+    assert made.status_code == 201, made.text
+    zone = made.json()
+    assert (zone["version"], zone["kind"], zone["deleted"]) == (1, "exclusion", False)
+    curfew = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "19:00", "end": "07:00"}
+    changed = call(
+        "PUT",
+        f"/v1/zones/{zone['id']}",
+        json=zone_body(kind="inclusion", label="home", schedule=[curfew]),
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["version"], changed.json()["schedule"]) == (2, [curfew])
+    versions = call("GET", f"/v1/zones/{zone['id']}/versions", role="officer").json()
+    assert [(v["version"], v["kind"]) for v in versions] == [(1, "exclusion"), (2, "inclusion")]
+    assert versions[0]["current_until"] == versions[1]["current_from"]
+    at_first = call(
+        "GET",
+        f"/v1/zones/{zone['id']}/versions",
+        params={"at": versions[0]["current_from"]},
+        role="officer",
+    ).json()
+    assert [v["version"] for v in at_first] == [1]
+    assert call("DELETE", f"/v1/zones/{zone['id']}").status_code == 204
+    assert call("GET", f"/v1/subjects/{sid}/zones", role="officer").json() == []
+    gone = call("GET", f"/v1/zones/{zone['id']}/versions").json()
+    assert [v["deleted"] for v in gone] == [True, True] and gone[1]["current_until"] is not None
+    assert call("PUT", f"/v1/zones/{zone['id']}", json=zone_body()).status_code == 404
+
+
+def test_bad_zones_are_refused_with_the_field_and_the_reason(api: dict[str, Any]) -> None:
+    call, sid = api["call"], api["subject"]
+    x, y = CENTRE
+    bowtie = [lonlat(x, y), lonlat(x + 100, y + 100), lonlat(x + 100, y), lonlat(x, y + 100)]
+    cases = [
+        (
+            {"geometry": {"type": "Polygon", "coordinates": [[*bowtie, bowtie[0]]]}},
+            "geometry",
+            "Self-intersection",
+        ),
+        (
+            {"geometry": {"type": "Polygon", "coordinates": [bowtie]}},
+            "geometry",
+            "not closed",
+        ),
+        ({"geometry": {"type": "Point", "coordinates": lonlat(x, y)}}, "radius_m", "radius_m"),
+        ({"geometry": square(x - 6000, y - 6000, 12000)}, "geometry", "the most is 100 km²"),
+        (
+            {"schedule": [{"days": ["mon"], "start": "25:00", "end": "07:00"}]},
+            "schedule[0].start",
+            "24-hour",
+        ),
+        (
+            {"schedule": [{"days": ["someday"], "start": "19:00", "end": "07:00"}]},
+            "schedule[0].days",
+            "mon",
+        ),
+    ]
+    for change, field, words in cases:
+        r = call("POST", f"/v1/subjects/{sid}/zones", json=zone_body(**change))
+        assert r.status_code == 422, (change, r.text)
+        problem = r.json()
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in problem["errors"]] == [field], problem
+        assert words in problem["errors"][0]["message"], problem
+    assert (
+        call("POST", f"/v1/subjects/{sid}/zones", role="officer", json=zone_body()).status_code
+        == 403
+    )
+    assert call("POST", "/v1/subjects/999999/zones", json=zone_body()).status_code == 404
+
+
+def fix(t: datetime, x: float, y: float, acc: float = 5.0) -> dict[str, Any]:
+    lon, lat = grid.point_from_grid(x, y)
+    return {"ts": t.isoformat(), "lat": lat, "lon": lon, "acc": acc}
+
+
+@pytest.fixture
+def alerts_heard() -> Iterator[queue.Queue[dict[str, Any]]]:
+    heard: queue.Queue[dict[str, Any]] = queue.Queue()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"test-alerts-{uuid.uuid4().hex[:6]}"
+    )
+    client.on_message = lambda _c, _u, m: heard.put({"topic": m.topic, **json.loads(m.payload)})
+    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("torch/alerts/#", qos=1)
+    client.connect("127.0.0.1", MQTT_PORT)
+    client.loop_start()
+    yield heard
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_breaches_found_by_the_worker_raise_one_alert_each(
+    api: dict[str, Any],
+    workers: Callable[..., Worker],
+    publisher: Publisher,
+    alerts_heard: queue.Queue[dict[str, Any]],
+) -> None:
+    call, sid, db = api["call"], api["subject"], api["db"]
+    zone = call("POST", f"/v1/subjects/{sid}/zones", json=zone_body()).json()
+    workers("zones")
+    x, y = CENTRE  # the zone is the 200 m square north-east of here
+    # A zone binds fixes from the moment it is set: the track starts now, a fix every 5 s.
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+    def at(steps: float) -> datetime:
+        return t0 + timedelta(seconds=5 * steps)
+
+    track = [
+        # drifting at the west edge, 8 m either side with 10 m accuracy: nothing
+        *(fix(at(i), x + (8 if i % 2 else -8), y + 100, acc=10) for i in range(6)),
+        # walking in: clearly inside at steps 8 and 9 (an episode entered at 8)
+        fix(at(7), x - 50, y + 100),
+        fix(at(8), x + 60, y + 100),
+        fix(at(9), x + 100, y + 120),
+        fix(at(10), x + 90, y + 100),
+        # out again: clearly outside at 11 and 12 (left at 11)
+        fix(at(11), x - 80, y + 100),
+        fix(at(12), x - 150, y + 100),
+        # a car through the square between two fixes: a transit
+        fix(at(20), x - 600, y + 100),
+        fix(at(21), x + 800, y + 100),
+    ]
+    for f in track:
+        publisher.send("tags/HTZ001/fixes", f)
+    publisher.flush()
+    wait_for(lambda: db.count("alerts") == 2, timeout=20)
+    first = alerts_heard.get(timeout=10)
+    second = alerts_heard.get(timeout=10)
+    assert {first["type"], second["type"]} == {"exclusion_breach", "transit_breach"}
+    assert first["topic"] == "torch/alerts/IOM-Z0001"
+    wait_for(
+        lambda: db.fetchval("SELECT left_at FROM breach_episodes WHERE kind = 'exclusion'"),
+        timeout=10,
+    )
+    episodes = call(
+        "GET",
+        f"/v1/subjects/{sid}/breaches",
+        params={"from": at(0).isoformat(), "to": at(30).isoformat()},
+    ).json()
+    assert [(e["kind"], e["detection"], e["zone_version"]) for e in episodes] == [
+        ("exclusion", "live", 1),
+        ("transit", "live", 1),
+    ]
+    assert datetime.fromisoformat(episodes[0]["entered_at"]) == at(8)
+    assert datetime.fromisoformat(episodes[0]["left_at"]) == at(11)
+    assert episodes[0]["fixes_inside"] == 3
+    assert episodes[0]["zone_id"] == zone["id"]
+
+    # the workflow: acknowledge, then close, each with a note, kept
+    inbox = call("GET", "/v1/alerts", params={"status": "open"}).json()
+    assert len(inbox) == 2
+    alert = next(a for a in inbox if a["type"] == "exclusion_breach")
+    ack = call("POST", f"/v1/alerts/{alert['id']}/acknowledge", json={"note": "called him"})
+    assert (ack.status_code, ack.json()["status"]) == (200, "acknowledged")
+    closed = call("POST", f"/v1/alerts/{alert['id']}/close", json={"note": "explained: bus"})
+    assert closed.json()["status"] == "closed"
+    assert [(a["action"], a["by"], a["note"]) for a in closed.json()["actions"]] == [
+        ("acknowledge", "probation-z", "called him"),
+        ("close", "probation-z", "explained: bus"),
+    ]
+    again = call("POST", f"/v1/alerts/{alert['id']}/acknowledge", json={"note": "x"})
+    assert again.status_code == 409
+
+    # a fix from earlier, late from the tag's buffer, shows another visit: found as late
+    publisher.send("tags/HTZ001/fixes", fix(at(40), x + 800, y + 100))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == len(track) + 1)
+    late = [fix(at(30), x + 100, y + 100), fix(at(31), x + 110, y + 90)]
+    for f in [*late, fix(at(33), x + 500, y + 100), fix(at(34), x + 600, y + 100)]:
+        publisher.send("tags/HTZ001/fixes", f)
+    publisher.flush()
+    wait_for(lambda: db.count("alerts") == 3, timeout=20)
+    row = db.fetch(
+        "SELECT entered_at, left_at, detection FROM breach_episodes ORDER BY entered_at"
+    )[-1]
+    assert (row["entered_at"], row["left_at"], row["detection"]) == (at(30), at(33), "late")
+
+
+def test_a_zone_edit_reaches_the_worker_within_two_seconds(
+    api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
+) -> None:
+    call, sid, db = api["call"], api["subject"], api["db"]
+    x, y = CENTRE
+    zone = call("POST", f"/v1/subjects/{sid}/zones", json=zone_body()).json()
+    workers("zones-edit")
+    # the subject stands 1 km east of the zone; then the zone is moved onto them
+    publisher.send("tags/HTZ001/fixes", fix(NOW - timedelta(minutes=5), x + 1100, y + 100))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == 1)
+    moved = call(
+        "PUT", f"/v1/zones/{zone['id']}", json=zone_body(geometry=square(x + 1000, y, 200))
+    )
+    assert moved.status_code == 200
+    time.sleep(2)  # the worker takes up zone changes within two seconds
+    now = datetime.now(UTC)
+    for seconds in (0, 1):
+        publisher.send(
+            "tags/HTZ001/fixes", fix(now + timedelta(seconds=seconds), x + 1100, y + 100)
+        )
+    publisher.flush()
+    wait_for(lambda: db.count("alerts") == 1, timeout=10)
+    assert db.fetchval("SELECT version FROM breach_episodes") == 2

@@ -1,0 +1,280 @@
+"""Breach episodes and the alerts they raise: written with the fixes that found them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from torch.breach import Episode, EpisodeKind
+from torch.errors import Conflict, NotFound
+
+ALERT_TYPES = {
+    EpisodeKind.EXCLUSION: "exclusion_breach",
+    EpisodeKind.INCLUSION: "inclusion_breach",
+    EpisodeKind.TRANSIT: "transit_breach",
+}
+
+
+def _at(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """An episode as it now stands, for a subject; `opened` when this is its first record."""
+
+    id: UUID
+    subject_id: int
+    subject_ref: str
+    label: str
+    episode: Episode
+    opened: bool
+
+
+async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
+    """Store episodes (new or updated) and, for each new one, its alert and the alert's
+    outbox entry; call in the transaction that stores the fixes. Returns alerts raised."""
+    raised = 0
+    for f in found:
+        e = f.episode
+        await conn.execute(
+            """
+            INSERT INTO breach_episodes (id, subject_id, zone_id, version, kind, entered_at,
+                                         left_at, deepest_m, fixes_inside, detection)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (id) DO UPDATE SET left_at = EXCLUDED.left_at,
+                deepest_m = EXCLUDED.deepest_m, fixes_inside = EXCLUDED.fixes_inside
+            """,
+            f.id,
+            f.subject_id,
+            e.zone_id,
+            e.version,
+            e.kind.value,
+            _at(e.entered),
+            _at(e.left),
+            e.deepest_m,
+            e.fixes_inside,
+            e.detection.value,
+        )
+        if not f.opened:
+            continue
+        detail = {
+            "zone_id": e.zone_id,
+            "zone_version": e.version,
+            "zone_label": f.label,
+            "entered_at": _at(e.entered).isoformat(),  # type: ignore[union-attr]
+            "detection": e.detection.value,
+            "episode_id": str(f.id),
+        }
+        alert_type = ALERT_TYPES[e.kind]
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO alerts (id, subject_id, type, severity, occurred_at, episode_id, detail)
+            VALUES ($1, $2, $3, 'high', $4, $1, $5::jsonb)
+            ON CONFLICT (id) DO NOTHING RETURNING id
+            """,
+            f.id,
+            f.subject_id,
+            alert_type,
+            _at(e.entered),
+            json.dumps(detail),
+        )
+        if inserted is None:
+            continue  # written already, by an earlier try of this transaction's batch
+        payload = {
+            "alert_id": str(f.id),
+            "type": alert_type,
+            "severity": "high",
+            "subject_ref": f.subject_ref,
+            **detail,
+        }
+        await conn.execute(
+            "INSERT INTO alert_outbox (alert_id, topic, payload) VALUES ($1, $2, $3::jsonb)",
+            f.id,
+            f"torch/alerts/{f.subject_ref}",
+            json.dumps(payload),
+        )
+        raised += 1
+    return raised
+
+
+async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Episodes still open, for the worker to take up again after a restart."""
+    return list(
+        await conn.fetch(
+            """
+        SELECT id, subject_id, zone_id, version, kind, extract(epoch FROM entered_at) AS entered,
+               deepest_m, fixes_inside, detection
+        FROM breach_episodes WHERE left_at IS NULL AND kind <> 'transit'
+        """
+        )
+    )
+
+
+async def overlapping(
+    conn: asyncpg.Connection, subject_id: int, zone_id: int, start: datetime, end: datetime
+) -> bool:
+    """Whether an episode of this zone is already stored over any of [start, end]."""
+    return bool(
+        await conn.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM breach_episodes
+                           WHERE subject_id = $1 AND zone_id = $2 AND entered_at <= $4
+                             AND (left_at IS NULL OR left_at >= $3))
+            """,
+            subject_id,
+            zone_id,
+            start,
+            end,
+        )
+    )
+
+
+async def episodes(
+    conn: asyncpg.Connection, subject_id: int, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT e.id, e.zone_id, e.version, v.label, e.kind, e.entered_at, e.left_at, e.deepest_m,
+               e.fixes_inside, e.detection, e.found_at
+        FROM breach_episodes e
+        JOIN zone_versions v ON v.zone_id = e.zone_id AND v.version = e.version
+        WHERE e.subject_id = $1 AND e.entered_at < $3 AND (e.left_at IS NULL OR e.left_at >= $2)
+        ORDER BY e.entered_at
+        """,
+        subject_id,
+        start,
+        end,
+    )
+    return [
+        {
+            "id": str(r["id"]),
+            "zone_id": r["zone_id"],
+            "zone_version": r["version"],
+            "zone_label": r["label"],
+            "kind": r["kind"],
+            "entered_at": r["entered_at"].isoformat(),
+            "left_at": None if r["left_at"] is None else r["left_at"].isoformat(),
+            "deepest_m": round(r["deepest_m"], 1),
+            "fixes_inside": r["fixes_inside"],
+            "detection": r["detection"],
+            "found_at": r["found_at"].isoformat(),
+        }
+        for r in rows
+    ]
+
+
+# Alerts: the workflow.
+
+
+def _alert(r: asyncpg.Record, actions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": str(r["id"]),
+        "subject_id": r["subject_id"],
+        "subject_ref": r["subject_ref"],
+        "type": r["type"],
+        "severity": r["severity"],
+        "status": r["status"],
+        "occurred_at": r["occurred_at"].isoformat(),
+        "raised_at": r["raised_at"].isoformat(),
+        "detail": json.loads(r["detail"]),
+        "actions": actions,
+    }
+
+
+ALERT = """
+SELECT a.id, a.subject_id, s.ref AS subject_ref, a.type, a.severity, a.status, a.occurred_at,
+       a.raised_at, a.detail
+FROM alerts a LEFT JOIN subjects s ON s.id = a.subject_id
+"""
+
+
+async def alerts(
+    conn: asyncpg.Connection,
+    status: str | None,
+    subject_id: int | None,
+    alert_type: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        ALERT
+        + """
+        WHERE ($1::text IS NULL OR a.status = $1) AND ($2::bigint IS NULL OR a.subject_id = $2)
+          AND ($3::text IS NULL OR a.type = $3)
+        ORDER BY a.raised_at DESC LIMIT $4
+        """,
+        status,
+        subject_id,
+        alert_type,
+        limit,
+    )
+    acts = await _actions(conn, [r["id"] for r in rows])
+    return [_alert(r, acts.get(r["id"], [])) for r in rows]
+
+
+async def _actions(conn: asyncpg.Connection, ids: list[UUID]) -> dict[UUID, list[dict[str, Any]]]:
+    rows = await conn.fetch(
+        """
+        SELECT x.alert_id, x.at, u.name, x.action, x.note FROM alert_actions x
+        JOIN users u ON u.id = x.user_id WHERE x.alert_id = ANY($1::uuid[]) ORDER BY x.at
+        """,
+        ids,
+    )
+    out: dict[UUID, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["alert_id"], []).append(
+            {"at": r["at"].isoformat(), "by": r["name"], "action": r["action"], "note": r["note"]}
+        )
+    return out
+
+
+NEXT = {"acknowledge": ("open",), "close": ("open", "acknowledged")}
+STATUS = {"acknowledge": "acknowledged", "close": "closed"}
+
+
+async def act(
+    conn: asyncpg.Connection, alert_id: UUID, user_id: int, action: str, note: str
+) -> dict[str, Any]:
+    """Acknowledge or close an alert, keeping who did it, when and why."""
+    row = await conn.fetchrow("SELECT status FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
+    if row is None:
+        raise NotFound(f"no alert {alert_id}")
+    if row["status"] not in NEXT[action]:
+        raise Conflict(f"the alert is {row['status']}; it cannot be {STATUS[action]} now")
+    await conn.execute("UPDATE alerts SET status = $2 WHERE id = $1", alert_id, STATUS[action])
+    await conn.execute(
+        "INSERT INTO alert_actions (alert_id, user_id, action, note) VALUES ($1, $2, $3, $4)",
+        alert_id,
+        user_id,
+        action,
+        note,
+    )
+    r = await conn.fetchrow(ALERT + " WHERE a.id = $1", alert_id)
+    return _alert(r, (await _actions(conn, [alert_id])).get(alert_id, []))
+
+
+# The outbox.
+
+
+async def unpublished(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
+    """Outbox entries not yet published, locked for this transaction (another worker skips
+    them)."""
+    return list(
+        await conn.fetch(
+            "SELECT id, topic, payload FROM alert_outbox WHERE published_at IS NULL"
+            " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+    )
+
+
+async def published(conn: asyncpg.Connection, ids: list[int]) -> None:
+    await conn.execute(
+        "UPDATE alert_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
+    )
