@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
@@ -14,6 +17,7 @@ from torch.store.users import User
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 ROLES = ("probation", "supervisor")
+POLL_S = 0.25
 
 
 class Note(BaseModel):
@@ -33,6 +37,43 @@ async def alerts(
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
         return await store.alerts(conn, status, subject, type, limit)
+
+
+@router.get(
+    "/stream",
+    summary="New and escalated alerts as they are raised (Server-Sent Events)",
+    response_class=StreamingResponse,
+)
+async def stream(
+    request: Request,
+    last_event_id: int | None = Header(None, description="resume after this event"),
+    _user: User = Depends(require(*ROLES)),
+) -> StreamingResponse:
+    """Each event is an alert as published on MQTT; its id is the outbox entry, so a
+    browser that reconnects with Last-Event-ID misses nothing."""
+    pool = request.app.state.pool
+    async with pool.acquire() as conn:
+        cursor = last_event_id if last_event_id is not None else await store.last_event(conn)
+
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal cursor
+        quiet = 0.0
+        yield b": connected\n\n"
+        while not await request.is_disconnected():
+            async with pool.acquire() as conn:
+                rows = await store.events_after(conn, cursor)
+            for event_id, payload in rows:
+                cursor = event_id
+                yield f"id: {event_id}\nevent: alert\ndata: {payload}\n\n".encode()
+            quiet = 0.0 if rows else quiet + POLL_S
+            if quiet >= 15:
+                quiet = 0.0
+                yield b": still here\n\n"
+            await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.post("/{alert_id}/acknowledge", summary="Acknowledge an alert, with a note")

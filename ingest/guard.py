@@ -39,9 +39,18 @@ class Assignment:
     end: datetime | None
 
 
+# device events that raise an alert, with its type and severity
+DEVICE_EVENTS = {
+    "strap_open": ("strap_tamper", "critical"),
+    "shell_open": ("shell_open", "critical"),
+    "battery_low": ("battery_low", "medium"),
+}
+
+
 @dataclass(slots=True)
 class Guard:
     rules: Rules
+    battery_low_pct: int = 15
     zone_mark: tuple[Any, ...] | None = None
     assignment_mark: tuple[Any, ...] | None = None
     versions: dict[int, list[ZoneVersion]] = field(default_factory=dict)  # by zone
@@ -118,7 +127,9 @@ class Guard:
         return None
 
     async def check(self, conn: asyncpg.Connection, batch: Batch) -> int:
-        """Check a committed batch's fixes; store what they found. Returns alerts raised."""
+        """Check a committed batch's fixes and events; store what they found. Returns alerts
+        raised."""
+        raised = await breaches.raise_device_alerts(conn, self._device_alerts(batch))
         by_subject = self._tracks(batch)
         found: list[breaches.Found] = []
         for subject_id, fixes in by_subject.items():
@@ -136,7 +147,26 @@ class Guard:
                 self.last[subject_id] = live[-1].t
             if late:
                 found += await self._late(conn, subject_id, late)
-        return await breaches.record(conn, found) if found else 0
+        return raised + (await breaches.record(conn, found) if found else 0)
+
+    def _device_alerts(self, batch: Batch) -> list[breaches.DeviceAlert]:
+        out = []
+        for e in batch.events:
+            kind = DEVICE_EVENTS.get(e.event.type.value)
+            if kind is not None:
+                out.append(
+                    breaches.DeviceAlert(
+                        e.device_id, kind[0], kind[1], e.event.ts, {"event": e.event.type.value}
+                    )
+                )
+        for s in batch.fixes:
+            if s.fix.batt is not None and s.fix.batt <= self.battery_low_pct:
+                out.append(
+                    breaches.DeviceAlert(
+                        s.device_id, "battery_low", "medium", s.fix.ts, {"battery": s.fix.batt}
+                    )
+                )
+        return out
 
     def _tracks(self, batch: Batch) -> dict[int, list[Fix]]:
         """The batch's fixes by subject with zones, on the grid, in time order."""

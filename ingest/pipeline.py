@@ -54,6 +54,7 @@ class Pipeline:
         limits: Limits,
         connections: int = 1,
         rules: Rules | None = None,
+        battery_low_pct: int = 15,
     ) -> None:
         self._url = database_url
         self._worker_id = worker_id
@@ -65,7 +66,7 @@ class Pipeline:
         self._state: dict[int, DeviceState] = {}  # newest fix per device, not yet written
         self.totals = ingest.Written(0, 0, 0, 0)
         self.alerts = 0
-        self._guard = None if rules is None else Guard(rules)
+        self._guard = None if rules is None else Guard(rules, battery_low_pct)
         self._issued = 0  # batches handed to store(), and checked against zones
         self._checked = 0
         self._turns = asyncio.Condition()
@@ -130,6 +131,15 @@ class Pipeline:
             if waiting:
                 await breaches.published(conn, [r["id"] for r in waiting])
         return len(waiting)
+
+    async def sweep(self, silent_after_s: float, escalate_after_s: float) -> int:
+        """Raise no_comms and no_fix for silent tags and escalate alerts left unacknowledged;
+        one worker at a time. Returns alerts raised or escalated."""
+        async with self._connection() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('torch_sweep'))"):
+                return 0
+            silent = await breaches.sweep_silent(conn, silent_after_s)
+            return silent + await breaches.escalate(conn, escalate_after_s)
 
     async def reload_zones(self) -> None:
         """Take up zone and assignment changes (the worker calls this every second)."""

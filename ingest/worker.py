@@ -189,6 +189,7 @@ class Worker:
             settings.worker_id,
             limits_from(settings),
             connections=settings.db_connections,
+            battery_low_pct=settings.battery_low_pct,
             rules=Rules(
                 open_after=settings.breach_open_after,
                 close_after=settings.breach_close_after,
@@ -211,12 +212,14 @@ class Worker:
         reporter = asyncio.create_task(self._report())
         state = asyncio.create_task(self._flush_state())
         alerts = asyncio.create_task(self._publish_alerts())
+        sweeper = asyncio.create_task(self._sweep())
         try:
             await self._consume()
         finally:
             reporter.cancel()
             state.cancel()
             alerts.cancel()
+            sweeper.cancel()
             self._subscriber.stop()
             await self._pipeline.close()
             log.info("ingest worker stopped; stored %s", self._pipeline.totals)
@@ -262,6 +265,15 @@ class Worker:
             await self._pipeline.flush_state()
             await self._pipeline.refresh_tiles()
             await self._pipeline.reload_zones()
+
+    async def _sweep(self) -> None:
+        s = self._settings
+        while True:
+            try:
+                await self._pipeline.sweep(s.silent_after_s, s.escalate_after_s)
+            except (*db.RETRYABLE, asyncpg.PostgresError) as err:
+                log.warning("alert sweep failed (%s); will try again", type(err).__name__)
+            await asyncio.sleep(s.sweep_ms / 1000)
 
     async def _publish_alerts(self) -> None:
         """Publish alerts from the outbox on torch/alerts/{subject_ref}, QoS 1."""

@@ -247,7 +247,11 @@ class Api:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # a client still streaming keeps uvicorn waiting
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def add_user(name: str, role: str) -> str:

@@ -68,8 +68,14 @@ CREATE TABLE alerts (
     occurred_at timestamptz NOT NULL,
     raised_at   timestamptz NOT NULL DEFAULT now(),
     episode_id  uuid UNIQUE REFERENCES breach_episodes (id),
-    detail      jsonb NOT NULL DEFAULT '{}'
+    detail      jsonb NOT NULL DEFAULT '{}',
+    escalations integer NOT NULL DEFAULT 0,
+    escalated_at timestamptz
 );
+-- One unresolved alert of a kind per device: a flapping strap or a tag that stays
+-- silent raises one alert, not a storm.
+CREATE UNIQUE INDEX alerts_one_open_per_device ON alerts (device_id, type)
+    WHERE device_id IS NOT NULL AND status <> 'closed';
 CREATE INDEX alerts_status ON alerts (status, raised_at);
 CREATE INDEX alerts_subject ON alerts (subject_id, raised_at);
 

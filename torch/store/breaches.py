@@ -87,21 +87,126 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
         )
         if inserted is None:
             continue  # written already, by an earlier try of this transaction's batch
-        payload = {
-            "alert_id": str(f.id),
-            "type": alert_type,
-            "severity": "high",
-            "subject_ref": f.subject_ref,
-            **detail,
-        }
-        await conn.execute(
-            "INSERT INTO alert_outbox (alert_id, topic, payload) VALUES ($1, $2, $3::jsonb)",
-            f.id,
-            f"torch/alerts/{f.subject_ref}",
-            json.dumps(payload),
-        )
+        await _outbox(conn, f.id)
         raised += 1
     return raised
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAlert:
+    device_id: int
+    type: str  # strap_tamper, shell_open, battery_low, no_comms, no_fix
+    severity: str
+    occurred_at: datetime
+    detail: dict[str, Any]
+
+
+async def raise_device_alerts(conn: asyncpg.Connection, found: Sequence[DeviceAlert]) -> int:
+    """Raise device alerts, each with its outbox entry, unless the device already has an
+    unresolved alert of that type. Returns alerts raised."""
+    raised = 0
+    for a in found:
+        row = await conn.fetchrow(
+            """
+            INSERT INTO alerts (id, subject_id, device_id, type, severity, occurred_at, detail)
+            SELECT gen_random_uuid(),
+                   (SELECT x.subject_id FROM device_assignments x
+                    WHERE x.device_id = $1 AND x.during @> $4::timestamptz),
+                   $1, $2, $3, $4, $5::jsonb
+            ON CONFLICT (device_id, type) WHERE device_id IS NOT NULL AND status <> 'closed'
+            DO NOTHING
+            RETURNING id, subject_id
+            """,
+            a.device_id,
+            a.type,
+            a.severity,
+            a.occurred_at,
+            json.dumps(a.detail),
+        )
+        if row is None:
+            continue
+        await _outbox(conn, row["id"])
+        raised += 1
+    return raised
+
+
+async def _outbox(conn: asyncpg.Connection, alert_id: UUID) -> None:
+    """Queue an alert, as it now stands, for publishing on torch/alerts/{subject_ref}."""
+    await conn.execute(
+        """
+        INSERT INTO alert_outbox (alert_id, topic, payload)
+        SELECT a.id, 'torch/alerts/' || coalesce(s.ref, 'unassigned'),
+               jsonb_build_object('alert_id', a.id, 'type', a.type, 'severity', a.severity,
+                                  'subject_ref', s.ref, 'occurred_at', a.occurred_at,
+                                  'escalations', a.escalations) || a.detail
+        FROM alerts a LEFT JOIN subjects s ON s.id = a.subject_id WHERE a.id = $1
+        """,
+        alert_id,
+    )
+
+
+async def sweep_silent(conn: asyncpg.Connection, silent_s: float) -> int:
+    """no_comms for worn devices not heard from for silent_s; no_fix for those heard from
+    but with no usable fix for as long. Returns alerts raised."""
+    rows = await conn.fetch(
+        """
+        SELECT a.device_id, d.serial, st.last_seen_at, st.last_fix_at,
+               CASE WHEN st.last_seen_at IS NULL
+                      OR st.last_seen_at < now() - make_interval(secs => $1)
+                    THEN 'no_comms' ELSE 'no_fix' END AS type
+        FROM device_assignments a
+        JOIN devices d ON d.id = a.device_id
+        LEFT JOIN device_state st ON st.device_id = a.device_id
+        WHERE a.during @> now() AND lower(a.during) < now() - make_interval(secs => $1)
+          AND (st.last_seen_at IS NULL OR st.last_seen_at < now() - make_interval(secs => $1)
+               OR st.last_fix_at IS NULL OR st.last_fix_at < now() - make_interval(secs => $1))
+        """,
+        silent_s,
+    )
+    now = datetime.now(UTC)
+    return await raise_device_alerts(
+        conn,
+        [
+            DeviceAlert(
+                r["device_id"],
+                r["type"],
+                "high",
+                now,
+                {
+                    "serial": r["serial"],
+                    "last_seen_at": _iso(r["last_seen_at"]),
+                    "last_fix_at": _iso(r["last_fix_at"]),
+                },
+            )
+            for r in rows
+        ],
+    )
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+async def escalate(conn: asyncpg.Connection, after_s: float) -> int:
+    """Raise the severity of alerts left open (unacknowledged) for after_s since they were
+    raised or last escalated, and publish them again. Returns alerts escalated."""
+    rows = await conn.fetch(
+        """
+        UPDATE alerts SET escalations = escalations + 1, escalated_at = now(),
+            severity = CASE severity WHEN 'low' THEN 'medium' WHEN 'medium' THEN 'high'
+                                     ELSE 'critical' END
+        WHERE status = 'open'
+          AND coalesce(escalated_at, raised_at) < now() - make_interval(secs => $1)
+        RETURNING id
+        """,
+        after_s,
+    )
+    for r in rows:
+        await _outbox(conn, r["id"])
+    return len(rows)
 
 
 async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -183,6 +288,8 @@ def _alert(r: asyncpg.Record, actions: list[dict[str, Any]]) -> dict[str, Any]:
         "status": r["status"],
         "occurred_at": r["occurred_at"].isoformat(),
         "raised_at": r["raised_at"].isoformat(),
+        "device_id": r["device_id"],
+        "escalations": r["escalations"],
         "detail": json.loads(r["detail"]),
         "actions": actions,
     }
@@ -190,7 +297,7 @@ def _alert(r: asyncpg.Record, actions: list[dict[str, Any]]) -> dict[str, Any]:
 
 ALERT = """
 SELECT a.id, a.subject_id, s.ref AS subject_ref, a.type, a.severity, a.status, a.occurred_at,
-       a.raised_at, a.detail
+       a.raised_at, a.detail, a.device_id, a.escalations
 FROM alerts a LEFT JOIN subjects s ON s.id = a.subject_id
 """
 
@@ -278,3 +385,16 @@ async def published(conn: asyncpg.Connection, ids: list[int]) -> None:
     await conn.execute(
         "UPDATE alert_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
     )
+
+
+async def last_event(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM alert_outbox"))
+
+
+async def events_after(conn: asyncpg.Connection, cursor: int) -> list[tuple[int, str]]:
+    """Alert events (raised or escalated) after the cursor, oldest first, as JSON text."""
+    rows = await conn.fetch(
+        "SELECT id, payload::text AS payload FROM alert_outbox WHERE id > $1 ORDER BY id LIMIT 100",
+        cursor,
+    )
+    return [(r["id"], r["payload"]) for r in rows]
