@@ -170,16 +170,18 @@ class Guard:
 
     def _tracks(self, batch: Batch) -> dict[int, list[Fix]]:
         """The batch's fixes by subject with zones, on the grid, in time order."""
-        if not batch.fixes:
-            return {}
-        xs, ys = grid.to_grid([s.fix.lon for s in batch.fixes], [s.fix.lat for s in batch.fixes])
-        out: dict[int, dict[float, Fix]] = defaultdict(dict)
-        for s, x, y in zip(batch.fixes, xs, ys, strict=True):
+        mine = []
+        for s in batch.fixes:
             subject_id = self._subject(s.device_id, s.fix.ts)
-            if subject_id is None or subject_id not in self.zones_of:
-                continue
-            t = s.fix.ts.timestamp()
-            out[subject_id][t] = Fix(t, x, y, s.fix.acc)
+            if subject_id is not None and subject_id in self.zones_of:
+                mine.append((subject_id, s.fix))
+        if not mine:
+            return {}
+        xs, ys = grid.to_grid([f.lon for _, f in mine], [f.lat for _, f in mine])
+        out: dict[int, dict[float, Fix]] = defaultdict(dict)
+        for (subject_id, f), x, y in zip(mine, xs, ys, strict=True):
+            t = f.ts.timestamp()
+            out[subject_id][t] = Fix(t, x, y, f.acc)
         return {k: sorted(v.values(), key=lambda f: f.t) for k, v in out.items()}
 
     def _watch(self, subject_id: int, zone_id: int) -> Watch:
