@@ -179,7 +179,7 @@ def main() -> None:
         TORCH_MQTT_PORT=str(PORT),
         TORCH_API_PORT=str(API_PORT),
         TORCH_WORKER_ID=f"bench-alerts-{os.getpid()}",
-        TORCH_SILENT_AFTER_S="86400",
+        TORCH_SILENT_AFTER_S=str(10 * 365 * 86400),  # other benches' tags are silent here
     )
     torch_cli = str(ROOT / ".venv/bin/torch")
     subprocess.run([torch_cli, "db", "upgrade"], env=env, check=True, capture_output=True)
@@ -228,7 +228,7 @@ def main() -> None:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     data = json.loads(line[6:])
-                    if data.get("subject_ref") == "IOM-APROBE":
+                    if data.get("subject_ref") == "IOM-APROBE" and "episode_id" in data:
                         sse_at.setdefault(data["episode_id"], time.monotonic())
 
     threading.Thread(target=stream, daemon=True).start()
@@ -243,21 +243,21 @@ def main() -> None:
     sent_at: list[float] = []
     started = time.monotonic()
     while time.monotonic() - started < args.seconds - 8:
-        now = datetime.now(UTC)
+        now = datetime.now(UTC)  # two fixes inside half a second apart, then two outside
         probe.send("tags/APROBE/fixes", fix(px + 100, py + 100, now))
-        probe.send("tags/APROBE/fixes", fix(px + 110, py + 100, now + timedelta(seconds=1)))
+        probe.send("tags/APROBE/fixes", fix(px + 110, py + 100, now + timedelta(seconds=0.5)))
         sent_at.append(time.monotonic())
         time.sleep(2)
         now = datetime.now(UTC)
-        probe.send("tags/APROBE/fixes", fix(px - 300, py, now + timedelta(seconds=2)))
-        probe.send("tags/APROBE/fixes", fix(px - 310, py, now + timedelta(seconds=3)))
+        probe.send("tags/APROBE/fixes", fix(px - 300, py, now))
+        probe.send("tags/APROBE/fixes", fix(px - 310, py, now + timedelta(seconds=0.5)))
         time.sleep(2)
     probe.close()
     loader.join()
     time.sleep(3)
     worker.terminate()
     worker.wait(60)
-    api.terminate()
+    api.kill()  # its SSE stream to this process would keep it waiting
     api.wait(10)
     listener.loop_stop()
 

@@ -126,6 +126,20 @@ class Guard:
                 return v
         return None
 
+    def concerns(self, batch: Batch) -> bool:
+        """Whether the batch has anything to check: events, a low battery, or a fix of a
+        subject with zones. Most batches of most fleets have none, and cost no query."""
+        if batch.events:
+            return True
+        low = self.battery_low_pct
+        for s in batch.fixes:
+            if s.fix.batt is not None and s.fix.batt <= low:
+                return True
+            subject_id = self._subject(s.device_id, s.fix.ts)
+            if subject_id is not None and subject_id in self.zones_of:
+                return True
+        return False
+
     async def check(self, conn: asyncpg.Connection, batch: Batch) -> int:
         """Check a committed batch's fixes and events; store what they found. Returns alerts
         raised."""

@@ -112,11 +112,15 @@ class Pipeline:
         delay = 0.2
         while True:
             try:
-                async with self._connection() as conn:
-                    await self._guard.reload(conn)
-                    async with conn.transaction():
-                        for batch in stored:
-                            self.alerts += await self._guard.check(conn, batch)
+                if not self._guard.primed:
+                    async with self._connection() as conn:
+                        await self._guard.reload(conn)
+                concerned = [b for b in stored if self._guard.concerns(b)]
+                if not concerned:
+                    return
+                async with self._connection() as conn, conn.transaction():
+                    for batch in concerned:
+                        self.alerts += await self._guard.check(conn, batch)
                 return
             except db.RETRYABLE as err:
                 delay = await self._wait_out(err, delay)
@@ -281,7 +285,9 @@ class Pipeline:
         if self._pool is None:
             self._pool = await db.pool(
                 self._url,
-                size=self._connections,
+                # the batches in flight, and two for the background work (tiles, alerts,
+                # sweeps), so that it never holds up a commit
+                size=self._connections + 2,
                 application_name=f"torch-{self._worker_id}",
                 init=ingest.prepare,
             )

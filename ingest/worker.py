@@ -213,6 +213,7 @@ class Worker:
         state = asyncio.create_task(self._flush_state())
         alerts = asyncio.create_task(self._publish_alerts())
         sweeper = asyncio.create_task(self._sweep())
+        tiler = asyncio.create_task(self._refresh_tiles())
         try:
             await self._consume()
         finally:
@@ -220,6 +221,7 @@ class Worker:
             state.cancel()
             alerts.cancel()
             sweeper.cancel()
+            tiler.cancel()
             self._subscriber.stop()
             await self._pipeline.close()
             log.info("ingest worker stopped; stored %s", self._pipeline.totals)
@@ -263,8 +265,12 @@ class Worker:
         while True:
             await asyncio.sleep(self._settings.state_flush_ms / 1000)
             await self._pipeline.flush_state()
-            await self._pipeline.refresh_tiles()
             await self._pipeline.reload_zones()
+
+    async def _refresh_tiles(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.tiles_refresh_ms / 1000)
+            await self._pipeline.refresh_tiles()
 
     async def _sweep(self) -> None:
         s = self._settings

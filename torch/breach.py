@@ -90,6 +90,23 @@ class Shape:
         self.area = area
         self.boundary = area.boundary
         self.fast = prepared.prep(area)
+        self.box = tuple(float(b) for b in area.bounds)
+
+    def outside_box(self, x: float, y: float) -> float:
+        """How far the point is outside the area's bounding box (0 inside it): a lower
+        bound of its distance from the area, in arithmetic only."""
+        minx, miny, maxx, maxy = self.box
+        dx = max(minx - x, 0.0, x - maxx)
+        dy = max(miny - y, 0.0, y - maxy)
+        return math.hypot(dx, dy)
+
+    def misses_box(self, a: Fix, b: Fix) -> bool:
+        """Whether the segment a-b stays clear of the area's bounding box."""
+        minx, miny, maxx, maxy = self.box
+        return (
+            max(a.x, b.x) < minx or min(a.x, b.x) > maxx or max(a.y, b.y) < miny
+            or min(a.y, b.y) > maxy
+        )  # fmt: skip
 
     def depth(self, x: float, y: float) -> float:
         """How far inside the area the point is; negative outside."""
@@ -142,8 +159,12 @@ class Watch:
             return events
         shape = shape_of(version)
         acc = fix.acc if fix.acc is not None else self.rules.default_acc_m
-        depth = shape.depth(fix.x, fix.y)
-        into = depth if version.kind is Kind.EXCLUSION else -depth  # how far on the wrong side
+        far = shape.outside_box(fix.x, fix.y)
+        if far > acc and version.kind is Kind.EXCLUSION:
+            into = -far  # clearly outside, whatever the exact distance: no geometry needed
+        else:
+            depth = shape.depth(fix.x, fix.y)
+            into = depth if version.kind is Kind.EXCLUSION else -depth  # how far on the wrong side
         wrong = into > acc
         if previous is not None and self.open is None:
             was_wrong = bool(self.wrong) and self.wrong[-1] is previous
@@ -178,6 +199,8 @@ class Watch:
             a.acc if a.acc is not None else self.rules.default_acc_m,
             b.acc if b.acc is not None else self.rules.default_acc_m,
         )
+        if version.kind is Kind.EXCLUSION and shape.misses_box(a, b):
+            return []
         line = LineString([(a.x, a.y), (b.x, b.y)])
         if version.kind is Kind.EXCLUSION:
             if not shape.fast.intersects(line):

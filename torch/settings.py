@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     breach_inside_s: float = Field(
         120, gt=0, description="time on the wrong side between two fixes that opens a breach"
     )
+    tiles_refresh_ms: int = Field(
+        1000,
+        ge=10,
+        le=3_600_000,
+        description="how often the worker brings the track tiles up to date",
+    )
     battery_low_pct: int = Field(
         15, ge=1, le=100, description="battery level at or below which battery_low is raised"
     )
@@ -84,7 +90,10 @@ class Settings(BaseSettings):
         10_000, ge=100, description="how often the worker looks for silent tags and stale alerts"
     )
     alert_poll_ms: int = Field(
-        200, ge=10, le=3_600_000, description="how often the worker publishes alerts from the outbox"
+        200,
+        ge=10,
+        le=3_600_000,
+        description="how often the worker publishes alerts from the outbox",
     )
 
     max_future_s: int = Field(300, description="fixes further ahead of receipt are rejected")
