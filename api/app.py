@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,8 +13,8 @@ from fastapi.responses import JSONResponse
 from api import alerts, correlations, errors, proximity, subjects, zones
 from torch import __version__, nearby
 from torch.settings import Settings
+from torch.store import breaches, db
 from torch.store import correlations as correlations_store
-from torch.store import db
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -28,7 +29,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
         async with app.state.pool.acquire() as conn:
             await correlations_store.interrupt_running(conn)
+        app.state.alerts_raised = db.Wakeup(
+            settings.database_url.get_secret_value(), breaches.ALERTS_CHANNEL, "torch-api-listen"
+        )
+        listener = asyncio.create_task(app.state.alerts_raised.run())
         yield
+        listener.cancel()
         for task in list(app.state.jobs):
             task.cancel()
         await app.state.pool.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
 
@@ -124,17 +124,6 @@ class Pipeline:
                 return
             except db.RETRYABLE as err:
                 delay = await self._wait_out(err, delay)
-
-    async def publish_alerts(self, send: Callable[[str, bytes], Awaitable[None]]) -> int:
-        """Publish the alerts waiting in the outbox; each is marked only once the broker
-        has it (send returns), so a crash before that publishes it again after restart."""
-        async with self._connection() as conn, conn.transaction():
-            waiting = await breaches.unpublished(conn)
-            for row in waiting:
-                await send(row["topic"], row["payload"].encode())
-            if waiting:
-                await breaches.published(conn, [r["id"] for r in waiting])
-        return len(waiting)
 
     async def sweep(self, silent_after_s: float, escalate_after_s: float) -> int:
         """Raise no_comms and no_fix for silent tags and escalate alerts left unacknowledged;
@@ -285,7 +274,7 @@ class Pipeline:
         if self._pool is None:
             self._pool = await db.pool(
                 self._url,
-                # the batches in flight, and two for the background work (tiles, alerts,
+                # the batches in flight, and two for the background work (tiles, state,
                 # sweeps), so that it never holds up a commit
                 size=self._connections + 2,
                 application_name=f"torch-{self._worker_id}",

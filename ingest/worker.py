@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ingest.alerts import AlertPublisher
 from ingest.pipeline import Item, Pipeline, limits_from
 from torch.breach import Rules
 from torch.intake import Message
@@ -199,6 +200,12 @@ class Worker:
             ),
         )
         self._stopping = asyncio.Event()
+        self._alerts = AlertPublisher(
+            settings.database_url.get_secret_value(),
+            settings.worker_id,
+            self._subscriber.publish,
+            settings.alert_poll_ms / 1000,
+        )
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -211,7 +218,8 @@ class Worker:
         log.info("ingest worker %s started", self._settings.worker_id)
         reporter = asyncio.create_task(self._report())
         state = asyncio.create_task(self._flush_state())
-        alerts = asyncio.create_task(self._publish_alerts())
+        if self._settings.publish_alerts:  # otherwise the outbox waits for a worker that does
+            self._alerts.start()
         sweeper = asyncio.create_task(self._sweep())
         tiler = asyncio.create_task(self._refresh_tiles())
         try:
@@ -219,7 +227,7 @@ class Worker:
         finally:
             reporter.cancel()
             state.cancel()
-            alerts.cancel()
+            self._alerts.stop()
             sweeper.cancel()
             tiler.cancel()
             self._subscriber.stop()
@@ -280,16 +288,6 @@ class Worker:
             except (*db.RETRYABLE, asyncpg.PostgresError) as err:
                 log.warning("alert sweep failed (%s); will try again", type(err).__name__)
             await asyncio.sleep(s.sweep_ms / 1000)
-
-    async def _publish_alerts(self) -> None:
-        """Publish alerts from the outbox on torch/alerts/{subject_ref}, QoS 1."""
-        while True:
-            try:
-                while await self._pipeline.publish_alerts(self._subscriber.publish):
-                    pass
-            except (TimeoutError, *db.RETRYABLE, asyncpg.PostgresError) as err:
-                log.warning("alerts not published yet (%s); will try again", err)
-            await asyncio.sleep(self._settings.alert_poll_ms / 1000)
 
     async def _report(self, every: float = 10.0) -> None:
         last = self._pipeline.totals.fixes

@@ -312,8 +312,9 @@ def test_device_alerts_survive_a_crash_before_publishing_and_stream_to_browsers(
             pass  # the API stopped at the end of the test
 
     threading.Thread(target=listen, daemon=True).start()
-    # a worker that would publish only in ten minutes: killed after the commit, before that
-    stuck = workers("alerts-stuck", TORCH_ALERT_POLL_MS="600000")
+    # a worker that commits alerts but does not publish them: killed after the commit,
+    # before any publish
+    stuck = workers("alerts-stuck", TORCH_PUBLISH_ALERTS="false")
     publisher.send(
         "tags/HTZ001/events", {"ts": datetime.now(UTC).isoformat(), "type": "strap_open"}
     )

@@ -7,6 +7,7 @@ The defaults are the local set-up that ``make demo`` creates.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -34,6 +35,11 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(1883, description="broker port")
     mqtt_username: str | None = Field(None, description="broker user name")
     mqtt_password: SecretStr | None = Field(None, description="broker password")
+    broker_dir: Path = Field(
+        Path(".run/mosquitto"),
+        description="where `torch broker sync` writes Mosquitto's passwd and acl files (the "
+        "broker's state directory, holding its pid file)",
+    )
     mqtt_keepalive_s: int = Field(30, description="MQTT keep-alive interval")
     mqtt_session_expiry_s: int = Field(
         7 * 24 * 3600, description="how long the broker keeps the worker's queue while it is away"
@@ -72,10 +78,12 @@ class Settings(BaseSettings):
         120, gt=0, description="time on the wrong side between two fixes that opens a breach"
     )
     tiles_refresh_ms: int = Field(
-        1000,
+        5000,
         ge=10,
         le=3_600_000,
-        description="how often the worker brings the track tiles up to date",
+        description="how often the worker brings the track tiles up to date (more often "
+        "rewrites each live hour's tile more often: at 5,000 fixes/s every second costs "
+        "alerts half a second at p99; queries read fixes not yet tiled directly)",
     )
     battery_low_pct: int = Field(
         15, ge=1, le=100, description="battery level at or below which battery_low is raised"
@@ -89,11 +97,17 @@ class Settings(BaseSettings):
     sweep_ms: int = Field(
         10_000, ge=100, description="how often the worker looks for silent tags and stale alerts"
     )
+    publish_alerts: bool = Field(
+        True,
+        description="whether this worker publishes the alert outbox on MQTT (with several "
+        "workers any number may: each alert is taken by one)",
+    )
     alert_poll_ms: int = Field(
-        200,
+        1000,
         ge=10,
         le=3_600_000,
-        description="how often the worker publishes alerts from the outbox",
+        description="how often the worker looks in the alert outbox without being woken "
+        "(a notification wakes it as soon as an alert commits)",
     )
 
     max_future_s: int = Field(300, description="fixes further ahead of receipt are rejected")

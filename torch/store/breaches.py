@@ -14,6 +14,9 @@ import asyncpg
 from torch.breach import Episode, EpisodeKind
 from torch.errors import Conflict, NotFound
 
+# notified (by a trigger, migration 0006) when alert outbox entries commit
+ALERTS_CHANNEL = "torch_alerts"
+
 ALERT_TYPES = {
     EpisodeKind.EXCLUSION: "exclusion_breach",
     EpisodeKind.INCLUSION: "inclusion_breach",
@@ -383,7 +386,7 @@ async def unpublished(conn: asyncpg.Connection, limit: int = 100) -> list[asyncp
 
 async def published(conn: asyncpg.Connection, ids: list[int]) -> None:
     await conn.execute(
-        "UPDATE alert_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
+        "UPDATE alert_outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])", ids
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -56,6 +59,61 @@ async def pool(
         timeout=10,
         server_settings={"application_name": application_name, **(settings or {})},
     )
+
+
+log = logging.getLogger("torch.store")
+
+
+class Wakeup:
+    """Wakes tasks when PostgreSQL sends a notification on a channel (LISTEN).
+
+    A waiter takes `ticket()` before looking at the database and then `wait(ticket,
+    timeout)`, so a notification that comes in between is not missed. Waiters time out
+    and look anyway: a listening connection that is lost delays work, never loses it.
+    """
+
+    def __init__(self, url: str, channel: str, application_name: str) -> None:
+        self._url = url
+        self._channel = channel
+        self._name = application_name
+        self._event = asyncio.Event()
+
+    def ticket(self) -> asyncio.Event:
+        return self._event
+
+    async def wait(self, ticket: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ticket.wait(), timeout)
+
+    def wake(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def run(self) -> None:
+        """Keep a listening connection, reconnecting when it is lost; run as a task."""
+        while True:
+            try:
+                conn = await connect(self._url, application_name=self._name)
+            except (*RETRYABLE, asyncpg.PostgresError) as err:
+                log.warning("cannot listen on %s (%s); retrying", self._channel, err)
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self._listen(conn)
+            except RETRYABLE:
+                pass
+            finally:
+                conn.terminate()
+            await asyncio.sleep(0.5)
+
+    async def _listen(self, conn: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _c: lost.set())
+        await conn.add_listener(self._channel, lambda *_a: self.wake())
+        self.wake()  # whatever was raised while not listening
+        while not conn.is_closed():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), 5)
 
 
 def affected(status: str) -> int:
