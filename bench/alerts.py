@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import multiprocessing
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import asyncpg
 import httpx
@@ -40,6 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import broker  # noqa: E402
 from ingest.guard import Guard  # noqa: E402
 from simulators.output import MqttSink  # noqa: E402
 from torch import grid  # noqa: E402
@@ -142,24 +145,36 @@ def fix(x: float, y: float, t: datetime, acc: float = 8.0) -> bytes:
     return json.dumps({"ts": t.isoformat(), "lat": lat, "lon": lon, "acc": acc}).encode()
 
 
-def background(rate: int, seconds: float, stop: threading.Event) -> int:
-    """Each tag wanders within 300 m of home; `rate` fixes a second in all."""
-    sink = MqttSink("127.0.0.1", PORT, f"bench-alerts-load-{os.getpid()}")
+def background(rate: int, seconds: float, sent: Any) -> None:
+    """Each tag wanders within 300 m of home; `rate` fixes a second in all. Runs in its own
+    process, with positions worked out beforehand, so that making the load costs the
+    measuring process nothing and the machine little."""
     rng = random.Random(9)
-    sent, started = 0, time.monotonic()
-    while not stop.is_set() and time.monotonic() - started < seconds:
-        i = sent % TAGS
+    places = []
+    for k in range(20 * TAGS):
+        i = k % TAGS
         hx, hy = home(i)
-        sink.send(
-            f"tags/A{i:05d}/fixes",
-            fix(hx + rng.uniform(-300, 300), hy + rng.uniform(-300, 300), datetime.now(UTC)),
+        lon, lat = grid.point_from_grid(hx + rng.uniform(-300, 300), hy + rng.uniform(-300, 300))
+        places.append(
+            (f"tags/A{i:05d}/fixes", f'", "lat": {lat:.7f}, "lon": {lon:.7f}, "acc": 8}}')
         )
-        sent += 1
-        ahead = sent / rate - (time.monotonic() - started)
+    sink = MqttSink(
+        "127.0.0.1",
+        PORT,
+        f"bench-alerts-load-{os.getpid()}",
+        "bench-relay",
+        os.environ["BENCH_RELAY_PW"],
+    )
+    count, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        topic, rest = places[count % len(places)]
+        sink.send(topic, '{"ts": "' + datetime.now(UTC).isoformat() + rest)
+        count += 1
+        ahead = count / rate - (time.monotonic() - started)
         if ahead > 0:
             time.sleep(ahead)
     sink.close()
-    return sent
+    sent.value = count
 
 
 def main() -> None:
@@ -169,10 +184,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
 
-    state = Path(f"/tmp/torch-bench-broker-{PORT}")
-    subprocess.run([str(ROOT / "scripts/broker.sh"), "stop", str(state), str(PORT)], check=True)
-    shutil.rmtree(state, ignore_errors=True)
-    subprocess.run([str(ROOT / "scripts/broker.sh"), "start", str(state), str(PORT)], check=True)
+    state = broker.fresh(PORT)
     env = dict(
         os.environ,
         TORCH_DATABASE_URL=DATABASE_URL,
@@ -183,6 +195,11 @@ def main() -> None:
     )
     torch_cli = str(ROOT / ".venv/bin/torch")
     subprocess.run([torch_cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+    # passwords reach the child processes in their environment, never on a command line
+    env["TORCH_MQTT_USERNAME"] = "bench-ingest"
+    env["TORCH_MQTT_PASSWORD"] = broker.account("bench-ingest", "ingest", state, DATABASE_URL)
+    os.environ["BENCH_RELAY_PW"] = broker.account("bench-relay", "relay", state, DATABASE_URL)
+    listener_pw = broker.account("bench-listener", "listener", state, DATABASE_URL)
     log(f"registering {TAGS:,} subjects and {args.zones:,} zones ...")
     asyncio.run(setup(args.zones))
     token = subprocess.run(
@@ -211,14 +228,19 @@ def main() -> None:
     listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-alerts-sub-{os.getpid()}")
 
     def heard(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
-        mqtt_at.setdefault(json.loads(m.payload)["episode_id"], time.monotonic())
+        mqtt_at.setdefault(json.loads(m.payload)["episode_id"], time.time())
 
     listener.on_message = heard
+    listener.username_pw_set("bench-listener", listener_pw)
     listener.connect("127.0.0.1", PORT)
     listener.subscribe("torch/alerts/IOM-APROBE", qos=1)
     listener.loop_start()
 
     def stream() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the API is stopped at the end
+            follow()
+
+    def follow() -> None:
         with httpx.stream(
             "GET",
             f"http://127.0.0.1:{API_PORT}/v1/alerts/stream",
@@ -229,16 +251,22 @@ def main() -> None:
                 if line.startswith("data: "):
                     data = json.loads(line[6:])
                     if data.get("subject_ref") == "IOM-APROBE" and "episode_id" in data:
-                        sse_at.setdefault(data["episode_id"], time.monotonic())
+                        sse_at.setdefault(data["episode_id"], time.time())
 
     threading.Thread(target=stream, daemon=True).start()
-    stop = threading.Event()
-    load: list[int] = []
-    loader = threading.Thread(target=lambda: load.append(background(args.rate, args.seconds, stop)))
+    spawn = multiprocessing.get_context("spawn")  # not a fork of a process with threads
+    sent = spawn.Value("q", 0)
+    loader = spawn.Process(target=background, args=(args.rate, args.seconds, sent))
     loader.start()
     time.sleep(3)  # let the load settle
 
-    probe = MqttSink("127.0.0.1", PORT, f"bench-alerts-probe-{os.getpid()}")
+    probe = MqttSink(
+        "127.0.0.1",
+        PORT,
+        f"bench-alerts-probe-{os.getpid()}",
+        "bench-relay",
+        os.environ["BENCH_RELAY_PW"],
+    )
     px, py = CENTRE
     sent_at: list[float] = []
     started = time.monotonic()
@@ -246,7 +274,7 @@ def main() -> None:
         now = datetime.now(UTC)  # two fixes inside half a second apart, then two outside
         probe.send("tags/APROBE/fixes", fix(px + 100, py + 100, now))
         probe.send("tags/APROBE/fixes", fix(px + 110, py + 100, now + timedelta(seconds=0.5)))
-        sent_at.append(time.monotonic())
+        sent_at.append(time.time())
         time.sleep(2)
         now = datetime.now(UTC)
         probe.send("tags/APROBE/fixes", fix(px - 300, py, now))
@@ -261,11 +289,12 @@ def main() -> None:
     api.wait(10)
     listener.loop_stop()
 
-    episodes = asyncio.run(probe_episodes())
+    stages = asyncio.run(probe_episodes())
+    episodes = [s.episode_id for s in stages]
     pairs = list(zip(sent_at, episodes, strict=False))
     to_mqtt = [mqtt_at[e] - s for s, e in pairs if e in mqtt_at]
     to_sse = [sse_at[e] - s for s, e in pairs if e in sse_at]
-    fixes_per_s = sum(load) / args.seconds
+    fixes_per_s = sent.value / args.seconds
     cost = asyncio.run(zone_check_cost())
     print(
         f"{args.zones:,} zones; background {fixes_per_s:,.0f} fixes/s for {args.seconds:.0f} s;"
@@ -274,16 +303,56 @@ def main() -> None:
     print(f"publish to alert on MQTT: {percentiles(to_mqtt)} ({len(to_mqtt)} alerts)")
     print(f"publish to alert on SSE:  {percentiles(to_sse)} ({len(to_sse)} alerts)")
     print(f"zone check: {cost:.1f} us a fix (2,000-fix batches, {args.zones:,} zones)")
+    print("where the time goes (p50, p99):")
+    steps = [(s, st) for s, st in zip(sent_at, stages, strict=False) if st.published is not None]
+    breakdown = {
+        "publish -> received by the worker": [st.received - s for s, st in steps],
+        "received -> alert committed": [st.committed - st.received for _, st in steps],
+        "committed -> broker's PUBACK": [
+            st.published - st.committed for _, st in steps if st.published is not None
+        ],
+    }
+    for step, values in breakdown.items():
+        print(f"  {step + ':':35} {percentiles(values)}")
 
 
-async def probe_episodes() -> list[str]:
+class Stages(NamedTuple):
+    episode_id: str
+    received: float  # the worker took the fix that opened the episode off the broker
+    committed: float  # the alert and its outbox entry were committed
+    published: float | None  # the broker acknowledged the alert
+
+
+async def probe_episodes() -> list[Stages]:
+    """The probe's episodes in order, with the clock times of each step of their alert."""
     conn = await asyncpg.connect(DATABASE_URL)
     try:
         rows = await conn.fetch(
-            "SELECT e.id FROM breach_episodes e JOIN subjects s ON s.id = e.subject_id"
-            " WHERE s.ref = 'IOM-APROBE' ORDER BY e.entered_at"
+            """
+            SELECT e.id,
+                   extract(epoch FROM (SELECT max(f.received_at) FROM fixes f
+                       WHERE f.device_id = d.id AND f.fix_time <= e.entered_at
+                         + interval '1 second' AND f.fix_time >= e.entered_at)) AS received,
+                   extract(epoch FROM o.created_at) AS committed,
+                   extract(epoch FROM o.published_at) AS published
+            FROM breach_episodes e
+            JOIN subjects s ON s.id = e.subject_id
+            JOIN devices d ON d.serial = 'APROBE'
+            JOIN alerts a ON a.episode_id = e.id
+            JOIN alert_outbox o ON o.alert_id = a.id
+            WHERE s.ref = 'IOM-APROBE'
+            ORDER BY e.entered_at
+            """
         )
-        return [str(r["id"]) for r in rows]
+        return [
+            Stages(
+                str(r["id"]),
+                float(r["received"]),
+                float(r["committed"]),
+                None if r["published"] is None else float(r["published"]),
+            )
+            for r in rows
+        ]
     finally:
         await conn.close()
 

@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from pyproj import Transformer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import broker  # noqa: E402
 from simulators.output import MqttSink  # noqa: E402
 
 DATABASE_URL = os.environ.get(
@@ -94,7 +94,9 @@ def messages(n: int, per_message: int) -> list[tuple[str, bytes]]:
 
 def publish(msgs: list[tuple[str, bytes]]) -> float:
     """Publish at QoS 1 as fast as the broker takes it; returns the first publish time."""
-    sink = MqttSink("127.0.0.1", PORT, f"bench-pub-{os.getpid()}")
+    sink = MqttSink(
+        "127.0.0.1", PORT, f"bench-pub-{os.getpid()}", "bench-relay", os.environ["BENCH_RELAY_PW"]
+    )
     started = time.monotonic()
     for topic, payload in msgs:
         sink.send(topic, payload)
@@ -122,6 +124,7 @@ def raw_subscriber(expected: int) -> None:
         print("ready", flush=True)
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+    client.username_pw_set("bench-ingest", os.environ["TORCH_MQTT_PASSWORD"])
     client.on_message = on_message
     client.on_connect = on_connect
     client.connect("127.0.0.1", PORT)
@@ -236,6 +239,7 @@ def measure_worker(msgs: list[tuple[str, bytes]], n: int, batch_size: int) -> fl
         TORCH_MQTT_PORT=str(PORT),
         TORCH_WORKER_ID=worker_id,
         TORCH_BATCH_SIZE=str(batch_size),
+        TORCH_MQTT_USERNAME="bench-ingest",
     )
     worker = subprocess.Popen(
         [str(ROOT / ".venv/bin/torch"), "ingest"], env=env, stderr=subprocess.PIPE, text=True
@@ -264,6 +268,7 @@ def measure_worker(msgs: list[tuple[str, bytes]], n: int, batch_size: int) -> fl
 
 def end_session(client_id: str) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set("bench-ingest", os.environ["TORCH_MQTT_PASSWORD"])
     client.connect("127.0.0.1", PORT, clean_start=True)  # session expiry 0: gone on disconnect
     client.disconnect()
 
@@ -306,15 +311,16 @@ def main() -> None:
         return raw_subscriber(args.raw_subscriber)
 
     n = args.fixes - args.fixes % (DEVICES * 10)
-    # A fresh broker: sessions left by earlier runs would have every message queued for them.
-    state = Path(f"/tmp/torch-bench-broker-{PORT}")
-    subprocess.run([str(ROOT / "scripts/broker.sh"), "stop", str(state), str(PORT)], check=True)
-    shutil.rmtree(state, ignore_errors=True)
-    subprocess.run([str(ROOT / "scripts/broker.sh"), "start", str(state), str(PORT)], check=True)
+    state = broker.fresh(PORT)
     env = dict(os.environ, TORCH_DATABASE_URL=DATABASE_URL)
     subprocess.run(
         [str(ROOT / ".venv/bin/torch"), "db", "upgrade"], env=env, check=True, capture_output=True
     )
+    # passwords reach the child processes in their environment, never on a command line
+    os.environ["TORCH_MQTT_PASSWORD"] = broker.account(
+        "bench-ingest", "ingest", state, DATABASE_URL
+    )
+    os.environ["BENCH_RELAY_PW"] = broker.account("bench-relay", "relay", state, DATABASE_URL)
     asyncio.run(register_devices())
 
     log(f"building {n:,} fixes for {DEVICES:,} devices ...")

@@ -18,16 +18,26 @@ wait_until() { # wait_until CMD... : up to 10 s
   return 1
 }
 
+render() {
+  sed -e "s#@STATE@#$state#g" -e "s#@PORT@#$port#g" -e "s#@HOST@#$host#g" deploy/mosquitto/torch.conf
+}
+
 start() {
-  if running; then return 0; fi
+  if running; then
+    # a broker started with an older configuration is restarted with the current one
+    if render | cmp -s - "$state/mosquitto.conf"; then return 0; fi
+    echo "broker: configuration changed; restarting" >&2
+    stop
+  fi
   if listening; then
     echo "broker: something else already listens on $host:$port; using it as it is." >&2
     echo "broker: it must queue QoS 1 messages without limit (see deploy/mosquitto/torch.conf)." >&2
     return 0
   fi
   mkdir -p "$state"
-  sed -e "s#@STATE@#$state#g" -e "s#@PORT@#$port#g" -e "s#@HOST@#$host#g" \
-    deploy/mosquitto/torch.conf > "$state/mosquitto.conf"
+  render > "$state/mosquitto.conf"
+  # no accounts yet: the broker starts refusing everyone until `torch broker sync`
+  for f in passwd acl; do [ -e "$state/$f" ] || install -m 600 /dev/null "$state/$f"; done
   if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$state"; fi
   mosquitto -d -c "$state/mosquitto.conf"
   wait_until listening || { echo "broker: did not start; see $state/mosquitto.log" >&2; exit 1; }

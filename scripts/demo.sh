@@ -12,6 +12,7 @@ stop() { [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true; wait 2>
 trap stop EXIT
 trap 'exit 130' INT TERM
 
+set -a; . .run/secrets/ingest.env; set +a  # the worker's broker account (setup.sh)
 .venv/bin/torch ingest >> .run/logs/ingest.log 2>&1 &
 pids+=($!)
 .venv/bin/torch api >> .run/logs/api.log 2>&1 &
@@ -32,4 +33,5 @@ TORCH is running.
 Simulating $TAGS tags in Hertfordshire; Ctrl-C stops everything.
 
 MSG
+# each simulated tag signs in with its own broker account, made as it is registered
 .venv/bin/torch sim --tags "$TAGS" --pace 60

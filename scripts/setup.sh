@@ -79,6 +79,24 @@ build_venv() {
   touch "$stamp"
 }
 
+# The ingest worker's broker account; its password is kept in .run/secrets/ingest.env
+# (readable by root only), which scripts/demo.sh loads. Then the broker's files.
+broker_accounts() {
+  local env=.run/secrets/ingest.env live
+  live=$(PGPASSWORD="$DB_PASSWORD" psql -h 127.0.0.1 -U "$DB_USER" -d torch -tAc \
+    "SELECT 1 FROM broker_accounts WHERE name = 'torch-ingest' AND revoked_at IS NULL")
+  if [ ! -s "$env" ] || [ "$live" != 1 ]; then
+    say "creating the ingest worker's broker account (password in $env)"
+    mkdir -p .run/secrets && chmod 700 .run/secrets
+    local password
+    password=$(.venv/bin/torch broker account torch-ingest --kind ingest 2>/dev/null | tail -n 1)
+    (umask 077 && printf 'TORCH_MQTT_USERNAME=torch-ingest\nTORCH_MQTT_PASSWORD=%s\n' \
+      "$password" > "$env")
+  else
+    .venv/bin/torch broker sync 2>/dev/null
+  fi
+}
+
 install_packages
 start_postgres
 scripts/broker.sh start
@@ -86,4 +104,5 @@ create_role_and_databases
 build_venv
 say "migrating database torch"
 .venv/bin/torch db upgrade
+broker_accounts
 say "ready: PostgreSQL $PG_VERSION on 127.0.0.1:5432, Mosquitto on ${TORCH_MQTT_HOST:-127.0.0.1}:${TORCH_MQTT_PORT:-1883}"

@@ -115,13 +115,15 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     members = fleet.members(tags)
     if args.out:
         _write_members(args.out, members)
-    elif not args.no_register:
-        _register(settings, members, begin)
+    passwords = None
+    if not args.out and not args.no_register:
+        passwords = _register(settings, members, begin)
     outs: Iterable[Out] = fleet.stream(tags)
     if args.scenario and args.truth:
         outs = list(outs)  # the truth is checked against what is emitted
         script.write_truth(args.truth, outs)
-    _send(args, settings, ((o.t, o.topic, o.payload, fleet.fix_count(o)) for o in outs), begin)
+    messages = ((o.t, o.topic, o.payload, fleet.fix_count(o)) for o in outs)
+    _send(args, settings, messages, begin, passwords)
     return 0
 
 
@@ -130,13 +132,20 @@ def _send(
     settings: Any,
     messages: Iterator[tuple[float, str, str, int]],
     begin: float,
+    passwords: dict[str, str] | None,
 ) -> None:
-    from simulators.output import JsonlSink, MqttSink, Pacer, Progress, Sink, drain
+    """Publish each tag on its own connection with the broker account made for it when it
+    was registered; without registration, on one connection as TORCH_MQTT_USERNAME (a
+    relay account)."""
+    from simulators.output import JsonlSink, MqttSink, Pacer, Progress, Sink, TagSinks, drain
 
     sink: Sink
     if args.out:
         sink = JsonlSink(args.out)
         pace = 0.0
+    elif passwords is not None:
+        sink = TagSinks(settings.mqtt_host, settings.mqtt_port, passwords, f"sim-{os.getpid()}")
+        pace = args.pace
     else:
         password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
         sink = MqttSink(
@@ -159,20 +168,36 @@ def _write_members(out: Path, members: list[Any]) -> None:
     _members_path(out).write_text(json.dumps(body, indent=1) + "\n")
 
 
-def _register(settings: Any, members: list[Any], begin: float) -> None:
+def _register(settings: Any, members: list[Any], begin: float) -> dict[str, str]:
+    """Register the tags, their subjects and their broker accounts (with new passwords, which
+    the broker takes up at once); returns the passwords by serial."""
+    from torch import broker
+    from torch.store import broker as accounts
     from torch.store import registry
 
     pairs = [(m.ref, m.serial) for m in members]
     start = datetime.fromtimestamp(min(begin, time.time()) - 86400, UTC)
-    assigned, other = run_on_db(
-        settings, lambda conn: registry.ensure_fleet(conn, pairs, "simulated", start)
-    )
+
+    async def work(conn: Any) -> tuple[int, int, dict[str, str]]:
+        assigned, other = await registry.ensure_fleet(conn, pairs, "simulated", start)
+        passwords: dict[str, str] = {}
+        async with conn.transaction():
+            for m in members:
+                passwords[m.serial] = await accounts.set_account(
+                    conn, m.serial, broker.AccountKind.DEVICE
+                )
+        await broker.sync(conn, settings.broker_dir)
+        return assigned, other, passwords
+
+    assigned, other, passwords = run_on_db(settings, work)
+    passwords = dict(passwords)
     print(
         f"registered {len(members)} tags ({assigned} newly assigned"
         + (f", {other} already assigned otherwise" if other else "")
         + ")",
         file=sys.stderr,
     )
+    return passwords
 
 
 def _replay(args: argparse.Namespace, settings: Any) -> int:
@@ -180,12 +205,13 @@ def _replay(args: argparse.Namespace, settings: Any) -> int:
     from simulators.output import read_jsonl
 
     side = _members_path(args.replay)
+    passwords = None
     if side.exists() and not args.no_register:
         rows = json.loads(side.read_text())["members"]
-        _register(
+        passwords = _register(
             settings, [Member(r["ref"], r["serial"]) for r in rows], time.time() - 400 * 86400
         )
-    rows = ((0.0, topic, payload, 1) for topic, payload in read_jsonl(args.replay))
+    messages = ((0.0, topic, payload, 1) for topic, payload in read_jsonl(args.replay))
     args.pace = 0.0
-    _send(args, settings, rows, 0.0)
+    _send(args, settings, messages, 0.0, passwords)
     return 0

@@ -65,6 +65,46 @@ class MqttSink:
         self._client.loop_stop()
 
 
+def serial_of(topic: str) -> str | None:
+    """The serial a tag's topic names, as the ingest worker reads it."""
+    parts = topic.split("/")
+    if parts[0] == "tags" and len(parts) >= 2:
+        return parts[1]
+    if parts[0] == "owntracks" and len(parts) == 3:
+        return f"{parts[1]}-{parts[2]}"
+    return None
+
+
+class TagSinks:
+    """Each tag on its own connection, with its own broker account (user name: its serial),
+    as real tags connect: the broker lets each publish only on its own topics."""
+
+    def __init__(self, host: str, port: int, passwords: dict[str, str], prefix: str) -> None:
+        self._host, self._port, self._prefix = host, port, prefix
+        self._passwords = passwords
+        self._sinks: dict[str, MqttSink] = {}
+
+    def send(self, topic: str, payload: str | bytes) -> None:
+        serial = serial_of(topic)
+        if serial is None or serial not in self._passwords:
+            raise ValueError(f"no broker account for the tag that publishes on {topic}")
+        sink = self._sinks.get(serial)
+        if sink is None:
+            sink = self._sinks[serial] = MqttSink(
+                self._host,
+                self._port,
+                f"{self._prefix}-{serial}",
+                serial,
+                self._passwords[serial],
+                window=1000,
+            )
+        sink.send(topic, payload)
+
+    def close(self) -> None:
+        for sink in self._sinks.values():
+            sink.close()
+
+
 class JsonlSink:
     """One JSON object a line: {"topic": ..., "payload": ...}, the payload exactly as published."""
 

@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import MQTT_PORT, TORCH, Broker, Database, Publisher, Worker, service_env
+from tests.services import BROKER_STATE, TORCH, Broker, Database, Publisher, Worker, service_env
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
-    # Not under pytest's private tmp: the broker drops root for the mosquitto user.
-    state = Path(f"/tmp/torch-test-broker-{MQTT_PORT}")
-    shutil.rmtree(state, ignore_errors=True)
-    b = Broker(state)
+def broker(migrated: None) -> Iterator[Broker]:
+    shutil.rmtree(BROKER_STATE, ignore_errors=True)
+    b = Broker(BROKER_STATE)
     b.start()
+    b.provision()
     yield b
     b.stop()
-    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(BROKER_STATE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -25,6 +26,14 @@ DATABASE_URL = os.environ.get(
 )
 MQTT_PORT = int(os.environ.get("TORCH_TEST_MQTT_PORT", "18830"))
 TORCH = str(ROOT / ".venv" / "bin" / "torch")
+# Not under pytest's private tmp: the broker drops root for the mosquitto user.
+BROKER_STATE = Path(f"/tmp/torch-test-broker-{MQTT_PORT}")
+
+# The test session's service accounts on the broker, with passwords made for this session;
+# the tags' own accounts come from `torch device add` or the simulator.
+INGEST, RELAY, LISTENER = "test-ingest", "test-relay", "test-listener"
+ACCOUNTS = {INGEST: "ingest", RELAY: "relay", LISTENER: "listener"}
+PASSWORDS = {name: secrets.token_urlsafe(24) for name in ACCOUNTS}
 
 DATA_TABLES = (
     "proximity_queries",
@@ -60,6 +69,9 @@ def service_env(**extra: str) -> dict[str, str]:
         TORCH_DATABASE_URL=DATABASE_URL,
         TORCH_MQTT_HOST="127.0.0.1",
         TORCH_MQTT_PORT=str(MQTT_PORT),
+        TORCH_MQTT_USERNAME=INGEST,
+        TORCH_MQTT_PASSWORD=PASSWORDS[INGEST],
+        TORCH_BROKER_DIR=str(BROKER_STATE),
     )
     env.update(extra)
     return env
@@ -123,6 +135,25 @@ class Broker:
     def start(self) -> None:
         self._do("start")
 
+    def provision(self) -> None:
+        """The session's service accounts, in the database and in the broker's files."""
+        from torch import broker
+        from torch.store import broker as accounts
+
+        async def go() -> None:
+            conn = await asyncpg.connect(DATABASE_URL)
+            try:
+                for name, kind in ACCOUNTS.items():
+                    await accounts.set_account(
+                        conn, name, broker.AccountKind(kind), PASSWORDS[name]
+                    )
+                await broker.sync(conn, self.state)
+            finally:
+                await conn.close()
+
+        asyncio.run(go())
+        time.sleep(0.2)  # the broker reloads its files on SIGHUP
+
     def stop(self) -> None:
         self._do("stop")
 
@@ -165,9 +196,16 @@ class Worker:
         forget_session(f"torch-{self.worker_id}")
 
 
+def mqtt_client(client_id: str, account: str = RELAY, password: str | None = None) -> mqtt.Client:
+    """An MQTT v5 client that signs in as one of the session's accounts (or a tag's)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(account, password or PASSWORDS[account])
+    return client
+
+
 def forget_session(client_id: str) -> None:
     """End a persistent session so the broker stops queueing for it."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client = mqtt_client(client_id, INGEST)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0
     client.connect("127.0.0.1", MQTT_PORT, clean_start=True, properties=props)
@@ -178,11 +216,7 @@ class Publisher:
     """A tag-side client: QoS 1 with a persistent session, so it survives broker restarts."""
 
     def __init__(self) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
+        self.client = mqtt_client(f"test-pub-{uuid.uuid4().hex[:8]}", RELAY)
         self.client.reconnect_delay_set(0.2, 1)
         self.client.max_queued_messages_set(0)
         props = Properties(PacketTypes.CONNECT)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+
 import asyncpg
 import pytest
 
 from tests.services import Database, torch_cli
+from torch.broker import password_hash
 
 
 def test_subject_device_and_assignment(db: Database) -> None:
     assert torch_cli("subject", "add", "IOM-0042", "--name", "A Person").stdout == (
         "subject IOM-0042 added (id 1)\n"
     )
-    assert torch_cli("device", "add", "HT-1001", "--model", "Buddi").stdout == (
-        "device HT-1001 added (id 1)\n"
-    )
+    first, password = torch_cli("device", "add", "HT-1001", "--model", "Buddi").stdout.splitlines()
+    assert first == "device HT-1001 added (id 1); broker user HT-1001, password:"
+    assert len(password) == 43  # 32 random bytes, URL-safe base64
+    stored = db.fetchval("SELECT password_hash FROM broker_accounts WHERE name = 'HT-1001'")
+    iterations, salt = stored.split("$")[2:4]
+    assert stored == password_hash(password, base64.b64decode(salt), int(iterations))
+    assert password not in stored
     out = torch_cli(
         "assign",
         "HT-1001",

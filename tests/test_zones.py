@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.services import (
+    LISTENER,
     MQTT_PORT,
     Api,
     Database,
     Publisher,
     Worker,
     add_user,
+    mqtt_client,
     torch_cli,
     wait_for,
 )
@@ -153,9 +153,7 @@ def fix(t: datetime, x: float, y: float, acc: float = 5.0) -> dict[str, Any]:
 @pytest.fixture
 def alerts_heard() -> Iterator[queue.Queue[dict[str, Any]]]:
     heard: queue.Queue[dict[str, Any]] = queue.Queue()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"test-alerts-{uuid.uuid4().hex[:6]}"
-    )
+    client = mqtt_client(f"test-alerts-{uuid.uuid4().hex[:6]}", LISTENER)
     client.on_message = lambda _c, _u, m: heard.put({"topic": m.topic, **json.loads(m.payload)})
     client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("torch/alerts/#", qos=1)
     client.connect("127.0.0.1", MQTT_PORT)

@@ -18,6 +18,8 @@ from typing import Any
 from torch.errors import TorchError
 from torch.settings import Settings
 
+log = logging.getLogger("torch")
+
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -66,10 +68,35 @@ def _parser() -> argparse.ArgumentParser:
     device = sub.add_parser("device", help="devices").add_subparsers(
         required=True, metavar="ACTION"
     )
-    da = device.add_parser("add", help="register a tag by serial")
+    da = device.add_parser(
+        "add",
+        help="register a tag and its broker account (user name: the serial); prints the "
+        "broker password as the last line",
+    )
     da.add_argument("serial")
     da.add_argument("--model")
     da.set_defaults(handler=_device_add)
+    dc = device.add_parser(
+        "credentials", help="give a tag a new broker password; prints it as the last line"
+    )
+    dc.add_argument("serial")
+    dc.set_defaults(handler=_device_credentials)
+
+    broker = sub.add_parser("broker", help="the broker's accounts and access list").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    broker.add_parser(
+        "sync", help="write Mosquitto's password and access-list files and reload it"
+    ).set_defaults(handler=_broker_sync)
+    ba = broker.add_parser(
+        "account", help="a service account; prints its password as the last line"
+    )
+    ba.add_argument("name")
+    ba.add_argument("--kind", required=True, choices=["ingest", "listener", "relay"])
+    ba.set_defaults(handler=_broker_account)
+    br = broker.add_parser("revoke", help="refuse an account (a tag's or a service's)")
+    br.add_argument("name")
+    br.set_defaults(handler=_broker_revoke)
 
     assign = sub.add_parser("assign", help="record that a subject wears a device")
     assign.add_argument("serial")
@@ -201,10 +228,82 @@ def _subject_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _device_add(args: argparse.Namespace, settings: Settings) -> int:
-    from torch.store import registry
+    from torch.broker import AccountKind
+    from torch.store import broker, registry
 
-    device_id = run_on_db(settings, lambda c: registry.add_device(c, args.serial, args.model))
-    print(f"device {args.serial} added (id {device_id})")
+    async def work(conn: Any) -> tuple[int, str]:
+        async with conn.transaction():
+            device_id = await registry.add_device(conn, args.serial, args.model)
+            password = await broker.set_account(conn, args.serial, AccountKind.DEVICE)
+        await _sync(conn, settings)
+        return device_id, password
+
+    device_id, password = run_on_db(settings, work)
+    print(f"device {args.serial} added (id {device_id}); broker user {args.serial}, password:")
+    print(password)
+    return 0
+
+
+def _device_credentials(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.broker import AccountKind
+    from torch.errors import NotFound
+    from torch.store import broker, registry
+
+    async def work(conn: Any) -> str:
+        if not await registry.device_ids(conn, [args.serial]):
+            raise NotFound(f"no device with serial {args.serial}")
+        password = await broker.set_account(conn, args.serial, AccountKind.DEVICE)
+        await _sync(conn, settings)
+        return password
+
+    password = run_on_db(settings, work)
+    print(f"new broker password for {args.serial} (the old one no longer works):")
+    print(password)
+    return 0
+
+
+async def _sync(conn: Any, settings: Settings) -> None:
+    """Write the broker's password and access-list files and have it reload them."""
+    from torch import broker
+
+    accounts, reloaded = await broker.sync(conn, settings.broker_dir)
+    log.info(
+        "broker files written to %s (%d accounts)%s",
+        settings.broker_dir,
+        accounts,
+        "; broker reloaded" if reloaded else "; no running broker found there to reload",
+    )
+
+
+def _broker_sync(_args: argparse.Namespace, settings: Settings) -> int:
+    run_on_db(settings, lambda c: _sync(c, settings))
+    return 0
+
+
+def _broker_account(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.broker import AccountKind
+    from torch.store import broker
+
+    async def work(conn: Any) -> str:
+        password = await broker.set_account(conn, args.name, AccountKind(args.kind))
+        await _sync(conn, settings)
+        return password
+
+    password = run_on_db(settings, work)
+    print(f"broker account {args.name} ({args.kind}); password:")
+    print(password)
+    return 0
+
+
+def _broker_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import broker
+
+    async def work(conn: Any) -> None:
+        await broker.revoke(conn, args.name)
+        await _sync(conn, settings)
+
+    run_on_db(settings, work)
+    print(f"broker account {args.name} revoked")
     return 0
 
 

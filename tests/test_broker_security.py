@@ -1,0 +1,146 @@
+"""The broker lets each tag publish only as itself, and nobody in without an account."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tests.factories import fix
+from tests.services import MQTT_PORT, Database, mqtt_client, torch_cli, wait_for
+
+
+def sign_in(user: str | None, password: str | None) -> tuple[mqtt.Client, ReasonCode]:
+    """Connect and wait for the broker's answer; returns the client (running) and it."""
+    client = mqtt_client(f"test-sec-{uuid.uuid4().hex[:8]}", "x", "x")
+    if user is None:
+        client.username_pw_set(None, None)
+    else:
+        client.username_pw_set(user, password)
+    answered = threading.Event()
+    codes: list[ReasonCode] = []
+
+    def on_connect(_c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        codes.append(rc)
+        answered.set()
+
+    client.on_connect = on_connect
+    client.reconnect_delay_set(60, 60)  # one attempt is what is under test
+    client.connect("127.0.0.1", MQTT_PORT)
+    client.loop_start()
+    assert answered.wait(10), "the broker did not answer"
+    return client, codes[0]
+
+
+def publish(client: mqtt.Client, topic: str, payload: str | dict[str, object]) -> ReasonCode:
+    """Publish at QoS 1 and return the reason code of the broker's PUBACK."""
+    acked = threading.Event()
+    codes: list[ReasonCode] = []
+
+    def on_publish(_c: object, _u: object, _mid: int, rc: ReasonCode, _p: object) -> None:
+        codes.append(rc)
+        acked.set()
+
+    client.on_publish = on_publish
+    client.publish(topic, payload if isinstance(payload, str) else json.dumps(payload), qos=1)
+    assert acked.wait(10), "no PUBACK"
+    return codes[0]
+
+
+def device(serial: str, ref: str, db: Database) -> str:
+    """`torch device add`, worn by a new subject; returns the broker password it printed."""
+    password = torch_cli("device", "add", serial).stdout.splitlines()[-1]
+    torch_cli("subject", "add", ref)
+    torch_cli("assign", serial, ref, "--from", "2026-01-01T00:00:00Z")
+    return password
+
+
+def test_nobody_connects_without_a_live_account(broker, db: Database) -> None:  # type: ignore[no-untyped-def]
+    password = device("SEC-A", "IOM-SA", db)
+    refused = [
+        sign_in(None, None)[1],
+        sign_in("SEC-A", "not-the-password")[1],
+        sign_in("nobody", password)[1],
+    ]
+    assert [rc.getName() for rc in refused] == ["Not authorized"] * 3
+    client, rc = sign_in("SEC-A", password)
+    assert rc.getName() == "Success"
+    client.disconnect()
+    client.loop_stop()
+
+    # a new password replaces the old one at once; a revoked account is refused
+    new = torch_cli("device", "credentials", "SEC-A").stdout.splitlines()[-1]
+    assert new != password
+    assert sign_in("SEC-A", password)[1].getName() == "Not authorized"
+    client, rc = sign_in("SEC-A", new)
+    assert rc.getName() == "Success"
+    client.disconnect()
+    client.loop_stop()
+    assert torch_cli("broker", "revoke", "SEC-A").stdout == "broker account SEC-A revoked\n"
+    assert sign_in("SEC-A", new)[1].getName() == "Not authorized"
+
+
+def test_a_tag_cannot_publish_as_another(broker, db: Database, workers) -> None:  # type: ignore[no-untyped-def]
+    a = device("SEC-A", "IOM-SA", db)
+    device("SEC-B", "IOM-SB", db)
+    workers()
+    # each refusal costs the tag its connection, so each attempt signs in afresh
+    attempts = [
+        ("tags/SEC-B/fixes", fix(0)),
+        ("owntracks/SEC/B", {"_type": "location"}),
+        ("tags/SEC-A/fixes", fix(60)),
+        (
+            "owntracks/SEC/A",
+            {"_type": "location", "tst": int(time.time()) - 60, "lat": 51.7, "lon": -0.3},
+        ),
+    ]
+    answers = []
+    for topic, payload in attempts:
+        client, rc = sign_in("SEC-A", a)
+        assert rc.getName() == "Success"
+        answers.append(publish(client, topic, payload).getName())
+        client.disconnect()
+        client.loop_stop()
+    assert answers == ["Not authorized", "Not authorized", "Success", "Success"]
+    wait_for(lambda: db.count("fixes") == 2)
+    rows = db.fetch("SELECT d.serial FROM fixes f JOIN devices d ON d.id = f.device_id")
+    assert [r["serial"] for r in rows] == ["SEC-A", "SEC-A"]
+    assert db.count("dead_letters") == 0  # the forged message never reached the worker
+
+
+def test_a_tag_cannot_read_other_tags(broker, db: Database, publisher) -> None:  # type: ignore[no-untyped-def]
+    a = device("SEC-A", "IOM-SA", db)
+    client, _ = sign_in("SEC-A", a)
+    granted = threading.Event()
+    codes: list[list[ReasonCode]] = []
+
+    def on_subscribe(_c: object, _u: object, _mid: int, rcs: list[ReasonCode], _p: object) -> None:
+        codes.append(rcs)
+        granted.set()
+
+    client.on_subscribe = on_subscribe
+    heard: list[str] = []
+    client.on_message = lambda _c, _u, m: heard.append(m.topic)
+    client.subscribe("tags/#", qos=1)
+    assert granted.wait(10)
+    publisher.send("tags/SEC-B/fixes", fix(0))
+    publisher.flush()
+    client.disconnect()
+    client.loop_stop()
+    assert heard == []
+
+
+def test_the_worker_rejects_a_topic_whose_serial_is_not_a_device(  # type: ignore[no-untyped-def]
+    broker, db: Database, workers, publisher
+) -> None:
+    workers()
+    publisher.send("tags/GHOST-1/fixes", fix(0))
+    publisher.flush()
+    wait_for(lambda: db.count("dead_letters") == 1)
+    row = db.fetch("SELECT topic, reason_code FROM dead_letters")[0]
+    assert (row["topic"], row["reason_code"]) == ("tags/GHOST-1/fixes", "unknown_serial")
+    assert db.count("fixes") == 0

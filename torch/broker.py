@@ -1,0 +1,124 @@
+"""Broker accounts: who may connect to Mosquitto, and what each may publish or read.
+
+Every tag has its own account, named by its serial, that may publish only on its
+own topics; the services have accounts of their own kinds. Nothing anonymous is
+accepted. The password and access-list files are rendered here, in Mosquitto's
+formats, and written by `torch broker sync`, which then asks the broker to reload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
+
+ITERATIONS = 1000  # PBKDF2-SHA512; the passwords are 32 random bytes, not words
+
+
+class AccountKind(StrEnum):
+    DEVICE = "device"  # a tag: publishes on tags/{serial}/... and owntracks/{serial}/...
+    INGEST = "ingest"  # the ingest worker: reads what tags publish, publishes alerts
+    LISTENER = "listener"  # a consumer of alerts, e.g. a control room's display
+    RELAY = "relay"  # a trusted gateway that forwards many tags (a vendor's platform)
+
+
+# What each kind may do; {name} is the account's name.
+RULES: dict[AccountKind, tuple[tuple[str, str], ...]] = {
+    AccountKind.DEVICE: (("write", "tags/{name}/#"),),  # and its OwnTracks topics, below
+    AccountKind.INGEST: (
+        ("read", "tags/#"),
+        ("read", "owntracks/#"),
+        ("read", "victims/#"),
+        ("write", "torch/alerts/#"),
+    ),
+    AccountKind.LISTENER: (("read", "torch/alerts/#"),),
+    AccountKind.RELAY: (("write", "tags/#"), ("write", "owntracks/#")),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    kind: AccountKind
+    password_hash: str
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def password_hash(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
+    """Mosquitto's PBKDF2-SHA512 form ($7$), as mosquitto_passwd writes it."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    b64 = base64.b64encode
+    return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def password_file(accounts: Iterable[Account]) -> str:
+    return "".join(f"{a.name}:{a.password_hash}\n" for a in accounts)
+
+
+def acl_file(accounts: Iterable[Account]) -> str:
+    """One block per account; a client may do only what its block allows."""
+    lines = ["# Written by `torch broker sync`; edits here are overwritten.", ""]
+    for a in accounts:
+        lines.append(f"user {a.name}")
+        lines += [f"topic {access} {topic.format(name=a.name)}" for access, topic in RULES[a.kind]]
+        if a.kind is AccountKind.DEVICE:
+            lines += [f"topic write {t}" for t in owntracks_topics(a.name)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def owntracks_topics(serial: str) -> list[str]:
+    """The OwnTracks topics that name this serial: owntracks/{user}/{device} is read as the
+    serial user-device, so a phone registered as "jo-phone" publishes on owntracks/jo/phone.
+    Every split at a '-' names the same serial, so each is the tag's own."""
+    parts = serial.split("-")
+    return [f"owntracks/{'-'.join(parts[:i])}/{'-'.join(parts[i:])}" for i in range(1, len(parts))]
+
+
+def write_files(directory: Path, accounts: list[Account]) -> None:
+    """Write passwd and acl into the broker's directory, readable by the broker's own user
+    (the directory's owner) and nobody else, each replaced whole."""
+    directory.mkdir(parents=True, exist_ok=True)
+    owner = directory.stat()
+    for name, text in (("passwd", password_file(accounts)), ("acl", acl_file(accounts))):
+        tmp = directory / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        if os.geteuid() == 0:
+            os.chown(tmp, owner.st_uid, owner.st_gid)
+        tmp.replace(directory / name)
+
+
+def reload(directory: Path) -> bool:
+    """Ask a running broker that keeps its pid in the directory to re-read its files."""
+    pidfile = directory / "mosquitto.pid"
+    try:
+        os.kill(int(pidfile.read_text().strip()), signal.SIGHUP)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+    return True
+
+
+async def sync(conn: asyncpg.Connection, directory: Path) -> tuple[int, bool]:
+    """Write the files for the accounts in the database and reload the broker; returns the
+    number of accounts and whether a running broker was asked to reload."""
+    from torch.store import broker as store
+
+    accounts = await store.accounts(conn)
+    write_files(directory, accounts)
+    return len(accounts), reload(directory)
