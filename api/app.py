@@ -10,7 +10,7 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import alerts, correlations, errors, proximity, subjects, zones
+from api import alerts, audit, auth, correlations, errors, proximity, subjects, zones
 from torch import __version__, nearby
 from torch.settings import Settings
 from torch.store import breaches, db
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.throttle = auth.Throttle(settings.auth_failures_per_minute)
     app.state.jobs = set()
     errors.install(app)
     app.include_router(proximity.router)
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(correlations.router)
     app.include_router(zones.router)
     app.include_router(alerts.router)
+    app.include_router(audit.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

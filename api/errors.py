@@ -9,15 +9,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from torch.errors import InvalidInput, TorchError
+from torch.errors import InvalidInput, TooManyRequests, TorchError
 
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -29,9 +33,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TorchError)
     async def torch_error(_: Request, err: TorchError) -> JSONResponse:
         extra: dict[str, Any] = {}
+        headers = None
         if isinstance(err, InvalidInput) and err.field:
             extra["errors"] = [{"field": err.field, "message": str(err)}]
-        return problem(err.status, err.title, str(err), **extra)
+        if isinstance(err, TooManyRequests):
+            headers = {"Retry-After": str(err.retry_after_s)}
+        return problem(err.status, err.title, str(err), headers, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:

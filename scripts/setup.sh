@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 DB_USER=${TORCH_DB_USER:-torch}
 DB_PASSWORD=${TORCH_DB_PASSWORD:-torch}
+APP_DB_PASSWORD=${TORCH_APP_DB_PASSWORD:-torch}
 DATABASES=${TORCH_DATABASES:-torch torch_test torch_bench}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -58,6 +59,11 @@ create_role_and_databases() {
   if [ "$(psql_admin -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" != 1 ]; then
     say "creating role $DB_USER"
     psql_admin -c "CREATE ROLE \"$DB_USER\" LOGIN PASSWORD '$DB_PASSWORD'"
+  fi
+  # The services' role: not the owner, so the audit trail's append-only grants bind it.
+  if [ "$(psql_admin -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'torch_app'")" != 1 ]; then
+    say "creating role torch_app (the services' role)"
+    psql_admin -c "CREATE ROLE torch_app LOGIN PASSWORD '$APP_DB_PASSWORD'"
   fi
   for db in $DATABASES; do
     if [ "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then

@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE_URL = os.environ.get(
     "TORCH_TEST_DATABASE_URL", "postgresql://torch:torch@127.0.0.1:5432/torch_test"
 )
+# The services run as torch_app, which does not own the tables (the harness uses the owner).
+APP_DATABASE_URL = os.environ.get(
+    "TORCH_TEST_APP_DATABASE_URL", "postgresql://torch_app:torch@127.0.0.1:5432/torch_test"
+)
 MQTT_PORT = int(os.environ.get("TORCH_TEST_MQTT_PORT", "18830"))
 TORCH = str(ROOT / ".venv" / "bin" / "torch")
 # Not under pytest's private tmp: the broker drops root for the mosquitto user.
@@ -66,7 +70,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float =
 def service_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        TORCH_DATABASE_URL=DATABASE_URL,
+        TORCH_DATABASE_URL=APP_DATABASE_URL,
+        TORCH_ADMIN_DATABASE_URL=DATABASE_URL,
         TORCH_MQTT_HOST="127.0.0.1",
         TORCH_MQTT_PORT=str(MQTT_PORT),
         TORCH_MQTT_USERNAME=INGEST,
@@ -260,12 +265,12 @@ def restart_postgres() -> None:
 class Api:
     """`torch api` as a real process on a test port."""
 
-    def __init__(self, log: Path, port: int = 18001) -> None:
+    def __init__(self, log: Path, port: int = 18001, **env: str) -> None:
         self.url = f"http://127.0.0.1:{port}"
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [TORCH, "api"],
-                env=service_env(TORCH_API_PORT=str(port)),
+                env=service_env(TORCH_API_PORT=str(port), **env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -123,6 +123,21 @@ def _parser() -> argparse.ArgumentParser:
         "--role", required=True, choices=["officer", "probation", "supervisor", "admin"]
     )
     ua.set_defaults(handler=_user_add)
+    ut = user.add_parser("token", help="issue a further token; prints it as the last line")
+    ut.add_argument("name")
+    ut.set_defaults(handler=_user_token)
+    ur = user.add_parser("revoke", help="revoke every token of a user at once")
+    ur.add_argument("name")
+    ur.set_defaults(handler=_user_revoke)
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    audit.add_parser(
+        "verify",
+        help="walk the hash chain; names every changed, removed or reordered record "
+        "(exit 3 if any)",
+    ).set_defaults(handler=_audit_verify)
 
     dl = sub.add_parser("deadletters", help="rejected messages").add_subparsers(
         required=True, metavar="ACTION"
@@ -186,7 +201,7 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    cfg.attributes["url"] = alembic_url(settings.database_url.get_secret_value())
+    cfg.attributes["url"] = alembic_url(settings.admin_database_url.get_secret_value())
     command.upgrade(cfg, args.revision)
     return 0
 
@@ -377,10 +392,42 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
 def _user_add(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import users
 
-    user, token = run_on_db(settings, lambda c: users.add_user(c, args.name, args.role))
-    print(f"user {user.name} added with role {user.role} (id {user.id}); bearer token:")
+    ttl = settings.token_ttl
+    user, token = run_on_db(settings, lambda c: users.add_user(c, args.name, args.role, ttl))
+    print(
+        f"user {user.name} added with role {user.role} (id {user.id});"
+        f" bearer token, valid for {settings.token_ttl_days} days:"
+    )
     print(token)
     return 0
+
+
+def _user_token(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import users
+
+    token = run_on_db(settings, lambda c: users.issue_token(c, args.name, settings.token_ttl))
+    print(f"a new bearer token for {args.name}, valid for {settings.token_ttl_days} days:")
+    print(token)
+    return 0
+
+
+def _user_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import users
+
+    n = run_on_db(settings, lambda c: users.revoke_tokens(c, args.name))
+    print(f"revoked {n} token{'s' if n != 1 else ''} of {args.name}")
+    return 0
+
+
+def _audit_verify(_args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import audit
+
+    v = run_on_db(settings, audit.verify)
+    for p in v.problems:
+        print(f"record {p.seq}: {p.problem}")
+    state = "intact" if v.intact else f"BROKEN: {len(v.problems)} problems"
+    print(f"audit trail {state}; {v.records} records; head {v.head_seq} {v.head_hash}")
+    return 0 if v.intact else 3
 
 
 def _deadletters_list(args: argparse.Namespace, settings: Settings) -> int:

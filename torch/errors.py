@@ -37,3 +37,12 @@ class NotFound(TorchError):
 class Conflict(TorchError):
     status = 409
     title = "Conflict"
+
+
+class TooManyRequests(TorchError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

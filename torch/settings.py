@@ -7,6 +7,7 @@ The defaults are the local set-up that ``make demo`` creates.
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -27,8 +28,18 @@ class Settings(BaseSettings):
         "development", description="production refuses development passwords"
     )
     database_url: SecretStr = Field(
+        SecretStr(f"postgresql://torch_app:{DEV_DATABASE_PASSWORD}@127.0.0.1:5432/torch"),
+        description="PostgreSQL/PostGIS connection URL of the services: a role that does not "
+        "own the tables, and may only read and append the audit trail",
+    )
+    admin_database_url: SecretStr = Field(
         SecretStr(f"postgresql://torch:{DEV_DATABASE_PASSWORD}@127.0.0.1:5432/torch"),
-        description="PostgreSQL/PostGIS connection URL",
+        description="the owner's URL, for migrations and retention (dropping partitions)",
+    )
+
+    token_ttl_days: int = Field(90, ge=1, le=3650, description="how long a bearer token is valid")
+    auth_failures_per_minute: int = Field(
+        10, ge=1, description="bad or missing tokens from one address before it is refused a while"
     )
 
     mqtt_host: str = Field("127.0.0.1", description="broker host")
@@ -131,12 +142,18 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="API listen address")
     api_port: int = Field(8000, description="API listen port")
 
+    @property
+    def token_ttl(self) -> timedelta:
+        return timedelta(days=self.token_ttl_days)
+
     @model_validator(mode="after")
     def _refuse_development_secrets(self) -> Settings:
-        if self.env == "production" and f":{DEV_DATABASE_PASSWORD}@" in (
-            self.database_url.get_secret_value()
+        for name, url in (
+            ("TORCH_DATABASE_URL", self.database_url),
+            ("TORCH_ADMIN_DATABASE_URL", self.admin_database_url),
         ):
-            raise ValueError(
-                "TORCH_DATABASE_URL uses the development password; set a real one for production"
-            )
+            if self.env == "production" and f":{DEV_DATABASE_PASSWORD}@" in url.get_secret_value():
+                raise ValueError(
+                    f"{name} uses the development password; set a real one for production"
+                )
         return self

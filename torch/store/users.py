@@ -6,11 +6,12 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
 
-from torch.errors import InvalidInput
+from torch.errors import InvalidInput, NotFound
 from torch.store import db
 
 ROLES = ("officer", "probation", "supervisor", "admin")
@@ -27,8 +28,11 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def add_user(conn: asyncpg.Connection, name: str, role: str) -> tuple[User, str]:
-    """Create a user and a first token; the token is returned once and never stored."""
+async def add_user(
+    conn: asyncpg.Connection, name: str, role: str, ttl: timedelta | None = None
+) -> tuple[User, str]:
+    """Create a user and a first token, valid for `ttl` (None: until revoked); the token is
+    returned once and never stored."""
     if role not in ROLES:
         raise InvalidInput(f"role {role!r} is not one of {', '.join(ROLES)}")
     token = secrets.token_urlsafe(32)
@@ -41,12 +45,41 @@ async def add_user(conn: asyncpg.Connection, name: str, role: str) -> tuple[User
             exists=f"user {name} already exists",
             invalid=f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'",
         )
-        await conn.execute(
-            "INSERT INTO api_tokens (user_id, token_hash) VALUES ($1, $2)",
-            user_id,
-            token_hash(token),
-        )
+        await _insert_token(conn, int(user_id), token, ttl)
     return User(int(user_id), name, role), token
+
+
+async def _insert_token(
+    conn: asyncpg.Connection, user_id: int, token: str, ttl: timedelta | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO api_tokens (user_id, token_hash, expires_at) VALUES ($1, $2, now() + $3)",
+        user_id,
+        token_hash(token),
+        ttl,
+    )
+
+
+async def issue_token(conn: asyncpg.Connection, name: str, ttl: timedelta | None) -> str:
+    """A further token for an existing user (its earlier tokens stay valid until revoked)."""
+    user = await user_named(conn, name)
+    if user is None:
+        raise NotFound(f"no active user named {name}")
+    token = secrets.token_urlsafe(32)
+    await _insert_token(conn, user.id, token, ttl)
+    return token
+
+
+async def revoke_tokens(conn: asyncpg.Connection, name: str) -> int:
+    """Revoke every live token of the user; returns how many."""
+    status = await conn.execute(
+        "UPDATE api_tokens t SET revoked_at = now() FROM users u"
+        " WHERE u.id = t.user_id AND u.name = $1 AND t.revoked_at IS NULL",
+        name,
+    )
+    if status.endswith(" 0") and await user_named(conn, name) is None:
+        raise NotFound(f"no active user named {name}")
+    return db.affected(status)
 
 
 async def user_for_token(conn: asyncpg.Connection, token: str) -> User | None:

@@ -1,0 +1,164 @@
+"""Access, tokens and the audit trail, each attacked the way someone would try to break it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.services import APP_DATABASE_URL, Api, Database, add_user, torch_cli
+from torch.audit import Link, Problem, walk
+
+
+@pytest.fixture
+def app_db(db: Database) -> Iterator[Database]:
+    """A connection as the services' own role (torch_app), not the tables' owner."""
+    conn = Database(APP_DATABASE_URL)
+    yield conn
+    conn.close()
+
+
+def audited(db: Database, n: int) -> None:
+    """n audit records written as the services write them (as torch_app)."""
+    user = db.fetchval("INSERT INTO users (name, role) VALUES ('ann', 'officer') RETURNING id")
+    for i in range(n):
+        db.execute(
+            "INSERT INTO audit_log (user_id, method, route, crime_ref, reason, subject_ids)"
+            " VALUES ($1, 'POST', '/v1/proximity', $2, 'burglary', $3)",
+            user,
+            f"CR-{i + 1}",
+            [i + 1],
+        )
+
+
+def verify() -> tuple[int, list[str]]:
+    out = torch_cli("audit", "verify", check=False)
+    return out.returncode, out.stdout.splitlines()
+
+
+def test_the_chain_is_numbered_and_linked_as_records_are_written(app_db: Database) -> None:
+    audited(app_db, 4)
+    rows = app_db.fetch("SELECT seq, prev_hash, hash FROM audit_log ORDER BY seq")
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["prev_hash"] == b""
+    assert [r["prev_hash"] for r in rows[1:]] == [r["hash"] for r in rows[:-1]]
+    code, lines = verify()
+    assert code == 0
+    assert lines == [f"audit trail intact; 4 records; head 4 {rows[-1]['hash'].hex()}"]
+
+
+def test_a_changed_record_is_named(app_db: Database, db: Database) -> None:
+    audited(app_db, 4)
+    db.execute("UPDATE audit_log SET reason = 'curiosity' WHERE seq = 3")  # as the owner
+    code, lines = verify()
+    assert code == 3
+    assert lines[0] == "record 3: record 3 changed after it was written"
+    assert lines[1].startswith("audit trail BROKEN: 1 problems; 4 records; head 4 ")
+
+
+def test_a_removed_record_is_named(app_db: Database, db: Database) -> None:
+    audited(app_db, 5)
+    db.execute("DELETE FROM audit_log WHERE seq IN (2, 3)")
+    code, lines = verify()
+    assert (code, lines[0]) == (3, "record 4: record 2 to 3 removed before record 4")
+
+
+def test_reordered_records_are_named(app_db: Database, db: Database) -> None:
+    audited(app_db, 4)
+    # swap the places of records 2 and 3, each keeping its own hash
+    db.execute("UPDATE audit_log SET seq = -seq WHERE seq IN (2, 3)")
+    db.execute("UPDATE audit_log SET seq = CASE seq WHEN -2 THEN 3 ELSE 2 END WHERE seq < 0")
+    code, lines = verify()
+    assert code == 3
+    assert lines[:2] == [
+        "record 2: record 2 changed after it was written",
+        "record 3: record 3 changed after it was written",
+    ]
+
+
+def test_the_walk_tells_a_broken_link_from_a_changed_record() -> None:
+    found = walk(
+        [
+            Link(1, True, True, "a"),
+            Link(2, True, False, "b"),  # intact itself, but not the successor of 1
+            Link(3, False, True, "c"),
+            Link(6, True, False, "f"),
+        ]
+    )
+    assert found.problems == [
+        Problem(2, "record 2 does not follow record 1: records reordered or replaced"),
+        Problem(3, "record 3 changed after it was written"),
+        Problem(6, "record 4 to 5 removed before record 6"),
+    ]
+    assert (found.records, found.head_seq, found.head_hash) == (4, 6, "f")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_log SET reason = 'x'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ],
+)
+def test_the_services_role_cannot_rewrite_the_trail(app_db: Database, sql: str) -> None:
+    audited(app_db, 1)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        app_db.execute(sql)
+    assert app_db.count("audit_log") == 1
+
+
+@pytest.fixture
+def api(db: Database, tmp_path: Path) -> Iterator[str]:
+    server = Api(tmp_path / "api.log", port=18011, TORCH_AUTH_FAILURES_PER_MINUTE="3")
+    yield server.url
+    server.stop()
+
+
+def test_audit_routes_are_for_supervisors(api: str, app_db: Database) -> None:
+    audited(app_db, 3)
+    boss = {"Authorization": f"Bearer {add_user('sue', 'supervisor')}"}
+    officer = {"Authorization": f"Bearer {add_user('olly', 'officer')}"}
+    assert httpx.get(f"{api}/v1/audit/verify", headers=officer).status_code == 403
+    v = httpx.get(f"{api}/v1/audit/verify", headers=boss).json()
+    assert (v["intact"], v["records"], v["head"]["seq"], v["problems"]) == (True, 3, 3, [])
+    rows = httpx.get(f"{api}/v1/audit", params={"user": "ann", "subject": 2}, headers=boss).json()
+    assert [(r["seq"], r["user"], r["crime_ref"], r["subject_ids"]) for r in rows] == [
+        (2, "ann", "CR-2", [2])
+    ]
+
+
+def test_expired_and_revoked_tokens_are_refused(api: str, db: Database) -> None:
+    token = add_user("kim", "probation")
+    second = torch_cli("user", "token", "kim").stdout.splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{api}/v1/subjects", headers=headers).status_code == 200
+    expires = db.fetchval("SELECT min(expires_at - created_at) FROM api_tokens")
+    assert expires.days == 90
+    db.execute("UPDATE api_tokens SET expires_at = now() - interval '1 second'"
+               " WHERE token_hash = sha256($1::text::bytea)", token)  # fmt: skip
+    r = httpx.get(f"{api}/v1/subjects", headers=headers)
+    assert (r.status_code, r.json()["detail"]) == (
+        401,
+        "the token is not valid: unknown, expired or revoked",
+    )
+    other = {"Authorization": f"Bearer {second}"}
+    assert httpx.get(f"{api}/v1/subjects", headers=other).status_code == 200
+    assert torch_cli("user", "revoke", "kim").stdout == "revoked 2 tokens of kim\n"
+    assert httpx.get(f"{api}/v1/subjects", headers=other).status_code == 401
+
+
+def test_repeated_bad_tokens_are_throttled(api: str) -> None:
+    good = {"Authorization": f"Bearer {add_user('lee', 'probation')}"}
+    codes = [
+        httpx.get(f"{api}/v1/subjects", headers={"Authorization": f"Bearer guess{i}"}).status_code
+        for i in range(4)
+    ]
+    assert codes == [401, 401, 401, 429]
+    refused = httpx.get(f"{api}/v1/subjects", headers=good)  # the address, not the token
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61
+    assert refused.json()["title"] == "Too many requests"
