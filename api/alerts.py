@@ -12,7 +12,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
+from torch.errors import NotFound
 from torch.store import breaches as store
+from torch.store import subjects as subject_store
 from torch.store.users import User
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -33,10 +35,23 @@ async def alerts(
     subject: int | None = Query(None, description="subject id"),
     type: str | None = Query(None, description="e.g. exclusion_breach"),
     limit: int = Query(100, ge=1, le=1000),
-    _user: User = Depends(require(*ROLES)),
+    user: User = Depends(require(*ROLES)),
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
-        return await store.alerts(conn, status, subject, type, limit)
+        visible = await subject_store.visible(conn, user)
+        return await store.alerts(
+            conn, status, subject, type, limit, sorted(visible), user.role == "supervisor"
+        )
+
+
+async def _visible_alert(conn: Any, alert_id: UUID, user: User) -> None:
+    """Another caseload's alert is as absent as none at all."""
+    exists, subject_id = await store.subject_of(conn, alert_id)
+    if not exists or (
+        (subject_id is None and user.role != "supervisor")
+        or (subject_id is not None and await subject_store.one(conn, subject_id, user) is None)
+    ):
+        raise NotFound(f"no alert {alert_id}")
 
 
 @router.get(
@@ -47,7 +62,7 @@ async def alerts(
 async def stream(
     request: Request,
     last_event_id: int | None = Header(None, description="resume after this event"),
-    _user: User = Depends(require(*ROLES)),
+    user: User = Depends(require(*ROLES)),
 ) -> StreamingResponse:
     """Each event is an alert as published on MQTT; its id is the outbox entry, so a
     browser that reconnects with Last-Event-ID misses nothing."""
@@ -64,9 +79,11 @@ async def stream(
             ticket = raised.ticket()
             async with pool.acquire() as conn:
                 rows = await store.events_after(conn, cursor)
-            for event_id, payload in rows:
+                visible = await subject_store.visible(conn, user) if rows else set()
+            for event_id, subject_id, payload in rows:
                 cursor = event_id
-                yield f"id: {event_id}\nevent: alert\ndata: {payload}\n\n".encode()
+                if subject_id in visible or (subject_id is None and user.role == "supervisor"):
+                    yield f"id: {event_id}\nevent: alert\ndata: {payload}\n\n".encode()
             now = asyncio.get_running_loop().time()
             quiet = now if rows else quiet
             if now - quiet >= 15:
@@ -84,6 +101,7 @@ async def acknowledge(
     alert_id: UUID, body: Note, request: Request, user: User = Depends(require(*ROLES))
 ) -> dict[str, Any]:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _visible_alert(conn, alert_id, user)
         return await store.act(conn, alert_id, user.id, "acknowledge", body.note)
 
 
@@ -92,4 +110,5 @@ async def close(
     alert_id: UUID, body: Note, request: Request, user: User = Depends(require(*ROLES))
 ) -> dict[str, Any]:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _visible_alert(conn, alert_id, user)
         return await store.act(conn, alert_id, user.id, "close", body.note)

@@ -17,6 +17,7 @@ from torch.errors import InvalidInput, NotFound
 from torch.proximity import params_of
 from torch.settings import Settings
 from torch.store import correlations as store
+from torch.store import subjects as subject_store
 from torch.store import users
 from torch.store.users import User
 
@@ -76,8 +77,11 @@ async def job(
         j = await store.get(conn, job_id)
         if j is None or (j["user_id"] != user.id and user.role != "supervisor"):
             raise NotFound(f"no correlation job {job_id}")
-        if j["results"]:
-            subjects = sorted({r["subject_id"] for r in j["results"]})
+        # findings only for the subjects the reader may see
+        allowed = await subject_store.visible(conn, user)
+        results = [r for r in j["results"] or () if r["subject_id"] in allowed]
+        if results:
+            subjects = sorted({r["subject_id"] for r in results})
             await users.audit(
                 conn,
                 user,
@@ -93,5 +97,5 @@ async def job(
         "total": j["total"],
         "done": j["done"],
         "errors": j["errors"],
-        "results": j["results"],
+        "results": results if j["results"] is not None else None,
     }

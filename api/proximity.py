@@ -19,6 +19,7 @@ from torch.evidence import files, pack
 from torch.proximity import Assessment, Scene, Verdict, iso, params_of
 from torch.settings import Settings
 from torch.store import proximity as store
+from torch.store import subjects as subject_store
 from torch.store import users
 from torch.store.users import User
 
@@ -101,7 +102,8 @@ async def proximity(
     echo = body.model_dump(mode="json", by_alias=True)
     query_id = uuid4()
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        found = await nearby.verdicts(conn, window, params)
+        allowed = await subject_store.visible(conn, user)  # the asker's force, or caseload
+        found = [v for v in await nearby.verdicts(conn, window, params) if v.subject_id in allowed]
         results = [result(v.subject_id, v.ref, v.assessment) for v in found]
         # Encoded once, for the answer and for the record: two thousand verdicts through
         # FastAPI's generic encoder took 80 ms.
@@ -135,11 +137,17 @@ async def evidence(
 ) -> Response:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         q = await store.recorded(conn, query_id)
-        # Only whoever asked, or a supervisor; anyone else is told it does not exist.
-        if q is None or (q.user_id != user.id and user.role != "supervisor"):
+        # Only whoever asked, or a supervisor who may see every subject in it; anyone else
+        # is told it does not exist.
+        if q is None:
+            raise NotFound(f"no query {query_id}")
+        subject_ids = [r["subject_id"] for r in q.response["results"]]
+        if q.user_id != user.id and (
+            user.role != "supervisor"
+            or not set(subject_ids) <= await subject_store.visible(conn, user)
+        ):
             raise NotFound(f"no query {query_id}")
         asked_by = await users.name_of(conn, q.user_id)
-        subject_ids = [r["subject_id"] for r in q.response["results"]]
         await users.audit(
             conn,
             user,

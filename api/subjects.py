@@ -37,20 +37,20 @@ def _fix(f: TrackFix) -> dict[str, Any]:
 async def subjects(
     request: Request,
     ref: str | None = Query(None, description="pseudonymous reference, e.g. IOM-0042"),
-    _user: User = Depends(require("officer", "probation", "supervisor", "admin")),
+    user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
-        return [_subject(r) for r in await store.listing(conn, ref)]
+        return [_subject(r) for r in await store.listing(conn, ref, user)]
 
 
 @router.get("/{subject_id}", summary="One subject with its current device")
 async def subject(
     subject_id: int,
     request: Request,
-    _user: User = Depends(require("officer", "probation", "supervisor", "admin")),
+    user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> dict[str, Any]:
     async with request.app.state.pool.acquire() as conn:
-        row = await store.one(conn, subject_id)
+        row = await store.one(conn, subject_id, user)
     if row is None:
         raise NotFound(f"no subject with id {subject_id}")
     return _subject(row)
@@ -65,7 +65,7 @@ async def position(
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        if await store.one(conn, subject_id) is None:
+        if await store.one(conn, subject_id, user) is None:
             raise NotFound(f"no subject with id {subject_id}")
         before, after = await store.fixes_around(conn, subject_id, at, LOOK_AROUND.total_seconds())
         await users.audit(conn, user, "GET", "/v1/subjects/{id}/position", [subject_id])
@@ -103,7 +103,7 @@ async def track(
             f"the window may be at most {settings.proximity_max_window_days:g} days long", "to"
         )
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        if await store.one(conn, subject_id) is None:
+        if await store.one(conn, subject_id, user) is None:
             raise NotFound(f"no subject with id {subject_id}")
         rows = await store.track(conn, subject_id, start, end)
         await users.audit(conn, user, "GET", "/v1/subjects/{id}/track", [subject_id])

@@ -100,9 +100,16 @@ def _zone(v: store.VersionRow) -> dict[str, Any]:
     }
 
 
-async def _subject_exists(conn: Any, subject_id: int) -> None:
-    if await subject_store.one(conn, subject_id) is None:
+async def _subject_exists(conn: Any, subject_id: int, user: User) -> None:
+    if await subject_store.one(conn, subject_id, user) is None:
         raise NotFound(f"no subject with id {subject_id}")
+
+
+async def _zone_visible(conn: Any, zone_id: int, user: User) -> None:
+    """A zone of a subject outside the user's caseload is as absent as no zone at all."""
+    subject_id = await store.subject_of(conn, zone_id)
+    if subject_id is None or await subject_store.one(conn, subject_id, user) is None:
+        raise NotFound(f"no zone {zone_id}")
 
 
 @router.post(
@@ -118,7 +125,7 @@ async def create(
 ) -> dict[str, Any]:
     d = _definition(body, request.app.state.settings)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        await _subject_exists(conn, subject_id)
+        await _subject_exists(conn, subject_id, user)
         zone_id = await store.create(conn, subject_id, d, user.id)
         row = await store.current(conn, zone_id)
     assert row is not None
@@ -127,16 +134,17 @@ async def create(
 
 @router.get("/subjects/{subject_id}/zones", summary="A subject's zones as they stand")
 async def of_subject(
-    subject_id: int, request: Request, _user: User = Depends(require(*READ))
+    subject_id: int, request: Request, user: User = Depends(require(*READ))
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
-        await _subject_exists(conn, subject_id)
+        await _subject_exists(conn, subject_id, user)
         return [_zone(v) for v in await store.of_subject(conn, subject_id)]
 
 
 @router.get("/zones/{zone_id}", summary="A zone as it stands")
-async def one(zone_id: int, request: Request, _user: User = Depends(require(*READ))) -> Any:
+async def one(zone_id: int, request: Request, user: User = Depends(require(*READ))) -> Any:
     async with request.app.state.pool.acquire() as conn:
+        await _zone_visible(conn, zone_id, user)
         row = await store.current(conn, zone_id)
     if row is None:
         raise NotFound(f"no zone {zone_id}")
@@ -149,6 +157,7 @@ async def change(
 ) -> dict[str, Any]:
     d = _definition(body, request.app.state.settings)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _zone_visible(conn, zone_id, user)
         was = await store.current(conn, zone_id)
         if was is None:
             raise NotFound(f"no zone {zone_id}")
@@ -163,10 +172,9 @@ async def change(
     summary="End a zone from now (its versions are kept)",
     status_code=status.HTTP_204_NO_CONTENT,
 )
-async def delete(
-    zone_id: int, request: Request, _user: User = Depends(require(*WRITE))
-) -> Response:
+async def delete(zone_id: int, request: Request, user: User = Depends(require(*WRITE))) -> Response:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _zone_visible(conn, zone_id, user)
         await store.delete(conn, zone_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -176,9 +184,10 @@ async def versions(
     zone_id: int,
     request: Request,
     at: AwareDatetime | None = Query(None, description="only the version current at this time"),
-    _user: User = Depends(require(*READ)),
+    user: User = Depends(require(*READ)),
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
+        await _zone_visible(conn, zone_id, user)
         rows = await store.versions(conn, zone_id)
     if not rows:
         raise NotFound(f"no zone {zone_id}")
@@ -202,7 +211,7 @@ async def breaches(
     if to <= from_:
         raise InvalidInput("to must be after from", "to")
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        await _subject_exists(conn, subject_id)
+        await _subject_exists(conn, subject_id, user)
         found = await breach_store.episodes(conn, subject_id, from_, to)
         await users.audit(conn, user, "GET", "/v1/subjects/{id}/breaches", [subject_id])
     return found

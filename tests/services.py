@@ -119,6 +119,7 @@ class Database:
 
     def reset(self) -> None:
         self.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
+        self.execute("DELETE FROM teams WHERE name <> 'default'")  # the default team stays
 
     def close(self) -> None:
         self._conn.terminate()

@@ -162,3 +162,90 @@ def test_repeated_bad_tokens_are_throttled(api: str) -> None:
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 61
     assert refused.json()["title"] == "Too many requests"
+
+
+@pytest.fixture
+def caseloads(db: Database) -> dict[str, int]:
+    """Teams north and south of force herts, team east of force beds; a subject in each,
+    wearing a tag since January."""
+    torch_cli("team", "add", "north", "--force", "herts")
+    torch_cli("team", "add", "south", "--force", "herts")
+    torch_cli("team", "add", "east", "--force", "beds")
+    ids = {}
+    for team in ("north", "south", "east"):
+        ref = f"IOM-{team.upper()}"
+        ids[team] = int(torch_cli("subject", "add", ref, "--team", team).stdout.split()[-1][:-1])
+        torch_cli("device", "add", f"TAG-{team}")
+        torch_cli("assign", f"TAG-{team}", ref, "--from", "2026-01-01T00:00:00Z")
+    return ids
+
+
+def as_user(name: str, role: str, team: str) -> dict[str, str]:
+    token = torch_cli("user", "add", name, "--role", role, "--team", team).stdout.split()[-1]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_each_role_sees_its_caseload_and_no_more(api: str, caseloads: dict[str, int]) -> None:
+    north, south, east = caseloads["north"], caseloads["south"], caseloads["east"]
+    nora = as_user("nora", "probation", "north")
+    sam = as_user("sam", "supervisor", "south")  # a supervisor of force herts
+    adam = as_user("adam", "admin", "north")
+
+    def ids(headers: dict[str, str]) -> list[int]:
+        return [s["id"] for s in httpx.get(f"{api}/v1/subjects", headers=headers).json()]
+
+    assert ids(nora) == [north]
+    assert ids(sam) == [north, south]
+    window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+    # another team's subject, or another force's, does not exist as far as they can tell
+    for headers, subject in ((nora, south), (sam, east)):
+        for path in ("", "/track", "/zones"):
+            r = httpx.get(f"{api}/v1/subjects/{subject}{path}", params=window, headers=headers)
+            assert (r.status_code, r.json()["detail"]) == (404, f"no subject with id {subject}")
+    assert httpx.get(f"{api}/v1/subjects/{north}/track", params=window, headers=nora).is_success
+    # admin manages users and devices but reads no location data
+    r = httpx.get(f"{api}/v1/subjects/{north}/track", params=window, headers=adam)
+    assert r.status_code == 403
+
+
+def test_zones_of_another_caseload_cannot_be_read_or_changed(  # type: ignore[no-untyped-def]
+    api: str, caseloads: dict[str, int]
+) -> None:
+    nora = as_user("nora", "probation", "north")
+    steve = as_user("steve", "probation", "south")
+    body = {
+        "kind": "exclusion",
+        "label": "victim's street",
+        "geometry": {"type": "Point", "coordinates": [-0.34, 51.75]},
+        "radius_m": 200,
+    }
+    made = httpx.post(f"{api}/v1/subjects/{caseloads['south']}/zones", json=body, headers=steve)
+    assert made.status_code == 201
+    zone = made.json()["id"]
+    r = httpx.post(f"{api}/v1/subjects/{caseloads['south']}/zones", json=body, headers=nora)
+    assert r.status_code == 404
+    for method in ("GET", "DELETE"):
+        r = httpx.request(method, f"{api}/v1/zones/{zone}", headers=nora)
+        assert (r.status_code, r.json()["detail"]) == (404, f"no zone {zone}")
+    assert httpx.get(f"{api}/v1/zones/{zone}/versions", headers=nora).status_code == 404
+    assert httpx.get(f"{api}/v1/zones/{zone}", headers=steve).status_code == 200
+
+
+def test_a_crime_scene_query_answers_only_for_the_askers_force(  # type: ignore[no-untyped-def]
+    api: str, caseloads: dict[str, int], db: Database
+) -> None:
+    olly = as_user("olly", "officer", "north")
+    body = {
+        "crime_ref": "CR-1",
+        "reason": "burglary",
+        "scene": {"type": "Point", "coordinates": [-0.34, 51.75]},
+        "radius_m": 100,
+        "from": "2026-11-01T01:00:00Z",
+        "to": "2026-11-01T03:00:00Z",
+    }
+    r = httpx.post(f"{api}/v1/proximity", json=body, headers=olly)
+    assert r.status_code == 200
+    answered = sorted((x["subject_id"], x["verdict"]) for x in r.json()["results"])
+    assert answered == [(caseloads["north"], "no_data"), (caseloads["south"], "no_data")]
+    audited = db.fetchval("SELECT subject_ids FROM audit_log WHERE route = '/v1/proximity'")
+    assert sorted(audited) == [caseloads["north"], caseloads["south"]]

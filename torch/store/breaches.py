@@ -311,18 +311,24 @@ async def alerts(
     subject_id: int | None,
     alert_type: str | None,
     limit: int,
+    visible: Sequence[int],
+    unassigned: bool,
 ) -> list[dict[str, Any]]:
+    """Alerts of the visible subjects, and with `unassigned` those of tags worn by nobody."""
     rows = await conn.fetch(
         ALERT
         + """
         WHERE ($1::text IS NULL OR a.status = $1) AND ($2::bigint IS NULL OR a.subject_id = $2)
           AND ($3::text IS NULL OR a.type = $3)
+          AND (a.subject_id = ANY ($5::bigint[]) OR ($6 AND a.subject_id IS NULL))
         ORDER BY a.raised_at DESC LIMIT $4
         """,
         status,
         subject_id,
         alert_type,
         limit,
+        list(visible),
+        unassigned,
     )
     acts = await _actions(conn, [r["id"] for r in rows])
     return [_alert(r, acts.get(r["id"], [])) for r in rows]
@@ -394,10 +400,19 @@ async def last_event(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM alert_outbox"))
 
 
-async def events_after(conn: asyncpg.Connection, cursor: int) -> list[tuple[int, str]]:
-    """Alert events (raised or escalated) after the cursor, oldest first, as JSON text."""
+async def events_after(conn: asyncpg.Connection, cursor: int) -> list[tuple[int, int | None, str]]:
+    """Alert events (raised or escalated) after the cursor, oldest first: (id, subject id,
+    the event as JSON text)."""
     rows = await conn.fetch(
-        "SELECT id, payload::text AS payload FROM alert_outbox WHERE id > $1 ORDER BY id LIMIT 100",
+        "SELECT o.id, a.subject_id, o.payload::text AS payload"
+        " FROM alert_outbox o JOIN alerts a ON a.id = o.alert_id"
+        " WHERE o.id > $1 ORDER BY o.id LIMIT 100",
         cursor,
     )
-    return [(r["id"], r["payload"]) for r in rows]
+    return [(r["id"], r["subject_id"], r["payload"]) for r in rows]
+
+
+async def subject_of(conn: asyncpg.Connection, alert_id: UUID) -> tuple[bool, int | None]:
+    """Whether the alert exists, and whose it is (None: a tag worn by nobody)."""
+    row = await conn.fetchrow("SELECT subject_id FROM alerts WHERE id = $1", alert_id)
+    return (False, None) if row is None else (True, row["subject_id"])

@@ -21,12 +21,18 @@ class Assignment:
     end: datetime | None
 
 
-async def add_subject(conn: asyncpg.Connection, ref: str, display_name: str | None) -> int:
+async def add_subject(
+    conn: asyncpg.Connection, ref: str, display_name: str | None, team: str = "default"
+) -> int:
+    from torch.store.users import team_id_of
+
+    team_id = await team_id_of(conn, team)
     return await db.insert_id(
         conn,
-        "INSERT INTO subjects (ref, display_name) VALUES ($1, $2) RETURNING id",
+        "INSERT INTO subjects (ref, display_name, team_id) VALUES ($1, $2, $3) RETURNING id",
         ref,
         display_name,
+        team_id,
         exists=f"subject {ref} already exists",
         invalid=f"subject reference {ref!r} must be 1-64 letters, digits, '/', '_', '.' or '-'",
     )

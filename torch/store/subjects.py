@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from torch.proximity import TrackFix
+from torch.store.users import User
 
 SUBJECT = """
 SELECT s.id, s.ref, s.status,
@@ -32,14 +33,46 @@ class SubjectRow:
     device: str | None
 
 
-async def listing(conn: asyncpg.Connection, ref: str | None) -> list[SubjectRow]:
-    rows = await conn.fetch(SUBJECT + " WHERE $1::text IS NULL OR s.ref = $1 ORDER BY s.id", ref)
+def _scope(force: str, team: str) -> str:
+    """The subjects a user may see: their force's, and of those, their own team's for
+    probation staff (team NULL: the whole force)."""
+    return (
+        f"s.team_id IN (SELECT id FROM teams WHERE force = {force})"
+        f" AND ({team}::bigint IS NULL OR s.team_id = {team})"
+    )
+
+
+async def listing(conn: asyncpg.Connection, ref: str | None, user: User) -> list[SubjectRow]:
+    rows = await conn.fetch(
+        SUBJECT
+        + " WHERE ($1::text IS NULL OR s.ref = $1) AND "
+        + _scope("$2", "$3")
+        + " ORDER BY s.id",
+        ref,
+        user.force,
+        user.caseload_team,
+    )
     return [SubjectRow(**dict(r)) for r in rows]
 
 
-async def one(conn: asyncpg.Connection, subject_id: int) -> SubjectRow | None:
-    row = await conn.fetchrow(SUBJECT + " WHERE s.id = $1", subject_id)
+async def one(conn: asyncpg.Connection, subject_id: int, user: User) -> SubjectRow | None:
+    """The subject, if this user may see it: another caseload's subject is as absent as one
+    that does not exist, so that subjects cannot be enumerated."""
+    row = await conn.fetchrow(
+        SUBJECT + " WHERE s.id = $1 AND " + _scope("$2", "$3"),
+        subject_id,
+        user.force,
+        user.caseload_team,
+    )
     return None if row is None else SubjectRow(**dict(row))
+
+
+async def visible(conn: asyncpg.Connection, user: User) -> set[int]:
+    """The ids of every subject this user may see."""
+    rows = await conn.fetch(
+        "SELECT s.id FROM subjects s WHERE " + _scope("$1", "$2"), user.force, user.caseload_team
+    )
+    return {r["id"] for r in rows}
 
 
 def _fix(r: asyncpg.Record) -> TrackFix:

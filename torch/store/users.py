@@ -22,6 +22,13 @@ class User:
     id: int
     name: str
     role: str
+    team_id: int = 1
+    force: str = "default"
+
+    @property
+    def caseload_team(self) -> int | None:
+        """The one team whose subjects a probation officer sees; None: the whole force."""
+        return self.team_id if self.role == "probation" else None
 
 
 def token_hash(token: str) -> bytes:
@@ -29,24 +36,48 @@ def token_hash(token: str) -> bytes:
 
 
 async def add_user(
-    conn: asyncpg.Connection, name: str, role: str, ttl: timedelta | None = None
+    conn: asyncpg.Connection,
+    name: str,
+    role: str,
+    ttl: timedelta | None = None,
+    team: str = "default",
 ) -> tuple[User, str]:
     """Create a user and a first token, valid for `ttl` (None: until revoked); the token is
     returned once and never stored."""
     if role not in ROLES:
         raise InvalidInput(f"role {role!r} is not one of {', '.join(ROLES)}")
     token = secrets.token_urlsafe(32)
+    team_id = await team_id_of(conn, team)
     async with conn.transaction():
         user_id = await db.insert_id(
             conn,
-            "INSERT INTO users (name, role) VALUES ($1, $2) RETURNING id",
+            "INSERT INTO users (name, role, team_id) VALUES ($1, $2, $3) RETURNING id",
             name,
             role,
+            team_id,
             exists=f"user {name} already exists",
             invalid=f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'",
         )
         await _insert_token(conn, int(user_id), token, ttl)
     return User(int(user_id), name, role), token
+
+
+async def team_id_of(conn: asyncpg.Connection, team: str) -> int:
+    team_id = await conn.fetchval("SELECT id FROM teams WHERE name = $1", team)
+    if team_id is None:
+        raise NotFound(f"no team named {team} (torch team add NAME --force FORCE)")
+    return int(team_id)
+
+
+async def add_team(conn: asyncpg.Connection, name: str, force: str) -> int:
+    return await db.insert_id(
+        conn,
+        "INSERT INTO teams (name, force) VALUES ($1, $2) RETURNING id",
+        name,
+        force,
+        exists=f"team {name} already exists",
+        invalid="team and force names must be 1-64 letters, digits, spaces, '.', '_' or '-'",
+    )
 
 
 async def _insert_token(
@@ -85,14 +116,14 @@ async def revoke_tokens(conn: asyncpg.Connection, name: str) -> int:
 async def user_for_token(conn: asyncpg.Connection, token: str) -> User | None:
     row = await conn.fetchrow(
         """
-        SELECT u.id, u.name, u.role::text AS role
-        FROM api_tokens t JOIN users u ON u.id = t.user_id
+        SELECT u.id, u.name, u.role::text AS role, u.team_id, tm.force
+        FROM api_tokens t JOIN users u ON u.id = t.user_id JOIN teams tm ON tm.id = u.team_id
         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL
           AND (t.expires_at IS NULL OR t.expires_at > now())
         """,
         token_hash(token),
     )
-    return None if row is None else User(row["id"], row["name"], row["role"])
+    return None if row is None else User(**dict(row))
 
 
 async def audit(

@@ -201,3 +201,8 @@ async def snapshot(conn: asyncpg.Connection) -> Snapshot:
         for r in rows
     ]
     return Snapshot(m, out)
+
+
+async def subject_of(conn: asyncpg.Connection, zone_id: int) -> int | None:
+    value = await conn.fetchval("SELECT subject_id FROM zones WHERE id = $1", zone_id)
+    return None if value is None else int(value)
