@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     sa = subject.add_parser("add", help="register a subject by pseudonymous reference")
     sa.add_argument("ref", help="pseudonymous reference, e.g. IOM-0042")
     sa.add_argument("--name", help="display name (never logged)")
+    sa.add_argument("--team", default="default", help="the team whose caseload it is")
     sa.set_defaults(handler=_subject_add)
+
+    team = sub.add_parser("team", help="teams (caseloads) and their forces").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    ta = team.add_parser("add", help="a team; its probation staff see only its subjects")
+    ta.add_argument("name")
+    ta.add_argument("--force", required=True, help="the force; its supervisors see the team")
+    ta.set_defaults(handler=_team_add)
 
     device = sub.add_parser("device", help="devices").add_subparsers(
         required=True, metavar="ACTION"
@@ -122,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     ua.add_argument(
         "--role", required=True, choices=["officer", "probation", "supervisor", "admin"]
     )
+    ua.add_argument(
+        "--team",
+        default="default",
+        help="probation staff see this team's subjects; the others, its force's",
+    )
     ua.set_defaults(handler=_user_add)
     ut = user.add_parser("token", help="issue a further token; prints it as the last line")
     ut.add_argument("name")
@@ -129,6 +143,34 @@ def _parser() -> argparse.ArgumentParser:
     ur = user.add_parser("revoke", help="revoke every token of a user at once")
     ur.add_argument("name")
     ur.set_defaults(handler=_user_revoke)
+
+    ret = sub.add_parser("retention", help="purging fixes past retention").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    rr = ret.add_parser(
+        "run", help="drop the day partitions older than TORCH_RETENTION_DAYS, keeping held fixes"
+    )
+    rr.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
+    rr.add_argument("--user", help="the user on whose authority (audited); needed unless --dry-run")
+    rr.set_defaults(handler=_retention_run)
+
+    hold = sub.add_parser("hold", help="legal holds").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    ha = hold.add_parser("add", help="keep a subject's fixes over a range past retention")
+    ha.add_argument("ref", help="the subject's reference")
+    ha.add_argument("--from", dest="start", type=timestamp_arg, required=True)
+    ha.add_argument("--to", dest="end", type=timestamp_arg, required=True)
+    ha.add_argument("--case", required=True, help="the case reference")
+    ha.add_argument("--reason", required=True)
+    ha.add_argument("--user", required=True, help="the user placing it (audited)")
+    ha.set_defaults(handler=_hold_add)
+    hr = hold.add_parser("release", help="release a hold: its fixes then follow retention")
+    hr.add_argument("id", type=int)
+    hr.add_argument("--reason", required=True)
+    hr.add_argument("--user", required=True, help="the user releasing it (audited)")
+    hr.set_defaults(handler=_hold_release)
+    hold.add_parser("list", help="every hold, live or released").set_defaults(handler=_hold_list)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         required=True, metavar="ACTION"
@@ -177,12 +219,16 @@ def timestamp_arg(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def run_on_db(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run `work(conn)` on one database connection."""
+def run_on_db(
+    settings: Settings, work: Callable[[Any], Awaitable[Any]], admin: bool = False
+) -> Any:
+    """Run `work(conn)` on one database connection (the owner's, with admin)."""
     from torch.store import db
 
+    url = settings.admin_database_url if admin else settings.database_url
+
     async def go() -> Any:
-        conn = await db.connect(settings.database_url.get_secret_value())
+        conn = await db.connect(url.get_secret_value())
         try:
             return await work(conn)
         finally:
@@ -237,8 +283,18 @@ def _tiles_rebuild(_args: argparse.Namespace, settings: Settings) -> int:
 def _subject_add(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import registry
 
-    subject_id = run_on_db(settings, lambda c: registry.add_subject(c, args.ref, args.name))
+    subject_id = run_on_db(
+        settings, lambda c: registry.add_subject(c, args.ref, args.name, args.team)
+    )
     print(f"subject {args.ref} added (id {subject_id})")
+    return 0
+
+
+def _team_add(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import users
+
+    team_id = run_on_db(settings, lambda c: users.add_team(c, args.name, args.force))
+    print(f"team {args.name} of force {args.force} added (id {team_id})")
     return 0
 
 
@@ -393,7 +449,9 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import users
 
     ttl = settings.token_ttl
-    user, token = run_on_db(settings, lambda c: users.add_user(c, args.name, args.role, ttl))
+    user, token = run_on_db(
+        settings, lambda c: users.add_user(c, args.name, args.role, ttl, args.team)
+    )
     print(
         f"user {user.name} added with role {user.role} (id {user.id});"
         f" bearer token, valid for {settings.token_ttl_days} days:"
@@ -416,6 +474,85 @@ def _user_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
     n = run_on_db(settings, lambda c: users.revoke_tokens(c, args.name))
     print(f"revoked {n} token{'s' if n != 1 else ''} of {args.name}")
+    return 0
+
+
+async def _acting(conn: Any, name: str | None) -> Any:
+    from torch.errors import NotFound
+    from torch.store import users
+
+    user = await users.user_named(conn, name) if name else None
+    if user is None:
+        raise NotFound(f"no active user named {name}")
+    return user
+
+
+def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.errors import InvalidInput
+    from torch.store import retention
+
+    if not args.dry_run and not args.user:
+        raise InvalidInput("--user NAME is needed to purge (the purge is audited)")
+    cutoff = (datetime.now(UTC) - timedelta(days=settings.retention_days)).date()
+
+    async def work(conn: Any) -> list[Any]:
+        days = await retention.plan(conn, cutoff)
+        if not args.dry_run and days:
+            await retention.purge(conn, days, cutoff, await _acting(conn, args.user))
+        return days
+
+    days = run_on_db(settings, work, admin=True)
+    verb = "would" if args.dry_run else "did"
+    for d in days:
+        if d.whole:
+            print(f"{d.partition}: {verb} drop ({d.fixes} fixes)")
+        else:
+            print(f"{d.partition}: {verb} trim ({d.fixes - d.held} fixes; {d.held} held kept)")
+    purged = sum(d.fixes - d.held for d in days)
+    held = sum(d.held for d in days)
+    print(
+        f"retention {settings.retention_days} days: fixes before {cutoff.isoformat()};"
+        f" {len(days)} day partitions, {purged} fixes {'to purge' if args.dry_run else 'purged'},"
+        f" {held} kept under legal hold"
+    )
+    return 0
+
+
+def _hold_add(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import retention
+
+    async def work(conn: Any) -> int:
+        user = await _acting(conn, args.user)
+        return await retention.add_hold(
+            conn, args.ref, args.start, args.end, args.case, args.reason, user
+        )
+
+    hold_id = run_on_db(settings, work)
+    span = f"from {args.start.isoformat()} to {args.end.isoformat()}"
+    print(f"legal hold {hold_id} on {args.ref} {span}")
+    return 0
+
+
+def _hold_release(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import retention
+
+    async def work(conn: Any) -> None:
+        await retention.release_hold(conn, args.id, args.reason, await _acting(conn, args.user))
+
+    run_on_db(settings, work)
+    print(f"legal hold {args.id} released")
+    return 0
+
+
+def _hold_list(_args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import retention
+
+    for h in run_on_db(settings, retention.holds):
+        state = f"released {h['released_at'].isoformat()}" if h["released_at"] else "in force"
+        print(
+            f"{h['id']}\t{h['ref']}\t{h['start'].isoformat()}\t{h['end'].isoformat()}"
+            f"\t{h['case_ref']}\t{h['by']}\t{state}"
+        )
     return 0
 
 

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         description="the owner's URL, for migrations and retention (dropping partitions)",
     )
 
+    max_request_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="largest HTTP request body the API accepts"
+    )
+    retention_days: int = Field(
+        365, ge=1, description="fixes older than this are purged by `torch retention run`"
+    )
     token_ttl_days: int = Field(90, ge=1, le=3650, description="how long a bearer token is valid")
     auth_failures_per_minute: int = Field(
         10, ge=1, description="bad or missing tokens from one address before it is refused a while"

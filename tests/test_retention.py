@@ -1,0 +1,107 @@
+"""Retention drops whole day partitions, keeps what a legal hold covers, and audits both."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from tests.services import Database, torch_cli
+
+TODAY = datetime.now(UTC).date()
+OLD = TODAY - timedelta(days=500)  # two days past the default retention of 365 days
+
+
+def at(day: date, hour: int) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def fixes_on(db: Database, days: list[date]) -> None:
+    """A subject wearing tag R1 since long ago, with a fix at 01:00, 05:00, 09:00 and 13:00
+    of each day."""
+    subject = db.fetchval("INSERT INTO subjects (ref) VALUES ('IOM-R1') RETURNING id")
+    device = db.fetchval("INSERT INTO devices (serial) VALUES ('R1') RETURNING id")
+    db.execute(
+        "INSERT INTO device_assignments (device_id, subject_id, during)"
+        " VALUES ($1, $2, tstzrange('2020-01-01', NULL))",
+        device,
+        subject,
+    )
+    for day in days:
+        db.execute("SELECT torch_ensure_fix_partitions($1, $1)", day)
+        for hour in (1, 5, 9, 13):
+            db.execute(
+                "INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position)"
+                " VALUES ($1, $2, $2, 51.75, -0.34,"
+                " ST_Transform(ST_SetSRID(ST_MakePoint(-0.34, 51.75), 4326), 27700))",
+                device,
+                at(day, hour),
+            )
+
+
+def partitions(db: Database) -> list[str]:
+    rows = db.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'fixes'::regclass ORDER BY 1"
+    )
+    return [r["relname"] for r in rows]
+
+
+def name(day: date) -> str:
+    return f"fixes_{day:%Y%m%d}"
+
+
+def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
+    for partition in partitions(db):  # days left by other tests, empty
+        db.execute(f'DROP TABLE "{partition}"')
+    d1, d2 = OLD, OLD + timedelta(days=1)
+    fixes_on(db, [d1, d2, TODAY])
+    torch_cli("user", "add", "rita", "--role", "supervisor")
+    held = torch_cli(
+        "hold", "add", "IOM-R1",
+        "--from", at(d2, 4).isoformat(), "--to", at(d2, 10).isoformat(),
+        "--case", "OP-KESTREL", "--reason", "trial in March", "--user", "rita",
+    ).stdout  # fmt: skip
+    assert held == (
+        f"legal hold 1 on IOM-R1 from {at(d2, 4).isoformat()} to {at(d2, 10).isoformat()}\n"
+    )
+    cutoff = TODAY - timedelta(days=365)
+    dry = torch_cli("retention", "run", "--dry-run").stdout.splitlines()
+    assert dry == [
+        f"{name(d1)}: would drop (4 fixes)",
+        f"{name(d2)}: would trim (2 fixes; 2 held kept)",
+        f"retention 365 days: fixes before {cutoff}; 2 day partitions, 6 fixes to purge,"
+        " 2 kept under legal hold",
+    ]
+    assert db.count("fixes") == 12  # a dry run changes nothing
+
+    refused = torch_cli("retention", "run", check=False)
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "error: --user NAME is needed to purge (the purge is audited)\n",
+    )
+    torch_cli("retention", "run", "--user", "rita")
+    assert name(d1) not in partitions(db)
+    assert name(d2) in partitions(db) and name(TODAY) in partitions(db)
+    kept = db.fetch("SELECT fix_time FROM fixes WHERE fix_time < $1 ORDER BY 1", at(TODAY, 0))
+    assert [r["fix_time"] for r in kept] == [at(d2, 5), at(d2, 9)]
+    assert db.count("fixes") == 6
+    # the trimmed day is a partition like the others: the index and the key came back
+    indexes = db.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = $1", name(d2))
+    assert indexes == 2
+    audit = db.fetch("SELECT method, reason, subject_ids FROM audit_log ORDER BY seq")
+    assert [(r["method"], r["subject_ids"]) for r in audit] == [("HOLD", [1]), ("PURGE", [])]
+    assert audit[1]["reason"] == (
+        f"fixes before {cutoff}: 2 day partitions, 6 fixes purged, 2 kept under legal hold"
+    )
+
+    # released, the held fixes follow retention like any others
+    torch_cli("hold", "release", "1", "--reason", "trial over", "--user", "rita")
+    assert torch_cli("retention", "run", "--user", "rita").stdout.splitlines()[0] == (
+        f"{name(d2)}: did drop (2 fixes)"
+    )
+    assert db.count("fixes") == 4 and name(d2) not in partitions(db)
+    assert [r["method"] for r in db.fetch("SELECT method FROM audit_log ORDER BY seq")] == [
+        "HOLD",
+        "PURGE",
+        "RELEASE",
+        "PURGE",
+    ]

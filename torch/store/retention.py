@@ -1,0 +1,186 @@
+"""Retention: fixes older than the retention period go a day-partition at a time.
+
+A day with no fix under a legal hold is dropped whole (DETACH and DROP: no row is
+deleted one by one, no table is rewritten). A day with held fixes is trimmed: the
+held fixes are copied into a new table, the old partition dropped, and the new one
+attached in its place. Track tiles of the purged hours go with them (a few rows a
+subject an hour), except those a hold covers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+
+from torch.errors import InvalidInput, NotFound
+from torch.store.users import User
+
+HELD = """
+EXISTS (SELECT 1 FROM device_assignments a JOIN legal_holds h ON h.subject_id = a.subject_id
+        WHERE a.device_id = f.device_id AND a.during @> f.fix_time
+          AND h.released_at IS NULL AND h.during @> f.fix_time)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    partition: str
+    day: date
+    fixes: int
+    held: int  # fixes under a legal hold: kept
+
+    @property
+    def whole(self) -> bool:
+        return self.held == 0
+
+
+async def plan(conn: asyncpg.Connection, cutoff: date) -> list[Day]:
+    """The day partitions wholly before `cutoff`, with their fixes and held fixes."""
+    rows = await conn.fetch(
+        """
+        SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'fixes'::regclass AND c.relname ~ '^fixes_[0-9]{8}$'
+        ORDER BY c.relname
+        """
+    )
+    days = []
+    for r in rows:
+        day = datetime.strptime(r["name"][6:], "%Y%m%d").date()
+        if day >= cutoff:
+            continue
+        name = _ident(r["name"])
+        counts = await conn.fetchrow(
+            f"SELECT count(*) AS fixes, count(*) FILTER (WHERE {HELD}) AS held FROM {name} f"
+        )
+        if counts["fixes"] and counts["held"] == counts["fixes"]:
+            continue  # every fix in it is held: nothing to purge, and no need to rewrite it
+        days.append(Day(r["name"], day, counts["fixes"], counts["held"]))
+    return days
+
+
+async def purge(conn: asyncpg.Connection, days: list[Day], cutoff: date, user: User) -> None:
+    """Drop or trim the days, delete the tiles of the purged hours, and audit it; in one
+    transaction, so that a failure leaves everything as it was."""
+    async with conn.transaction():
+        for d in days:
+            name = _ident(d.partition)
+            start = datetime(d.day.year, d.day.month, d.day.day, tzinfo=UTC)
+            await conn.execute(f"ALTER TABLE fixes DETACH PARTITION {name}")
+            if not d.whole:
+                keep = _ident(d.partition + "_held")
+                await conn.execute(
+                    f"CREATE TABLE {keep} (LIKE fixes INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                )
+                await conn.execute(f"INSERT INTO {keep} SELECT * FROM {name} f WHERE {HELD}")
+            await conn.execute(f"DROP TABLE {name}")
+            if not d.whole:
+                await conn.execute(f"ALTER TABLE {keep} RENAME TO {name}")
+                bounds = f"FROM ({_literal(start)}) TO ({_literal(start + timedelta(days=1))})"
+                await conn.execute(f"ALTER TABLE fixes ATTACH PARTITION {name} FOR VALUES {bounds}")
+        end = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+        await conn.execute(
+            """
+            DELETE FROM track_tiles t WHERE t.tile_start < $1
+               AND NOT EXISTS (SELECT 1 FROM legal_holds h
+                   WHERE h.subject_id = t.subject_id AND h.released_at IS NULL
+                     AND h.during && tstzrange(t.tile_start, t.tile_start + interval '1 hour'))
+            """,
+            end,
+        )
+        await conn.execute(
+            "INSERT INTO audit_log (user_id, method, route, reason) VALUES ($1, 'PURGE',"
+            " 'torch retention run', $2)",
+            user.id,
+            _summary(days, cutoff),
+        )
+
+
+def _ident(name: str) -> str:
+    """A partition's name, which we made (fixes_YYYYMMDD), quoted all the same."""
+    if not re.fullmatch(r"fixes_[0-9]{8}(_held)?", name):
+        raise ValueError(f"not a partition of fixes: {name!r}")
+    return f'"{name}"'
+
+
+def _literal(t: datetime) -> str:
+    return "'" + t.isoformat() + "'"
+
+
+def _summary(days: list[Day], cutoff: date) -> str:
+    dropped = sum(d.fixes - d.held for d in days)
+    held = sum(d.held for d in days)
+    return (
+        f"fixes before {cutoff.isoformat()}: {len(days)} day partitions,"
+        f" {dropped} fixes purged, {held} kept under legal hold"
+    )
+
+
+async def add_hold(
+    conn: asyncpg.Connection,
+    subject_ref: str,
+    start: datetime,
+    end: datetime,
+    case_ref: str,
+    reason: str,
+    user: User,
+) -> int:
+    if end <= start:
+        raise InvalidInput(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+    subject_id = await conn.fetchval("SELECT id FROM subjects WHERE ref = $1", subject_ref)
+    if subject_id is None:
+        raise NotFound(f"no subject with reference {subject_ref}")
+    async with conn.transaction():
+        hold_id = await conn.fetchval(
+            "INSERT INTO legal_holds (subject_id, during, case_ref, reason, created_by)"
+            " VALUES ($1, tstzrange($2, $3), $4, $5, $6) RETURNING id",
+            subject_id,
+            start,
+            end,
+            case_ref,
+            reason,
+            user.id,
+        )
+        await conn.execute(
+            "INSERT INTO audit_log (user_id, method, route, crime_ref, reason, subject_ids)"
+            " VALUES ($1, 'HOLD', 'torch hold add', $2, $3, $4)",
+            user.id,
+            case_ref,
+            f"legal hold {hold_id} from {start.isoformat()} to {end.isoformat()}: {reason}",
+            [subject_id],
+        )
+    return int(hold_id)
+
+
+async def release_hold(conn: asyncpg.Connection, hold_id: int, reason: str, user: User) -> None:
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE legal_holds SET released_at = now(), released_by = $2"
+            " WHERE id = $1 AND released_at IS NULL RETURNING subject_id, case_ref",
+            hold_id,
+            user.id,
+        )
+        if row is None:
+            raise NotFound(f"no legal hold {hold_id} in force")
+        await conn.execute(
+            "INSERT INTO audit_log (user_id, method, route, crime_ref, reason, subject_ids)"
+            " VALUES ($1, 'RELEASE', 'torch hold release', $2, $3, $4)",
+            user.id,
+            row["case_ref"],
+            f"legal hold {hold_id} released: {reason}",
+            [row["subject_id"]],
+        )
+
+
+async def holds(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(  # type: ignore[no-any-return]
+        """
+        SELECT h.id, s.ref, lower(h.during) AS start, upper(h.during) AS "end", h.case_ref,
+               u.name AS by, h.created_at, h.released_at
+        FROM legal_holds h JOIN subjects s ON s.id = h.subject_id
+        JOIN users u ON u.id = h.created_by
+        ORDER BY h.id
+        """
+    )
