@@ -10,7 +10,7 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import alerts, audit, auth, correlations, errors, proximity, subjects, zones
+from api import alerts, audit, auth, correlations, errors, limits, proximity, subjects, zones
 from torch import __version__, nearby
 from torch.settings import Settings
 from torch.store import breaches, db
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.throttle = auth.Throttle(settings.auth_failures_per_minute)
     app.state.jobs = set()
     errors.install(app)
+    app.add_middleware(limits.BodyLimit, limit=settings.max_request_bytes)
     app.include_router(proximity.router)
     app.include_router(subjects.router)
     app.include_router(correlations.router)

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.factories import fix
-from tests.services import MQTT_PORT, Database, mqtt_client, torch_cli, wait_for
+from tests.services import MQTT_PORT, PASSWORDS, Database, mqtt_client, torch_cli, wait_for
 
 
 def sign_in(user: str | None, password: str | None) -> tuple[mqtt.Client, ReasonCode]:
@@ -144,3 +144,31 @@ def test_the_worker_rejects_a_topic_whose_serial_is_not_a_device(  # type: ignor
     row = db.fetch("SELECT topic, reason_code FROM dead_letters")[0]
     assert (row["topic"], row["reason_code"]) == ("tags/GHOST-1/fixes", "unknown_serial")
     assert db.count("fixes") == 0
+
+
+def test_oversized_payloads_are_refused_and_lose_nothing_beside_them(  # type: ignore[no-untyped-def]
+    broker, db: Database, workers, publisher
+) -> None:
+    """Over the worker's limit (1 MiB): a dead letter with the reason; over the broker's
+    (4 MiB): refused at the door. The good fix sent after each is stored."""
+    db.execute("INSERT INTO devices (serial) VALUES ('SEC-A')")
+    workers()
+    big = json.dumps({**fix(0), "pad": "x" * (2 * 1024 * 1024)})
+    publisher.send("tags/SEC-A/fixes", big)
+    publisher.send("tags/SEC-A/fixes", fix(60))
+    publisher.flush()
+    wait_for(lambda: db.count("dead_letters") == 1 and db.count("fixes") == 1)
+    letter = db.fetch("SELECT reason_code, reason, octet_length(payload) AS n FROM dead_letters")[0]
+    assert (letter["reason_code"], letter["n"]) == ("too_large", len(big))
+    assert letter["reason"] == f"payload of {len(big)} bytes exceeds 1048576"
+
+    client, _rc = sign_in("test-relay", PASSWORDS["test-relay"])
+    gone = threading.Event()
+    client.on_disconnect = lambda *_a: gone.set()
+    client.publish("tags/SEC-A/fixes", "x" * (5 * 1024 * 1024), qos=1)
+    assert gone.wait(10), "the broker kept a client that sent 5 MiB"
+    client.loop_stop()
+    publisher.send("tags/SEC-A/fixes", fix(120))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == 2)
+    assert db.count("dead_letters") == 1

@@ -249,3 +249,27 @@ def test_a_crime_scene_query_answers_only_for_the_askers_force(  # type: ignore[
     assert answered == [(caseloads["north"], "no_data"), (caseloads["south"], "no_data")]
     audited = db.fetchval("SELECT subject_ids FROM audit_log WHERE route = '/v1/proximity'")
     assert sorted(audited) == [caseloads["north"], caseloads["south"]]
+
+
+def test_an_oversized_request_body_is_refused_before_it_is_read(api: str) -> None:
+    headers = {"Authorization": f"Bearer {add_user('bea', 'officer')}"}
+    huge = b"crime_ref,offence,lat,lon,from,to,radius_m\n" + b"x" * (6 * 1024 * 1024)
+    r = httpx.post(
+        f"{api}/v1/crime-correlations",
+        params={"reason": "bulk"},
+        content=huge,
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert (r.status_code, r.headers["content-type"]) == (413, "application/problem+json")
+    assert r.json()["detail"] == "the request body may be at most 5242880 bytes"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(7):
+            yield b"x" * (1024 * 1024)
+
+    r = httpx.post(
+        f"{api}/v1/proximity",
+        content=chunks(),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413

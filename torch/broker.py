@@ -89,16 +89,17 @@ def owntracks_topics(serial: str) -> list[str]:
     return [f"owntracks/{'-'.join(parts[:i])}/{'-'.join(parts[i:])}" for i in range(1, len(parts))]
 
 
-def write_files(directory: Path, accounts: list[Account]) -> None:
-    """Write passwd and acl into the broker's directory, readable by the broker's own user
-    (the directory's owner) and nobody else, each replaced whole."""
+def write_files(directory: Path, accounts: list[Account], mode: int = 0o600) -> None:
+    """Write passwd and acl into the broker's directory, each replaced whole; by default
+    readable by the broker's own user (the directory's owner) and nobody else."""
     directory.mkdir(parents=True, exist_ok=True)
     owner = directory.stat()
     for name, text in (("passwd", password_file(accounts)), ("acl", acl_file(accounts))):
         tmp = directory / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w") as out:
             out.write(text)
+        os.chmod(tmp, mode)
         if os.geteuid() == 0:
             os.chown(tmp, owner.st_uid, owner.st_gid)
         tmp.replace(directory / name)
@@ -114,11 +115,11 @@ def reload(directory: Path) -> bool:
     return True
 
 
-async def sync(conn: asyncpg.Connection, directory: Path) -> tuple[int, bool]:
+async def sync(conn: asyncpg.Connection, directory: Path, mode: int = 0o600) -> tuple[int, bool]:
     """Write the files for the accounts in the database and reload the broker; returns the
     number of accounts and whether a running broker was asked to reload."""
     from torch.store import broker as store
 
     accounts = await store.accounts(conn)
-    write_files(directory, accounts)
+    write_files(directory, accounts, mode)
     return len(accounts), reload(directory)

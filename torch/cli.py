@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ba.add_argument("name")
     ba.add_argument("--kind", required=True, choices=["ingest", "listener", "relay"])
+    ba.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="take the password from this environment variable (for provisioning) instead of"
+        " making one",
+    )
     ba.set_defaults(handler=_broker_account)
     br = broker.add_parser("revoke", help="refuse an account (a tag's or a service's)")
     br.add_argument("name")
@@ -337,7 +344,9 @@ async def _sync(conn: Any, settings: Settings) -> None:
     """Write the broker's password and access-list files and have it reload them."""
     from torch import broker
 
-    accounts, reloaded = await broker.sync(conn, settings.broker_dir)
+    accounts, reloaded = await broker.sync(
+        conn, settings.broker_dir, int(settings.broker_files_mode, 8)
+    )
     log.info(
         "broker files written to %s (%d accounts)%s",
         settings.broker_dir,
@@ -353,16 +362,26 @@ def _broker_sync(_args: argparse.Namespace, settings: Settings) -> int:
 
 def _broker_account(args: argparse.Namespace, settings: Settings) -> int:
     from torch.broker import AccountKind
+    from torch.errors import InvalidInput
     from torch.store import broker
 
+    given = None
+    if args.password_env:
+        given = os.environ.get(args.password_env)
+        if not given:
+            raise InvalidInput(f"the environment variable {args.password_env} is empty or unset")
+
     async def work(conn: Any) -> str:
-        password = await broker.set_account(conn, args.name, AccountKind(args.kind))
+        password = await broker.set_account(conn, args.name, AccountKind(args.kind), given)
         await _sync(conn, settings)
         return password
 
     password = run_on_db(settings, work)
-    print(f"broker account {args.name} ({args.kind}); password:")
-    print(password)
+    if given:
+        print(f"broker account {args.name} ({args.kind}) set from ${args.password_env}")
+    else:
+        print(f"broker account {args.name} ({args.kind}); password:")
+        print(password)
     return 0
 
 

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         description="where `torch broker sync` writes Mosquitto's passwd and acl files (the "
         "broker's state directory, holding its pid file)",
     )
+    broker_files_mode: str = Field(
+        "600",
+        pattern="^[0-7]{3}$",
+        description="permissions of the broker's files (octal): 600 where the command runs as "
+        "root or as the broker's user; 644 where the broker runs as another user (the "
+        "hashes are of random passwords)",
+    )
     mqtt_keepalive_s: int = Field(30, description="MQTT keep-alive interval")
     mqtt_session_expiry_s: int = Field(
         7 * 24 * 3600, description="how long the broker keeps the worker's queue while it is away"

@@ -93,7 +93,8 @@ BEGIN
         GRANT TRUNCATE ON track_tiles, track_tiles_dirty TO torch_app;  -- torch tiles rebuild
         REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM torch_app;
     ELSE
-        RAISE NOTICE 'no role torch_app: the services will run as the owner, who can rewrite the audit trail';
+        RAISE NOTICE 'no role torch_app: the services will run as the owner, '
+                     'who can rewrite the audit trail';
     END IF;
 END $$;
 """
@@ -101,7 +102,8 @@ END $$;
 DOWNGRADE = """
 DROP TRIGGER audit_chain ON audit_log;
 DROP FUNCTION audit_chain();
-DROP FUNCTION audit_hash(bytea, bigint, timestamptz, bigint, text, text, text, text, uuid, bigint[]);
+DROP FUNCTION audit_hash(bytea, bigint, timestamptz, bigint, text, text, text, text, uuid,
+                         bigint[]);
 ALTER TABLE audit_log DROP COLUMN seq, DROP COLUMN prev_hash, DROP COLUMN hash;
 """
 
