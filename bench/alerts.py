@@ -188,6 +188,7 @@ def main() -> None:
     env = dict(
         os.environ,
         TORCH_DATABASE_URL=DATABASE_URL,
+        TORCH_ADMIN_DATABASE_URL=DATABASE_URL,
         TORCH_MQTT_PORT=str(PORT),
         TORCH_API_PORT=str(API_PORT),
         TORCH_WORKER_ID=f"bench-alerts-{os.getpid()}",

@@ -236,6 +236,7 @@ def measure_worker(msgs: list[tuple[str, bytes]], n: int, batch_size: int) -> fl
     env = dict(
         os.environ,
         TORCH_DATABASE_URL=DATABASE_URL,
+        TORCH_ADMIN_DATABASE_URL=DATABASE_URL,
         TORCH_MQTT_PORT=str(PORT),
         TORCH_WORKER_ID=worker_id,
         TORCH_BATCH_SIZE=str(batch_size),
@@ -312,7 +313,7 @@ def main() -> None:
 
     n = args.fixes - args.fixes % (DEVICES * 10)
     state = broker.fresh(PORT)
-    env = dict(os.environ, TORCH_DATABASE_URL=DATABASE_URL)
+    env = dict(os.environ, TORCH_DATABASE_URL=DATABASE_URL, TORCH_ADMIN_DATABASE_URL=DATABASE_URL)
     subprocess.run(
         [str(ROOT / ".venv/bin/torch"), "db", "upgrade"], env=env, check=True, capture_output=True
     )

@@ -212,7 +212,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the data already loaded")
     parser.add_argument("--load-only", action="store_true", help="load the data and stop")
     args = parser.parse_args()
-    env = dict(os.environ, TORCH_DATABASE_URL=DATABASE_URL, TORCH_API_PORT=str(API_PORT))
+    env = dict(
+        os.environ,
+        TORCH_DATABASE_URL=DATABASE_URL,
+        TORCH_ADMIN_DATABASE_URL=DATABASE_URL,
+        TORCH_API_PORT=str(API_PORT),
+    )
     subprocess.run(
         [str(ROOT / ".venv/bin/torch"), "db", "upgrade"], env=env, check=True, capture_output=True
     )

@@ -14,11 +14,13 @@ def at(day: date, hour: int) -> datetime:
     return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
-def fixes_on(db: Database, days: list[date]) -> None:
-    """A subject wearing tag R1 since long ago, with a fix at 01:00, 05:00, 09:00 and 13:00
-    of each day."""
-    subject = db.fetchval("INSERT INTO subjects (ref) VALUES ('IOM-R1') RETURNING id")
-    device = db.fetchval("INSERT INTO devices (serial) VALUES ('R1') RETURNING id")
+def fixes_on(db: Database, days: list[date], serial: str = "R1", team: int = 1) -> None:
+    """A subject of the team wearing tag `serial` since long ago, with a fix at 01:00, 05:00,
+    09:00 and 13:00 of each day."""
+    subject = db.fetchval(
+        "INSERT INTO subjects (ref, team_id) VALUES ($1, $2) RETURNING id", f"IOM-{serial}", team
+    )
+    device = db.fetchval("INSERT INTO devices (serial) VALUES ($1) RETURNING id", serial)
     db.execute(
         "INSERT INTO device_assignments (device_id, subject_id, during)"
         " VALUES ($1, $2, tstzrange('2020-01-01', NULL))",
@@ -27,6 +29,7 @@ def fixes_on(db: Database, days: list[date]) -> None:
     )
     for day in days:
         db.execute("SELECT torch_ensure_fix_partitions($1, $1)", day)
+    for day in days:
         for hour in (1, 5, 9, 13):
             db.execute(
                 "INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position)"
@@ -63,13 +66,12 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     assert held == (
         f"legal hold 1 on IOM-R1 from {at(d2, 4).isoformat()} to {at(d2, 10).isoformat()}\n"
     )
-    cutoff = TODAY - timedelta(days=365)
     dry = torch_cli("retention", "run", "--dry-run").stdout.splitlines()
     assert dry == [
         f"{name(d1)}: would drop (4 fixes)",
-        f"{name(d2)}: would trim (2 fixes; 2 held kept)",
-        f"retention 365 days: fixes before {cutoff}; 2 day partitions, 6 fixes to purge,"
-        " 2 kept under legal hold",
+        f"{name(d2)}: would trim (2 fixes; 2 kept)",
+        "retention 365 days unless a force sets its own: 2 day partitions, 6 fixes to purge,"
+        " 2 kept (legal hold or a longer retention)",
     ]
     assert db.count("fixes") == 12  # a dry run changes nothing
 
@@ -90,7 +92,7 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     audit = db.fetch("SELECT method, reason, subject_ids FROM audit_log ORDER BY seq")
     assert [(r["method"], r["subject_ids"]) for r in audit] == [("HOLD", [1]), ("PURGE", [])]
     assert audit[1]["reason"] == (
-        f"fixes before {cutoff}: 2 day partitions, 6 fixes purged, 2 kept under legal hold"
+        "2 day partitions, 6 fixes purged, 2 kept (legal hold or a longer retention)"
     )
 
     # released, the held fixes follow retention like any others
@@ -105,3 +107,24 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
         "RELEASE",
         "PURGE",
     ]
+
+
+def test_a_force_keeps_its_fixes_for_its_own_retention(db: Database) -> None:
+    for partition in partitions(db):
+        db.execute(f'DROP TABLE "{partition}"')
+    torch_cli("team", "add", "long", "--force", "archivists")
+    torch_cli("user", "add", "rita", "--role", "supervisor")
+    assert torch_cli("force", "retention", "archivists", "--days", "730").stdout == (
+        "force archivists: fixes kept for 730 days\n"
+    )
+    fixes_on(db, [OLD], "R1")  # the default force: 365 days
+    fixes_on(db, [OLD], "R2", team=db.fetchval("SELECT id FROM teams WHERE name = 'long'"))
+    torch_cli("retention", "run", "--user", "rita")
+    rows = db.fetch("SELECT d.serial FROM fixes f JOIN devices d ON d.id = f.device_id")
+    assert sorted(r["serial"] for r in rows) == ["R2"] * 4
+    # back to the default, they go too
+    torch_cli("force", "retention", "archivists", "--default")
+    assert torch_cli("retention", "run", "--user", "rita").stdout.splitlines()[0] == (
+        f"{name(OLD)}: did drop (4 fixes)"
+    )
+    assert db.count("fixes") == 0

@@ -161,6 +161,14 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--user", help="the user on whose authority (audited); needed unless --dry-run")
     rr.set_defaults(handler=_retention_run)
 
+    force = sub.add_parser("force", help="forces").add_subparsers(required=True, metavar="ACTION")
+    fr = force.add_parser("retention", help="how long a force keeps its subjects' fixes")
+    fr.add_argument("name")
+    which = fr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--days", type=int, help="keep fixes this many days")
+    which.add_argument("--default", action="store_true", help="follow TORCH_RETENTION_DAYS")
+    fr.set_defaults(handler=_force_retention)
+
     hold = sub.add_parser("hold", help="legal holds").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -409,7 +417,6 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
 
 def _correlate(args: argparse.Namespace, settings: Settings) -> int:
     import time
-    from datetime import timedelta
 
     from torch import correlate
     from torch.errors import NotFound
@@ -512,12 +519,13 @@ def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.dry_run and not args.user:
         raise InvalidInput("--user NAME is needed to purge (the purge is audited)")
-    cutoff = (datetime.now(UTC) - timedelta(days=settings.retention_days)).date()
+    today = datetime.now(UTC).date()
+    default = settings.retention_days
 
     async def work(conn: Any) -> list[Any]:
-        days = await retention.plan(conn, cutoff)
+        days = await retention.plan(conn, today, default)
         if not args.dry_run and days:
-            await retention.purge(conn, days, cutoff, await _acting(conn, args.user))
+            await retention.purge(conn, days, today, default, await _acting(conn, args.user))
         return days
 
     days = run_on_db(settings, work, admin=True)
@@ -526,14 +534,28 @@ def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
         if d.whole:
             print(f"{d.partition}: {verb} drop ({d.fixes} fixes)")
         else:
-            print(f"{d.partition}: {verb} trim ({d.fixes - d.held} fixes; {d.held} held kept)")
-    purged = sum(d.fixes - d.held for d in days)
-    held = sum(d.held for d in days)
+            print(f"{d.partition}: {verb} trim ({d.fixes - d.kept} fixes; {d.kept} kept)")
+    purged = sum(d.fixes - d.kept for d in days)
+    kept = sum(d.kept for d in days)
     print(
-        f"retention {settings.retention_days} days: fixes before {cutoff.isoformat()};"
-        f" {len(days)} day partitions, {purged} fixes {'to purge' if args.dry_run else 'purged'},"
-        f" {held} kept under legal hold"
+        f"retention {default} days unless a force sets its own: {len(days)} day partitions,"
+        f" {purged} fixes {'to purge' if args.dry_run else 'purged'},"
+        f" {kept} kept (legal hold or a longer retention)"
     )
+    return 0
+
+
+def _force_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import retention
+
+    days = None if args.default else args.days
+    if days is not None and days < 1:
+        from torch.errors import InvalidInput
+
+        raise InvalidInput(f"--days {days} must be at least 1")
+    run_on_db(settings, lambda c: retention.set_force_retention(c, args.name, days), admin=True)
+    shown = f"{days} days" if days else f"the default ({settings.retention_days} days)"
+    print(f"force {args.name}: fixes kept for {shown}")
     return 0
 
 

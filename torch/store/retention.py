@@ -1,10 +1,12 @@
 """Retention: fixes older than the retention period go a day-partition at a time.
 
-A day with no fix under a legal hold is dropped whole (DETACH and DROP: no row is
-deleted one by one, no table is rewritten). A day with held fixes is trimmed: the
-held fixes are copied into a new table, the old partition dropped, and the new one
-attached in its place. Track tiles of the purged hours go with them (a few rows a
-subject an hour), except those a hold covers.
+Each force may set its own retention (`torch force retention`); the others, and fixes
+of tags worn by nobody, follow TORCH_RETENTION_DAYS. A day with nothing to keep is
+dropped whole (DETACH and DROP: no row is deleted one by one, no table is rewritten).
+A day with fixes to keep (under a legal hold, or of a force with a longer retention)
+is trimmed: those fixes are copied into a new table, the old partition dropped, and
+the new one attached in its place. Track tiles of the purged hours go with them (a
+few rows a subject an hour), except those kept.
 """
 
 from __future__ import annotations
@@ -18,10 +20,18 @@ import asyncpg
 from torch.errors import InvalidInput, NotFound
 from torch.store.users import User
 
-HELD = """
-EXISTS (SELECT 1 FROM device_assignments a JOIN legal_holds h ON h.subject_id = a.subject_id
-        WHERE a.device_id = f.device_id AND a.during @> f.fix_time
-          AND h.released_at IS NULL AND h.during @> f.fix_time)
+# A fix f is kept when a live legal hold covers it, or when it is younger than the
+# retention of its wearer's force ($1: today, $2: the default retention in days).
+KEPT = """
+(EXISTS (SELECT 1 FROM device_assignments a JOIN legal_holds h ON h.subject_id = a.subject_id
+         WHERE a.device_id = f.device_id AND a.during @> f.fix_time
+           AND h.released_at IS NULL AND h.during @> f.fix_time)
+ OR f.fix_time >= (($1::date - coalesce(
+        (SELECT fo.retention_days FROM device_assignments a
+         JOIN subjects s ON s.id = a.subject_id JOIN teams t ON t.id = s.team_id
+         JOIN forces fo ON fo.name = t.force
+         WHERE a.device_id = f.device_id AND a.during @> f.fix_time), $2))::timestamp
+        AT TIME ZONE 'UTC'))
 """
 
 
@@ -30,15 +40,22 @@ class Day:
     partition: str
     day: date
     fixes: int
-    held: int  # fixes under a legal hold: kept
+    kept: int  # under a legal hold, or of a force with a longer retention
 
     @property
     def whole(self) -> bool:
-        return self.held == 0
+        return self.kept == 0
 
 
-async def plan(conn: asyncpg.Connection, cutoff: date) -> list[Day]:
-    """The day partitions wholly before `cutoff`, with their fixes and held fixes."""
+async def shortest(conn: asyncpg.Connection, default_days: int) -> int:
+    """The shortest retention in force, in days: no day younger than it has anything to go."""
+    days = await conn.fetchval("SELECT min(retention_days) FROM forces")
+    return min(default_days, days) if days is not None else default_days
+
+
+async def plan(conn: asyncpg.Connection, today: date, default_days: int) -> list[Day]:
+    """The day partitions with something past retention: their fixes, and those kept."""
+    cutoff = today - timedelta(days=await shortest(conn, default_days))
     rows = await conn.fetch(
         """
         SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -53,15 +70,19 @@ async def plan(conn: asyncpg.Connection, cutoff: date) -> list[Day]:
             continue
         name = _ident(r["name"])
         counts = await conn.fetchrow(
-            f"SELECT count(*) AS fixes, count(*) FILTER (WHERE {HELD}) AS held FROM {name} f"
+            f"SELECT count(*) AS fixes, count(*) FILTER (WHERE {KEPT}) AS kept FROM {name} f",
+            today,
+            default_days,
         )
-        if counts["fixes"] and counts["held"] == counts["fixes"]:
-            continue  # every fix in it is held: nothing to purge, and no need to rewrite it
-        days.append(Day(r["name"], day, counts["fixes"], counts["held"]))
+        if counts["fixes"] and counts["kept"] == counts["fixes"]:
+            continue  # every fix in it stays: nothing to purge, and no need to rewrite it
+        days.append(Day(r["name"], day, counts["fixes"], counts["kept"]))
     return days
 
 
-async def purge(conn: asyncpg.Connection, days: list[Day], cutoff: date, user: User) -> None:
+async def purge(
+    conn: asyncpg.Connection, days: list[Day], today: date, default_days: int, user: User
+) -> None:
     """Drop or trim the days, delete the tiles of the purged hours, and audit it; in one
     transaction, so that a failure leaves everything as it was."""
     async with conn.transaction():
@@ -74,27 +95,33 @@ async def purge(conn: asyncpg.Connection, days: list[Day], cutoff: date, user: U
                 await conn.execute(
                     f"CREATE TABLE {keep} (LIKE fixes INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
                 )
-                await conn.execute(f"INSERT INTO {keep} SELECT * FROM {name} f WHERE {HELD}")
+                await conn.execute(
+                    f"INSERT INTO {keep} SELECT * FROM {name} f WHERE {KEPT}", today, default_days
+                )
             await conn.execute(f"DROP TABLE {name}")
             if not d.whole:
                 await conn.execute(f"ALTER TABLE {keep} RENAME TO {name}")
                 bounds = f"FROM ({_literal(start)}) TO ({_literal(start + timedelta(days=1))})"
                 await conn.execute(f"ALTER TABLE fixes ATTACH PARTITION {name} FOR VALUES {bounds}")
-        end = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
         await conn.execute(
             """
-            DELETE FROM track_tiles t WHERE t.tile_start < $1
-               AND NOT EXISTS (SELECT 1 FROM legal_holds h
-                   WHERE h.subject_id = t.subject_id AND h.released_at IS NULL
-                     AND h.during && tstzrange(t.tile_start, t.tile_start + interval '1 hour'))
+            DELETE FROM track_tiles t
+            USING subjects s JOIN teams tm ON tm.id = s.team_id JOIN forces fo ON fo.name = tm.force
+            WHERE s.id = t.subject_id
+              AND t.tile_start + interval '1 hour' <= (($1::date - coalesce(fo.retention_days, $2))
+                  ::timestamp AT TIME ZONE 'UTC')
+              AND NOT EXISTS (SELECT 1 FROM legal_holds h
+                  WHERE h.subject_id = t.subject_id AND h.released_at IS NULL
+                    AND h.during && tstzrange(t.tile_start, t.tile_start + interval '1 hour'))
             """,
-            end,
+            today,
+            default_days,
         )
         await conn.execute(
             "INSERT INTO audit_log (user_id, method, route, reason) VALUES ($1, 'PURGE',"
             " 'torch retention run', $2)",
             user.id,
-            _summary(days, cutoff),
+            _summary(days),
         )
 
 
@@ -109,13 +136,19 @@ def _literal(t: datetime) -> str:
     return "'" + t.isoformat() + "'"
 
 
-def _summary(days: list[Day], cutoff: date) -> str:
-    dropped = sum(d.fixes - d.held for d in days)
-    held = sum(d.held for d in days)
+def _summary(days: list[Day]) -> str:
     return (
-        f"fixes before {cutoff.isoformat()}: {len(days)} day partitions,"
-        f" {dropped} fixes purged, {held} kept under legal hold"
+        f"{len(days)} day partitions, {sum(d.fixes - d.kept for d in days)} fixes purged,"
+        f" {sum(d.kept for d in days)} kept (legal hold or a longer retention)"
     )
+
+
+async def set_force_retention(conn: asyncpg.Connection, force: str, days: int | None) -> None:
+    status = await conn.execute(
+        "UPDATE forces SET retention_days = $2 WHERE name = $1", force, days
+    )
+    if status.endswith(" 0"):
+        raise NotFound(f"no force named {force}")
 
 
 async def add_hold(

@@ -70,6 +70,7 @@ async def team_id_of(conn: asyncpg.Connection, team: str) -> int:
 
 
 async def add_team(conn: asyncpg.Connection, name: str, force: str) -> int:
+    await conn.execute("INSERT INTO forces (name) VALUES ($1) ON CONFLICT DO NOTHING", force)
     return await db.insert_id(
         conn,
         "INSERT INTO teams (name, force) VALUES ($1, $2) RETURNING id",
