@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/alerts.py [--zones 10000] [--rate 5000] [--seconds 60]
 
-Registers 2,000 tagged subjects with --zones exclusion zones between them (500 m
+Empties the fixes, tiles and alerts of torch_bench (so every run starts alike; this wipes
+what bench/query.py loaded), registers 2,000 tagged subjects with --zones exclusion zones between them (500 m
 squares 2-4 km from each subject's home) in the torch_bench database, starts
 the ingest worker and the API on their own broker (port 18850), and publishes
 the subjects' fixes at --rate a second (each wanders around home, never near
@@ -85,9 +86,12 @@ async def setup(zones: int) -> int:
 
     conn = await asyncpg.connect(DATABASE_URL)
     try:
+        # every run starts from the same state: no fixes, tiles or alerts of earlier runs
+        # (a day partition grown by earlier runs, or a tile queue left unrefreshed, made runs
+        # incomparable)
         await conn.execute(
-            "TRUNCATE alert_outbox, alert_actions, alerts, breach_episodes, zone_versions, zones"
-            " CASCADE"
+            "TRUNCATE fixes, device_state, track_tiles, track_tiles_dirty, alert_outbox,"
+            " alert_actions, alerts, breach_episodes, zone_versions, zones CASCADE"
         )
         serials = [f"A{i:05d}" for i in range(TAGS)] + ["APROBE"]
         refs = [f"IOM-A{i:05d}" for i in range(TAGS)] + ["IOM-APROBE"]
