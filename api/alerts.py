@@ -40,7 +40,7 @@ async def alerts(
     async with request.app.state.pool.acquire() as conn:
         visible = await subject_store.visible(conn, user)
         return await store.alerts(
-            conn, status, subject, type, limit, sorted(visible), user.role == "supervisor"
+            conn, status, subject, type, limit, sorted(visible), user.has("supervisor")
         )
 
 
@@ -48,7 +48,7 @@ async def _visible_alert(conn: Any, alert_id: UUID, user: User) -> None:
     """Another caseload's alert is as absent as none at all."""
     exists, subject_id = await store.subject_of(conn, alert_id)
     if not exists or (
-        (subject_id is None and user.role != "supervisor")
+        (subject_id is None and not user.has("supervisor"))
         or (subject_id is not None and await subject_store.one(conn, subject_id, user) is None)
     ):
         raise NotFound(f"no alert {alert_id}")
@@ -82,7 +82,7 @@ async def stream(
                 visible = await subject_store.visible(conn, user) if rows else set()
             for event_id, subject_id, payload in rows:
                 cursor = event_id
-                if subject_id in visible or (subject_id is None and user.role == "supervisor"):
+                if subject_id in visible or (subject_id is None and user.has("supervisor")):
                     yield f"id: {event_id}\nevent: alert\ndata: {payload}\n\n".encode()
             now = asyncio.get_running_loop().time()
             quiet = now if rows else quiet

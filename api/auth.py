@@ -80,7 +80,7 @@ def require(*roles: str) -> Callable[..., Awaitable[User]]:
     """A dependency that lets through only users with one of these roles."""
 
     async def check(user: User = Depends(authenticate)) -> User:
-        if user.role not in roles:
+        if not user.has(*roles):
             raise Forbidden(f"the {user.role} role may not use this route")
         return user
 

@@ -75,7 +75,7 @@ async def job(
 ) -> dict[str, Any]:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         j = await store.get(conn, job_id)
-        if j is None or (j["user_id"] != user.id and user.role != "supervisor"):
+        if j is None or (j["user_id"] != user.id and not user.has("supervisor")):
             raise NotFound(f"no correlation job {job_id}")
         # findings only for the subjects the reader may see
         allowed = await subject_store.visible(conn, user)

@@ -143,7 +143,7 @@ async def evidence(
             raise NotFound(f"no query {query_id}")
         subject_ids = [r["subject_id"] for r in q.response["results"]]
         if q.user_id != user.id and (
-            user.role != "supervisor"
+            not user.has("supervisor")
             or not set(subject_ids) <= await subject_store.visible(conn, user)
         ):
             raise NotFound(f"no query {query_id}")

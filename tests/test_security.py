@@ -273,3 +273,25 @@ def test_an_oversized_request_body_is_refused_before_it_is_read(api: str) -> Non
         headers={**headers, "Content-Type": "application/json"},
     )
     assert r.status_code == 413
+
+
+def test_an_admin_reads_locations_only_when_also_given_a_location_role(
+    api: str, caseloads: dict[str, int]
+) -> None:
+    plain = as_user("ada", "admin", "north")
+    out = torch_cli(
+        "user", "add", "alan", "--role", "admin", "--role", "supervisor", "--team", "north"
+    ).stdout.splitlines()
+    assert (
+        out[0]
+        == "user alan added with role admin, supervisor (id 2); bearer token, valid for 90 days:"
+    )
+    both = {"Authorization": f"Bearer {out[-1]}"}
+    window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+    track = f"{api}/v1/subjects/{caseloads['south']}/track"
+    assert httpx.get(track, params=window, headers=plain).status_code == 403
+    assert httpx.get(track, params=window, headers=both).status_code == 200
+    # as a supervisor of force herts: the other force's subject stays out of reach
+    other = f"{api}/v1/subjects/{caseloads['east']}/track"
+    assert httpx.get(other, params=window, headers=both).status_code == 404
+    assert httpx.get(f"{api}/v1/audit/verify", headers=both).status_code == 200

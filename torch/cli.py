@@ -136,7 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     ua = user.add_parser("add", help="create a user; prints a bearer token as the last line")
     ua.add_argument("name")
     ua.add_argument(
-        "--role", required=True, choices=["officer", "probation", "supervisor", "admin"]
+        "--role",
+        required=True,
+        action="append",
+        choices=["officer", "probation", "supervisor", "admin"],
+        help="the user's role; give it again for further roles (an admin who may also read "
+        "location data as a supervisor: --role admin --role supervisor)",
     )
     ua.add_argument(
         "--team",
@@ -476,10 +481,11 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
 
     ttl = settings.token_ttl
     user, token = run_on_db(
-        settings, lambda c: users.add_user(c, args.name, args.role, ttl, args.team)
+        settings,
+        lambda c: users.add_user(c, args.name, args.role[0], ttl, args.team, tuple(args.role[1:])),
     )
     print(
-        f"user {user.name} added with role {user.role} (id {user.id});"
+        f"user {user.name} added with role {', '.join((user.role, *user.also))} (id {user.id});"
         f" bearer token, valid for {settings.token_ttl_days} days:"
     )
     print(token)

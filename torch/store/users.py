@@ -24,11 +24,17 @@ class User:
     role: str
     team_id: int = 1
     force: str = "default"
+    also: tuple[str, ...] = ()  # further roles, e.g. an admin who is also a supervisor
+
+    def has(self, *roles: str) -> bool:
+        return self.role in roles or any(r in roles for r in self.also)
 
     @property
     def caseload_team(self) -> int | None:
         """The one team whose subjects a probation officer sees; None: the whole force."""
-        return self.team_id if self.role == "probation" else None
+        if self.has("probation") and not self.has("officer", "supervisor"):
+            return self.team_id
+        return None
 
 
 def token_hash(token: str) -> bytes:
@@ -41,25 +47,30 @@ async def add_user(
     role: str,
     ttl: timedelta | None = None,
     team: str = "default",
+    also: tuple[str, ...] = (),
 ) -> tuple[User, str]:
-    """Create a user and a first token, valid for `ttl` (None: until revoked); the token is
-    returned once and never stored."""
-    if role not in ROLES:
-        raise InvalidInput(f"role {role!r} is not one of {', '.join(ROLES)}")
+    """Create a user with a role (and perhaps further ones) and a first token, valid for
+    `ttl` (None: until revoked); the token is returned once and never stored."""
+    for r in (role, *also):
+        if r not in ROLES:
+            raise InvalidInput(f"role {r!r} is not one of {', '.join(ROLES)}")
+    also = tuple(r for r in dict.fromkeys(also) if r != role)
     token = secrets.token_urlsafe(32)
     team_id = await team_id_of(conn, team)
     async with conn.transaction():
         user_id = await db.insert_id(
             conn,
-            "INSERT INTO users (name, role, team_id) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO users (name, role, team_id, also)"
+            " VALUES ($1, $2, $3, $4::text[]::user_role[]) RETURNING id",
             name,
             role,
             team_id,
+            list(also),
             exists=f"user {name} already exists",
             invalid=f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'",
         )
         await _insert_token(conn, int(user_id), token, ttl)
-    return User(int(user_id), name, role), token
+    return User(int(user_id), name, role, team_id, also=also), token
 
 
 async def team_id_of(conn: asyncpg.Connection, team: str) -> int:
@@ -117,14 +128,15 @@ async def revoke_tokens(conn: asyncpg.Connection, name: str) -> int:
 async def user_for_token(conn: asyncpg.Connection, token: str) -> User | None:
     row = await conn.fetchrow(
         """
-        SELECT u.id, u.name, u.role::text AS role, u.team_id, tm.force
+        SELECT u.id, u.name, u.role::text AS role, u.team_id, tm.force,
+               u.also::text[] AS also
         FROM api_tokens t JOIN users u ON u.id = t.user_id JOIN teams tm ON tm.id = u.team_id
         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL
           AND (t.expires_at IS NULL OR t.expires_at > now())
         """,
         token_hash(token),
     )
-    return None if row is None else User(**dict(row))
+    return None if row is None else User(**{**dict(row), "also": tuple(row["also"])})
 
 
 async def audit(
@@ -157,7 +169,9 @@ async def name_of(conn: asyncpg.Connection, user_id: int) -> str:
 
 async def user_named(conn: asyncpg.Connection, name: str) -> User | None:
     row = await conn.fetchrow(
-        "SELECT id, name, role::text AS role FROM users WHERE name = $1 AND disabled_at IS NULL",
+        "SELECT u.id, u.name, u.role::text AS role, u.team_id, tm.force, u.also::text[] AS also"
+        " FROM users u JOIN teams tm ON tm.id = u.team_id"
+        " WHERE u.name = $1 AND u.disabled_at IS NULL",
         name,
     )
-    return None if row is None else User(row["id"], row["name"], row["role"])
+    return None if row is None else User(**{**dict(row), "also": tuple(row["also"])})
