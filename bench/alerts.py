@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/alerts.py [--zones 10000] [--rate 5000] [--seconds 60]
 
-Empties the fixes, tiles and alerts of torch_bench (so every run starts alike; this wipes
-what bench/query.py loaded), registers 2,000 tagged subjects with --zones exclusion zones between them (500 m
-squares 2-4 km from each subject's home) in the torch_bench database, starts
+Empties the fixes, tiles and alerts of torch_bench (so every run starts alike; this
+wipes what bench/query.py loaded), registers 2,000 tagged subjects with --zones
+exclusion zones between them (500 m squares 2-4 km from each subject's home), starts
 the ingest worker and the API on their own broker (port 18850), and publishes
 the subjects' fixes at --rate a second (each wanders around home, never near
 a zone). Meanwhile a probe tag walks into its own exclusion zone every 4 s:
