@@ -35,7 +35,8 @@ class AlertPublisher:
         self._poll_s = poll_s
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._raised = db.Wakeup(database_url, breaches.ALERTS_CHANNEL, f"{self._name}-listen")
+        self._stopping = False
         self.published = 0
 
     def start(self) -> None:
@@ -47,20 +48,23 @@ class AlertPublisher:
         ready.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop_now)
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _stop_now(self) -> None:
+        self._stopping = True
+        self._raised.wake()
+
     async def _run(self, ready: threading.Event) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         ready.set()
-        raised = db.Wakeup(self._url, breaches.ALERTS_CHANNEL, f"{self._name}-listen")
-        listener = asyncio.create_task(raised.run())
+        listener = asyncio.create_task(self._raised.run())
         conn: asyncpg.Connection | None = None
         try:
-            while not self._stop.is_set():
-                ticket = raised.ticket()
+            while not self._stopping:
+                ticket = self._raised.ticket()
                 try:
                     if conn is None or conn.is_closed():
                         conn = await db.connect(self._url, application_name=self._name)
@@ -71,12 +75,7 @@ class AlertPublisher:
                     if conn is not None:
                         conn.terminate()
                         conn = None
-                stopping = asyncio.create_task(self._stop.wait())
-                await asyncio.wait(
-                    [stopping, asyncio.create_task(raised.wait(ticket, self._poll_s))],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                stopping.cancel()
+                await self._raised.wait(ticket, self._poll_s)
         finally:
             listener.cancel()
             if conn is not None:

@@ -12,6 +12,8 @@ from typing import Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from torch.decode import topic_serial
+
 
 class Sink(Protocol):
     def send(self, topic: str, payload: str | bytes) -> None: ...
@@ -65,16 +67,6 @@ class MqttSink:
         self._client.loop_stop()
 
 
-def serial_of(topic: str) -> str | None:
-    """The serial a tag's topic names, as the ingest worker reads it."""
-    parts = topic.split("/")
-    if parts[0] == "tags" and len(parts) >= 2:
-        return parts[1]
-    if parts[0] == "owntracks" and len(parts) == 3:
-        return f"{parts[1]}-{parts[2]}"
-    return None
-
-
 class TagSinks:
     """Each tag on its own connection, with its own broker account (user name: its serial),
     as real tags connect: the broker lets each publish only on its own topics."""
@@ -85,7 +77,7 @@ class TagSinks:
         self._sinks: dict[str, MqttSink] = {}
 
     def send(self, topic: str, payload: str | bytes) -> None:
-        serial = serial_of(topic)
+        serial = topic_serial(topic)
         if serial is None or serial not in self._passwords:
             raise ValueError(f"no broker account for the tag that publishes on {topic}")
         sink = self._sinks.get(serial)

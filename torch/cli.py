@@ -541,8 +541,7 @@ def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{d.partition}: {verb} drop ({d.fixes} fixes)")
         else:
             print(f"{d.partition}: {verb} trim ({d.fixes - d.kept} fixes; {d.kept} kept)")
-    purged = sum(d.fixes - d.kept for d in days)
-    kept = sum(d.kept for d in days)
+    purged, kept = retention.totals(days)
     print(
         f"retention {default} days unless a force sets its own: {len(days)} day partitions,"
         f" {purged} fixes {'to purge' if args.dry_run else 'purged'},"

@@ -166,6 +166,14 @@ def _route(topic: str) -> tuple[str, str]:
     raise Invalid(RejectCode.BAD_TOPIC, f"topic {'/'.join(parts)!r} is not part of the contract")
 
 
+def topic_serial(topic: str) -> str | None:
+    """The serial a topic of the contract names, or None for a topic outside it."""
+    try:
+        return _route(topic)[1]
+    except Invalid:
+        return None
+
+
 def _serial(serial: str) -> str:
     if not SERIAL_RE.match(serial):
         raise Invalid(RejectCode.BAD_TOPIC, f"serial {serial!r} is not 1-64 of A-Z a-z 0-9 . _ -")

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from torch.errors import InvalidInput, NotFound
-from torch.store.users import User
+from torch.store.users import User, audit
 
 # A fix f is kept when a live legal hold covers it, or when it is younger than the
 # retention of its wearer's force ($1: today, $2: the default retention in days).
@@ -117,12 +117,7 @@ async def purge(
             today,
             default_days,
         )
-        await conn.execute(
-            "INSERT INTO audit_log (user_id, method, route, reason) VALUES ($1, 'PURGE',"
-            " 'torch retention run', $2)",
-            user.id,
-            _summary(days),
-        )
+        await audit(conn, user, "PURGE", "torch retention run", [], reason=_summary(days))
 
 
 def _ident(name: str) -> str:
@@ -136,10 +131,16 @@ def _literal(t: datetime) -> str:
     return "'" + t.isoformat() + "'"
 
 
+def totals(days: list[Day]) -> tuple[int, int]:
+    """Fixes that go, and fixes kept, over these days."""
+    return sum(d.fixes - d.kept for d in days), sum(d.kept for d in days)
+
+
 def _summary(days: list[Day]) -> str:
+    purged, kept = totals(days)
     return (
-        f"{len(days)} day partitions, {sum(d.fixes - d.kept for d in days)} fixes purged,"
-        f" {sum(d.kept for d in days)} kept (legal hold or a longer retention)"
+        f"{len(days)} day partitions, {purged} fixes purged,"
+        f" {kept} kept (legal hold or a longer retention)"
     )
 
 
@@ -176,13 +177,14 @@ async def add_hold(
             reason,
             user.id,
         )
-        await conn.execute(
-            "INSERT INTO audit_log (user_id, method, route, crime_ref, reason, subject_ids)"
-            " VALUES ($1, 'HOLD', 'torch hold add', $2, $3, $4)",
-            user.id,
-            case_ref,
-            f"legal hold {hold_id} from {start.isoformat()} to {end.isoformat()}: {reason}",
+        await audit(
+            conn,
+            user,
+            "HOLD",
+            "torch hold add",
             [subject_id],
+            crime_ref=case_ref,
+            reason=f"legal hold {hold_id} from {start.isoformat()} to {end.isoformat()}: {reason}",
         )
     return int(hold_id)
 
@@ -197,13 +199,14 @@ async def release_hold(conn: asyncpg.Connection, hold_id: int, reason: str, user
         )
         if row is None:
             raise NotFound(f"no legal hold {hold_id} in force")
-        await conn.execute(
-            "INSERT INTO audit_log (user_id, method, route, crime_ref, reason, subject_ids)"
-            " VALUES ($1, 'RELEASE', 'torch hold release', $2, $3, $4)",
-            user.id,
-            row["case_ref"],
-            f"legal hold {hold_id} released: {reason}",
+        await audit(
+            conn,
+            user,
+            "RELEASE",
+            "torch hold release",
             [row["subject_id"]],
+            crime_ref=row["case_ref"],
+            reason=f"legal hold {hold_id} released: {reason}",
         )
 
 

@@ -125,18 +125,28 @@ async def revoke_tokens(conn: asyncpg.Connection, name: str) -> int:
     return db.affected(status)
 
 
+# A user as every caller sees them: roles, team and force.
+USER = """
+SELECT u.id, u.name, u.role::text AS role, u.team_id, tm.force, u.also::text[] AS also
+FROM users u JOIN teams tm ON tm.id = u.team_id
+"""
+
+
+def _user(row: asyncpg.Record | None) -> User | None:
+    return None if row is None else User(**{**dict(row), "also": tuple(row["also"])})
+
+
 async def user_for_token(conn: asyncpg.Connection, token: str) -> User | None:
     row = await conn.fetchrow(
-        """
-        SELECT u.id, u.name, u.role::text AS role, u.team_id, tm.force,
-               u.also::text[] AS also
-        FROM api_tokens t JOIN users u ON u.id = t.user_id JOIN teams tm ON tm.id = u.team_id
+        USER
+        + """
+        JOIN api_tokens t ON t.user_id = u.id
         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL
           AND (t.expires_at IS NULL OR t.expires_at > now())
         """,
         token_hash(token),
     )
-    return None if row is None else User(**{**dict(row), "also": tuple(row["also"])})
+    return _user(row)
 
 
 async def audit(
@@ -168,10 +178,5 @@ async def name_of(conn: asyncpg.Connection, user_id: int) -> str:
 
 
 async def user_named(conn: asyncpg.Connection, name: str) -> User | None:
-    row = await conn.fetchrow(
-        "SELECT u.id, u.name, u.role::text AS role, u.team_id, tm.force, u.also::text[] AS also"
-        " FROM users u JOIN teams tm ON tm.id = u.team_id"
-        " WHERE u.name = $1 AND u.disabled_at IS NULL",
-        name,
-    )
-    return None if row is None else User(**{**dict(row), "also": tuple(row["also"])})
+    row = await conn.fetchrow(USER + " WHERE u.name = $1 AND u.disabled_at IS NULL", name)
+    return _user(row)
