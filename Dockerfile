@@ -1,4 +1,13 @@
-# The project's image: the `torch` command with the ingest worker, API and simulator.
+# The project's image: the `torch` command with the ingest worker, API and simulator,
+# and the web app built from the npm registry's packages.
+FROM node:20-slim AS web
+WORKDIR /build/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web ./
+COPY simulators/data ../simulators/data
+RUN node build.mjs
+
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -7,6 +16,8 @@ COPY ingest ./ingest
 COPY api ./api
 COPY migrations ./migrations
 COPY simulators ./simulators
+COPY --from=web /build/web/dist ./web/dist
+ENV TORCH_WEB_DIR=/app/web/dist
 RUN pip install --no-cache-dir . && useradd --system torch
 USER torch
 ENTRYPOINT ["torch"]

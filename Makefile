@@ -1,13 +1,17 @@
 # TORCH: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: setup demo test bench lint clean-run
+.PHONY: setup web demo test bench lint clean-run
 
 setup:
 	@bash scripts/setup.sh
 
+web:
+	@cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
 demo: setup
 	@bash scripts/demo.sh
 
-test: setup
+test:
+	@bash scripts/setup.sh --with-browser
 	@bash scripts/test.sh
 
 lint:

@@ -10,7 +10,18 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import alerts, audit, auth, correlations, errors, limits, proximity, subjects, zones
+from api import (
+    alerts,
+    audit,
+    auth,
+    correlations,
+    errors,
+    limits,
+    proximity,
+    subjects,
+    web,
+    zones,
+)
 from torch import __version__, nearby
 from torch.settings import Settings
 from torch.store import breaches, db
@@ -57,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(zones.router)
     app.include_router(alerts.router)
     app.include_router(audit.router)
+    app.include_router(web.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -71,4 +83,5 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": str(type(err).__name__)}, 503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    web.mount(app, settings)  # last: the app at / must not shadow the routes above
     return app

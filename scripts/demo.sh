@@ -25,6 +25,7 @@ done
 cat <<MSG
 
 TORCH is running.
+  web app       $API/   (sign in with a token: .venv/bin/torch user add NAME --role probation)
   API           $API/docs   (health: $API/healthz)
   ingest log    .run/logs/ingest.log
   API log       .run/logs/api.log

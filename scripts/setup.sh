@@ -85,6 +85,27 @@ build_venv() {
   touch "$stamp"
 }
 
+# The web app, bundled from the npm registry's packages (package-lock.json) into web/dist,
+# rebuilt when its sources change. Node.js and npm come from Debian if missing.
+build_web() {
+  if ! command -v npm >/dev/null; then say "installing Node.js and npm"; apt_install nodejs npm; fi
+  if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then
+    say "installing the web app's packages (npm ci)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  local newest
+  newest=$(find web/src web/index.html web/build.mjs web/package-lock.json -newer web/dist/index.html 2>/dev/null | head -1)
+  if [ ! -f web/dist/index.html ] || [ -n "$newest" ]; then
+    say "building the web app into web/dist"
+    (cd web && node build.mjs)
+  fi
+}
+
+# Debian's Chromium, for the web app's end-to-end tests (make test only).
+install_browser() {
+  command -v chromium >/dev/null || { say "installing chromium (browser tests)"; apt_install chromium; }
+}
+
 # The ingest worker's broker account; its password is kept in .run/secrets/ingest.env
 # (readable by root only), which scripts/demo.sh loads. Then the broker's files.
 broker_accounts() {
@@ -104,10 +125,12 @@ broker_accounts() {
 }
 
 install_packages
+[ "${1:-}" != --with-browser ] || install_browser
 start_postgres
 scripts/broker.sh start
 create_role_and_databases
 build_venv
+build_web
 say "migrating database torch"
 .venv/bin/torch db upgrade
 broker_accounts

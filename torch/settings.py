@@ -154,6 +154,18 @@ class Settings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", description="API listen address")
     api_port: int = Field(8000, description="API listen port")
+    web_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "web" / "dist",
+        description="the built web app (`make web`), served at /; absent: / says how to build it",
+    )
+    map_tile_url: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="the web app's base map tiles ({z}/{x}/{y}); empty for none: the map is "
+        "then a plain background with the zones, tracks and scenes drawn on it",
+    )
+    map_attribution: str = Field(
+        "&copy; OpenStreetMap contributors", description="credit shown with the base map"
+    )
 
     @property
     def token_ttl(self) -> timedelta:

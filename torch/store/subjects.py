@@ -124,3 +124,34 @@ async def track(
         end,
     )
     return [(_fix(r), r["src"], r["speed"]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    subject_id: int
+    subject_ref: str
+    serial: str
+    last_seen_at: datetime | None
+    last_fix_at: datetime | None
+    battery: int | None
+    strap: str | None
+
+
+async def device_health(conn: asyncpg.Connection, user: User) -> list[DeviceHealth]:
+    """The device each subject of the user's caseload wears now, with what it last reported.
+    No positions: health is not a way to read whereabouts."""
+    rows = await conn.fetch(
+        """
+        SELECT s.id AS subject_id, s.ref AS subject_ref, d.serial, st.last_seen_at,
+               st.last_fix_at, st.battery, st.strap::text AS strap
+        FROM subjects s
+        JOIN device_assignments a ON a.subject_id = s.id AND a.during @> now()
+        JOIN devices d ON d.id = a.device_id
+        LEFT JOIN device_state st ON st.device_id = d.id
+        WHERE """
+        + _scope("$1", "$2")
+        + " ORDER BY s.ref",
+        user.force,
+        user.caseload_team,
+    )
+    return [DeviceHealth(**dict(r)) for r in rows]

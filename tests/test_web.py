@@ -1,0 +1,213 @@
+"""The web app in headless Chromium (Debian's), against the real API, worker, broker and
+database: sign in, find a planted subject at a crime scene, draw a zone, and see its breach
+alert arrive live and acknowledge it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.services import ROOT, Api, Database, Publisher, Worker, add_user, torch_cli, wait_for
+from torch import grid
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Offline: no background traffic, no first-run work, no sandbox as root.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCENE = (522000.0, 208000.0)  # grid metres, in Hatfield
+MINUTE = timedelta(minutes=1)
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "web" / "dist" / "index.html").is_file() or not Path(CHROMIUM).exists(),
+    reason="needs the built web app (make web) and Debian's chromium (make test installs both)",
+)
+
+
+def off_loop(read: Callable[[], Any]) -> Any:
+    """Run a test-database call on another thread: Playwright's sync API keeps an event loop
+    running on this one, and the harness's connection runs its own loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(read).result()
+
+
+def fix(t: datetime, x: float, y: float, acc: float = 5.0) -> dict[str, Any]:
+    lon, lat = grid.point_from_grid(x, y)
+    return {"ts": t.isoformat(), "lat": lat, "lon": lon, "acc": acc}
+
+
+@pytest.fixture
+def stack(db: Database, tmp_path: Path, workers: Callable[..., Worker]) -> Iterator[Api]:
+    """The API serving the built app with no map tiles (offline), and a worker."""
+    server = Api(tmp_path / "api.log", port=18011, TORCH_MAP_TILE_URL="")
+    workers("web")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def page(stack: Api) -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 860}, locale="en-GB", timezone_id="UTC"
+        )
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(stack.url + "/")
+        yield pg
+        browser.close()
+        assert errors == []
+
+
+def sign_in(page: Any, role: str) -> None:
+    page.fill("#signin-token", add_user(f"web-{role}", role))
+    page.click("text=Sign in")
+    page.wait_for_selector(f"#whoami:has-text('web-{role}')")
+
+
+def wearer(ref: str, serial: str, since: datetime) -> None:
+    torch_cli("subject", "add", ref)
+    torch_cli("device", "add", serial)
+    torch_cli("assign", serial, ref, "--from", since.isoformat())
+
+
+def test_a_bad_token_is_refused_and_the_role_decides_the_views(page: Any) -> None:
+    page.fill("#signin-token", "not-a-token")
+    page.click("text=Sign in")
+    page.wait_for_selector("#signin-error:has-text('not valid')")
+    sign_in(page, "officer")
+    assert page.locator("#tabs button").all_inner_texts() == ["Crime scene"]
+    page.click("#signout")
+    sign_in(page, "probation")
+    tabs = page.locator("#tabs button").all_inner_texts()
+    views = ["Crime scene", "Zones & tracks", "Alerts", "Devices"]
+    assert [t.split("\n")[0] for t in tabs] == views
+
+
+def test_a_crime_scene_query_marks_the_planted_subject_present(
+    page: Any, db: Database, publisher: Publisher
+) -> None:
+    t0 = (datetime.now(UTC) - timedelta(minutes=30)).replace(second=0, microsecond=0)
+    wearer("IOM-W0001", "HTW001", t0 - timedelta(days=1))
+    wearer("IOM-W0002", "HTW002", t0 - timedelta(days=1))
+    x, y = SCENE
+    # W0001 walks west to east through the scene between two fixes a minute apart;
+    # W0002 stays 3 km north all the while.
+    for i in range(11):
+        publisher.send("tags/HTW001/fixes", fix(t0 + i * MINUTE, x - 450 + 100 * i, y))
+        publisher.send("tags/HTW002/fixes", fix(t0 + i * MINUTE, x, y + 3000))
+    publisher.flush()
+    wait_for(lambda: off_loop(lambda: db.count("fixes")) == 22)
+
+    sign_in(page, "officer")
+    page.fill("#crime-ref", "41/12345/26")
+    page.fill("#crime-reason", "burglary at the scene, checking tagged subjects")
+    page.fill("#scene-easting", str(int(x)))
+    page.fill("#scene-northing", str(int(y)))
+    page.press("#scene-northing", "Tab")
+    lon, lat = grid.point_from_grid(x, y)  # the app converts as the server does
+    assert page.input_value("#scene-lat") == f"{lat:.6f}"
+    assert page.input_value("#scene-lon") == f"{lon:.6f}"
+    page.fill("#scene-radius", "200")
+    page.fill("#scene-from", (t0 + MINUTE).strftime("%Y-%m-%dT%H:%M"))
+    page.fill("#scene-to", (t0 + 9 * MINUTE).strftime("%Y-%m-%dT%H:%M"))
+    page.click("#scene-run")
+
+    present = page.locator("article.result[data-verdict='present']")
+    present.wait_for()
+    assert present.get_attribute("data-subject") == "IOM-W0001"
+    assert "closest 0 m at" in present.inner_text()
+    excluded = page.locator("article.result[data-verdict='excluded']")
+    assert excluded.get_attribute("data-subject") == "IOM-W0002"
+    assert page.inner_text("#scene-counts").split("\n") == [
+        "Present 1",
+        "Possible 0",
+        "Excluded 1",
+        "No data 0",
+    ]
+    # drawn on the map: the closest approach of the present subject, in its colour
+    assert page.locator("path.closest.present").count() == 1
+    # and the query is in the audit trail under the crime reference
+    audited = "SELECT crime_ref || ' ' || cardinality(subject_ids) FROM audit_log"
+    assert off_loop(lambda: db.fetchval(audited + " WHERE route = '/v1/proximity'")) == (
+        "41/12345/26 2"
+    )
+    with page.expect_download() as download:
+        page.click("#evidence")
+    assert download.value.suggested_filename.startswith("evidence-")
+
+
+def test_a_drawn_zone_is_saved_and_its_breach_alert_arrives_live(
+    page: Any, stack: Api, db: Database, publisher: Publisher
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    wearer("IOM-W0003", "HTW003", now - MINUTE)
+    subject_id = off_loop(lambda: db.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-W0003'"))
+    sign_in(page, "probation")
+
+    page.click("#tab-zones")
+    page.select_option("#zone-subject", str(subject_id))
+    page.select_option("#zone-kind", "exclusion")
+    page.fill("#zone-label", "victim's street")
+    page.click("#zone-draw")
+    box = page.locator("#map").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    corners = [(cx - 60, cy - 40), (cx + 60, cy - 40), (cx + 60, cy + 40), (cx - 60, cy + 40)]
+    for px, py in [*corners, corners[0]]:
+        page.mouse.click(px, py)
+        page.wait_for_timeout(100)
+    page.click("#zone-save")
+    page.wait_for_selector("#zone-message:has-text('Saved zone')")
+
+    token = add_user("web-check", "supervisor")
+    zones = httpx.get(
+        f"{stack.url}/v1/subjects/{subject_id}/zones",
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    assert [(z["kind"], z["label"], z["version"]) for z in zones] == [
+        ("exclusion", "victim's street", 1)
+    ]
+    ring = zones[0]["geometry"]["coordinates"][0]
+    assert zones[0]["geometry"]["type"] == "Polygon" and len(ring) == 5 and ring[0] == ring[-1]
+    assert page.locator("#zone-list article").count() == 1
+
+    page.click("#tab-alerts")
+    page.wait_for_selector("#alert-live:has-text('live')")
+    # the subject walks into the middle of the drawn square and stays there
+    lon = sum(p[0] for p in ring[:4]) / 4
+    lat = sum(p[1] for p in ring[:4]) / 4
+    x, y = grid.point_to_grid(lon, lat)
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    steps = [(-5000, 0), (0, 0), (2, 1), (1, 2), (0, 1)]
+    for i, (dx, dy) in enumerate(steps):
+        publisher.send("tags/HTW003/fixes", fix(t0 + timedelta(seconds=5 * i), x + dx, y + dy))
+    publisher.flush()
+
+    card = page.locator("article.alert[data-type='exclusion_breach']")
+    card.wait_for(timeout=20_000)  # arrives by the stream: the page is not reloaded
+    assert "IOM-W0003" in card.inner_text()
+    card.locator("input.note").fill("called the subject; he is leaving")
+    card.locator("text=Acknowledge").click()
+    status = "SELECT status FROM alerts WHERE type = 'exclusion_breach'"
+    wait_for(lambda: off_loop(lambda: db.fetchval(status)) == "acknowledged")
+    note = off_loop(lambda: db.fetchval("SELECT note FROM alert_actions"))
+    assert note == "called the subject; he is leaving"
+    page.select_option("#alert-status", "acknowledged")
+    page.locator("article.alert[data-status='acknowledged']").wait_for()
