@@ -96,7 +96,8 @@ export class Inbox {
         this.act(a, action, note.value.trim());
       } }, label);
     const detail = Object.entries(a.detail || {})
-      .filter(([, v]) => typeof v !== 'object').map(([k, v]) => `${k.replaceAll('_', ' ')}: ${v}`).join(' · ');
+      .filter(([, v]) => typeof v !== 'object')
+      .map(([k, v]) => `${k.replaceAll('_', ' ')}: ${/^\d{4}-\d\d-\d\dT/.test(v) ? fmt(v) : v}`).join(' · ');
     const actions = a.status === 'closed' ? null : h('div', { class: 'row' }, note,
       a.status === 'open' ? button('acknowledge', 'Acknowledge') : null, button('close', 'Close'));
     return h('article', { class: `alert ${a.severity} ${this.fresh.has(a.id) ? 'fresh' : ''}`,
