@@ -91,10 +91,20 @@ build_web() {
   if ! command -v npm >/dev/null; then say "installing Node.js and npm"; apt_install nodejs npm; fi
   if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then
     say "installing the web app's packages (npm ci)"
-    (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    mkdir -p .run/logs
+    local try
+    for try in 1 2 3; do
+      (cd web && npm ci --no-audit --no-fund) > .run/logs/npm-ci.log 2>&1 && break
+      say "npm ci failed (try $try of 3):"; tail -n 20 .run/logs/npm-ci.log >&2
+      [ "$try" -lt 3 ] || exit 1
+      sleep 5
+    done
   fi
-  local newest
-  newest=$(find web/src web/index.html web/build.mjs web/package-lock.json -newer web/dist/index.html 2>/dev/null | head -1)
+  local newest=
+  if [ -f web/dist/index.html ]; then
+    newest=$(find web/src web/index.html web/build.mjs web/package-lock.json \
+      -newer web/dist/index.html | head -1)
+  fi
   if [ ! -f web/dist/index.html ] || [ -n "$newest" ]; then
     say "building the web app into web/dist"
     (cd web && node build.mjs)

@@ -211,3 +211,15 @@ def test_a_drawn_zone_is_saved_and_its_breach_alert_arrives_live(
     assert note == "called the subject; he is leaving"
     page.select_option("#alert-status", "acknowledged")
     page.locator("article.alert[data-status='acknowledged']").wait_for()
+
+    # the day's track, with the fixes of the breach episode marked
+    entered = off_loop(lambda: db.fetchval("SELECT entered_at FROM breach_episodes"))
+    marked = sum(1 for i in range(len(steps)) if t0 + timedelta(seconds=5 * i) >= entered)
+    page.click("#tab-zones")
+    page.select_option("#zone-subject", str(subject_id))
+    page.fill("#track-day", t0.strftime("%Y-%m-%d"))
+    page.click("#track-show")
+    message = page.locator("#track-message:has-text('fixes;')")
+    message.wait_for()
+    assert message.inner_text() == f"5 fixes; 1 breach episode(s), {marked} fixes marked."
+    assert page.locator("path.breach-fix").count() == marked

@@ -42,9 +42,9 @@ export function createMap(el, settings) {
 }
 
 /** A dot for a fix; its radius on the map is its accuracy when zoomed in. */
-export function fixDot(lat, lon, colour, title) {
+export function fixDot(lat, lon, colour, title, options = {}) {
   return L.circleMarker([lat, lon], {
-    radius: 3, color: colour, weight: 1, fillColor: colour, fillOpacity: 0.9,
+    radius: 3, color: colour, weight: 1, fillColor: colour, fillOpacity: 0.9, ...options,
   }).bindTooltip(title);
 }
 

@@ -218,8 +218,8 @@ function mount(panel, map) {
       const breach = inBreach(Date.parse(p.properties.time));
       marked += breach ? 1 : 0;
       fixDot(lat, lon, breach ? COLOURS.breach : COLOURS.track,
-        `${fmt(p.properties.time)} ±${p.properties.acc ?? '?'} m${breach ? ' (in breach)' : ''}`)
-        .setStyle(breach ? { radius: 5, className: 'breach-fix' } : {})
+        `${fmt(p.properties.time)} ±${p.properties.acc ?? '?'} m${breach ? ' (in breach)' : ''}`,
+        breach ? { radius: 5, className: 'breach-fix' } : {})
         .addTo(trackLayer);
     }
     say(trackMessage, `${points.length} fixes; ${found.length} breach episode(s), ${marked} fixes marked.`, 'info');
