@@ -190,6 +190,7 @@ def test_a_drawn_zone_is_saved_and_its_breach_alert_arrives_live(
 
     page.click("#tab-alerts")
     page.wait_for_selector("#alert-live:has-text('live')")
+    page.wait_for_timeout(2000)  # the worker takes up new zones within two seconds
     # the subject walks into the middle of the drawn square and stays there
     lon = sum(p[0] for p in ring[:4]) / 4
     lat = sum(p[1] for p in ring[:4]) / 4
