@@ -186,7 +186,7 @@ def _register(settings: Any, members: list[Any], begin: float) -> dict[str, str]
                 passwords[m.serial] = await accounts.set_account(
                     conn, m.serial, broker.AccountKind.DEVICE
                 )
-        await broker.sync(conn, settings.broker_dir, int(settings.broker_files_mode, 8))
+        await broker.sync(conn, settings.broker_dir, settings.broker_files_permissions)
         return assigned, other, passwords
 
     assigned, other, passwords = run_on_db(settings, work)

@@ -358,7 +358,7 @@ async def _sync(conn: Any, settings: Settings) -> None:
     from torch import broker
 
     accounts, reloaded = await broker.sync(
-        conn, settings.broker_dir, int(settings.broker_files_mode, 8)
+        conn, settings.broker_dir, settings.broker_files_permissions
     )
     log.info(
         "broker files written to %s (%d accounts)%s",

@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     def token_ttl(self) -> timedelta:
         return timedelta(days=self.token_ttl_days)
 
+    @property
+    def broker_files_permissions(self) -> int:
+        """broker_files_mode as the permission bits it spells."""
+        return int(self.broker_files_mode, 8)
+
     @model_validator(mode="after")
     def _refuse_development_secrets(self) -> Settings:
         for name, url in (
