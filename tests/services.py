@@ -294,6 +294,15 @@ class Api:
             self.proc.wait(10)
 
 
+def wearer(ref: str, serial: str, since: str, team: str | None = None) -> str:
+    """A subject (in `team`, else the default one) wearing a new tag from `since` (RFC 3339),
+    through the CLI; returns the tag's broker password, which `torch device add` prints last."""
+    torch_cli("subject", "add", ref, *(("--team", team) if team else ()))
+    password = torch_cli("device", "add", serial).stdout.splitlines()[-1]
+    torch_cli("assign", serial, ref, "--from", since)
+    return password
+
+
 def add_user(name: str, role: str) -> str:
     """Create a user through the CLI; returns the bearer token it prints last."""
     return torch_cli("user", "add", name, "--role", role).stdout.strip().splitlines()[-1]

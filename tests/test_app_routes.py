@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.services import Api, Database, add_user, torch_cli
+from tests.services import Api, Database, add_user, torch_cli, wearer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -48,14 +48,11 @@ def test_me_names_the_user_roles_and_map_settings(api: Api) -> None:
 def test_device_health_lists_the_caseload_with_its_problems_and_no_positions(
     api: Api, db: Database
 ) -> None:
-    for n, ref in ((1, "IOM-H0001"), (2, "IOM-H0002")):
-        torch_cli("subject", "add", ref)
-        torch_cli("device", "add", f"HTH00{n}")
-        torch_cli("assign", f"HTH00{n}", ref, "--from", (NOW - timedelta(days=1)).isoformat())
+    since = (NOW - timedelta(days=1)).isoformat()
+    wearer("IOM-H0001", "HTH001", since)
+    wearer("IOM-H0002", "HTH002", since)
     torch_cli("team", "add", "north", "--force", "default")
-    torch_cli("subject", "add", "IOM-H0003", "--team", "north")
-    torch_cli("device", "add", "HTH003")
-    torch_cli("assign", "HTH003", "IOM-H0003", "--from", (NOW - timedelta(days=1)).isoformat())
+    wearer("IOM-H0003", "HTH003", since, team="north")
     seen = NOW - timedelta(minutes=2)
     db.execute(
         "INSERT INTO device_state (device_id, last_fix_at, last_lat, last_lon, last_seen_at,"

@@ -11,7 +11,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.factories import fix
-from tests.services import MQTT_PORT, PASSWORDS, Database, mqtt_client, torch_cli, wait_for
+from tests.services import (
+    MQTT_PORT,
+    PASSWORDS,
+    Database,
+    mqtt_client,
+    torch_cli,
+    wait_for,
+    wearer,
+)
 
 
 def sign_in(user: str | None, password: str | None) -> tuple[mqtt.Client, ReasonCode]:
@@ -52,11 +60,8 @@ def publish(client: mqtt.Client, topic: str, payload: str | dict[str, object]) -
 
 
 def device(serial: str, ref: str, db: Database) -> str:
-    """`torch device add`, worn by a new subject; returns the broker password it printed."""
-    password = torch_cli("device", "add", serial).stdout.splitlines()[-1]
-    torch_cli("subject", "add", ref)
-    torch_cli("assign", serial, ref, "--from", "2026-01-01T00:00:00Z")
-    return password
+    """A tag worn by a new subject; returns the broker password `torch device add` printed."""
+    return wearer(ref, serial, "2026-01-01T00:00:00Z")
 
 
 def test_nobody_connects_without_a_live_account(broker, db: Database) -> None:  # type: ignore[no-untyped-def]

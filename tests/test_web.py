@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.services import ROOT, Api, Database, Publisher, Worker, add_user, torch_cli, wait_for
+from tests.factories import grid_fix as fix
+from tests.services import ROOT, Api, Database, Publisher, Worker, add_user, wait_for, wearer
 from torch import grid
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -44,11 +45,6 @@ def off_loop(read: Callable[[], Any]) -> Any:
     running on this one, and the harness's connection runs its own loop."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(read).result()
-
-
-def fix(t: datetime, x: float, y: float, acc: float = 5.0) -> dict[str, Any]:
-    lon, lat = grid.point_from_grid(x, y)
-    return {"ts": t.isoformat(), "lat": lat, "lon": lon, "acc": acc}
 
 
 @pytest.fixture
@@ -82,12 +78,6 @@ def sign_in(page: Any, role: str) -> None:
     page.wait_for_selector(f"#whoami:has-text('web-{role}')")
 
 
-def wearer(ref: str, serial: str, since: datetime) -> None:
-    torch_cli("subject", "add", ref)
-    torch_cli("device", "add", serial)
-    torch_cli("assign", serial, ref, "--from", since.isoformat())
-
-
 def test_a_bad_token_is_refused_and_the_role_decides_the_views(page: Any) -> None:
     page.fill("#signin-token", "not-a-token")
     page.click("text=Sign in")
@@ -105,8 +95,8 @@ def test_a_crime_scene_query_marks_the_planted_subject_present(
     page: Any, db: Database, publisher: Publisher
 ) -> None:
     t0 = (datetime.now(UTC) - timedelta(minutes=30)).replace(second=0, microsecond=0)
-    wearer("IOM-W0001", "HTW001", t0 - timedelta(days=1))
-    wearer("IOM-W0002", "HTW002", t0 - timedelta(days=1))
+    wearer("IOM-W0001", "HTW001", (t0 - timedelta(days=1)).isoformat())
+    wearer("IOM-W0002", "HTW002", (t0 - timedelta(days=1)).isoformat())
     x, y = SCENE
     # W0001 walks west to east through the scene between two fixes a minute apart;
     # W0002 stays 3 km north all the while.
@@ -158,7 +148,7 @@ def test_a_drawn_zone_is_saved_and_its_breach_alert_arrives_live(
     page: Any, stack: Api, db: Database, publisher: Publisher
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    wearer("IOM-W0003", "HTW003", now - MINUTE)
+    wearer("IOM-W0003", "HTW003", (now - MINUTE).isoformat())
     subject_id = off_loop(lambda: db.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-W0003'"))
     sign_in(page, "probation")
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.factories import grid_fix as fix
 from tests.services import (
     LISTENER,
     MQTT_PORT,
@@ -24,8 +25,8 @@ from tests.services import (
     Worker,
     add_user,
     mqtt_client,
-    torch_cli,
     wait_for,
+    wearer,
 )
 from torch import grid
 
@@ -47,9 +48,7 @@ def square(x: float, y: float, side: float) -> dict[str, Any]:
 @pytest.fixture
 def api(db: Database, tmp_path: Path) -> Iterator[dict[str, Any]]:
     server = Api(tmp_path / "api.log")
-    torch_cli("subject", "add", "IOM-Z0001")
-    torch_cli("device", "add", "HTZ001")
-    torch_cli("assign", "HTZ001", "IOM-Z0001", "--from", (NOW - timedelta(days=1)).isoformat())
+    wearer("IOM-Z0001", "HTZ001", (NOW - timedelta(days=1)).isoformat())
     subject_id = db.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-Z0001'")
     tokens = {r: add_user(f"{r}-z", r) for r in ("officer", "probation", "supervisor")}
 
@@ -143,11 +142,6 @@ def test_bad_zones_are_refused_with_the_field_and_the_reason(api: dict[str, Any]
         == 403
     )
     assert call("POST", "/v1/subjects/999999/zones", json=zone_body()).status_code == 404
-
-
-def fix(t: datetime, x: float, y: float, acc: float = 5.0) -> dict[str, Any]:
-    lon, lat = grid.point_from_grid(x, y)
-    return {"ts": t.isoformat(), "lat": lat, "lon": lon, "acc": acc}
 
 
 @pytest.fixture
