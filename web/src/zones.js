@@ -12,7 +12,6 @@ export const view = { id: 'zones', title: 'Zones & tracks', roles: ['probation',
 function mount(panel, map) {
   const zoneLayer = L.featureGroup().addTo(map);
   const trackLayer = L.featureGroup().addTo(map);
-  let subjects = [];
   let zones = [];
   let editing = null; // { zone (or null for a new one), layer }
 
@@ -239,8 +238,7 @@ function mount(panel, map) {
       h('button', { type: 'button', id: 'track-show', class: 'secondary', onclick: showTrack }, 'Show track')),
     trackMessage, episodes);
 
-  api.call('GET', '/v1/subjects').then((found) => {
-    subjects = found;
+  api.call('GET', '/v1/subjects').then((subjects) => {
     subjectSelect.replaceChildren(h('option', { value: '' }, 'Choose a subject…'),
       ...subjects.map((s) => h('option', { value: s.id }, s.device ? `${s.ref} (${s.device})` : s.ref)));
   }).catch((err) => say(message, problemText(err)));
