@@ -23,6 +23,8 @@ export class Inbox {
     this.fresh = new Set();
     this.state = 'connecting';
     this.panel = null;
+    this.loading = false;
+    this.again = false;
     this.stop = api.stream('/v1/alerts/stream', {
       onEvent: (e) => this.heard(e),
       onState: (s) => { this.state = s; this.render(); },
@@ -43,14 +45,24 @@ export class Inbox {
     this.load();
   }
 
+  /** Reads the inbox again; a burst of events while a read is under way makes one more. */
   async load() {
-    const q = this.status === 'all' ? '' : `?status=${this.status}`;
-    try {
-      this.alerts = await api.call('GET', `/v1/alerts${q}`);
-      this.error = '';
-    } catch (err) {
-      this.error = problemText(err);
+    if (this.loading) {
+      this.again = true;
+      return;
     }
+    this.loading = true;
+    do {
+      this.again = false;
+      const q = this.status === 'all' ? '' : `?status=${this.status}`;
+      try {
+        this.alerts = await api.call('GET', `/v1/alerts${q}`);
+        this.error = '';
+      } catch (err) {
+        this.error = problemText(err);
+      }
+    } while (this.again);
+    this.loading = false;
     if (this.status === 'open') this.onCount(this.alerts.length);
     this.render();
   }
