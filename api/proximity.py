@@ -101,9 +101,12 @@ async def proximity(
     window = Scene(geometry, body.radius_m, body.from_.timestamp(), body.to.timestamp())
     echo = body.model_dump(mode="json", by_alias=True)
     query_id = uuid4()
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
+    pool = request.app.state.pool
+    async with pool.acquire() as reader:  # its own snapshot (nearby.verdicts)
+        verdicts = await nearby.verdicts(reader, window, params)
+    async with pool.acquire() as conn, conn.transaction():
         allowed = await subject_store.visible(conn, user)  # the asker's force, or caseload
-        found = [v for v in await nearby.verdicts(conn, window, params) if v.subject_id in allowed]
+        found = [v for v in verdicts if v.subject_id in allowed]
         results = [result(v.subject_id, v.ref, v.assessment) for v in found]
         # Encoded once, for the answer and for the record: two thousand verdicts through
         # FastAPI's generic encoder took 80 ms.

@@ -66,32 +66,16 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def load(tags: int, days: float) -> None:
+async def load(tags: int, days: float, resume: bool) -> None:
     conn = await asyncpg.connect(DATABASE_URL)
     try:
-        await conn.execute(
-            "TRUNCATE fixes, track_tiles, track_tiles_dirty, device_state, device_assignments,"
-            " devices, subjects CASCADE"
-        )
-        await conn.execute(
-            "INSERT INTO devices (serial, model) SELECT 'Q' || lpad(g::text, 5, '0'), 'bench-query'"
-            " FROM generate_series(1, $1) g",
-            tags,
-        )
-        await conn.execute(
-            "INSERT INTO subjects (ref)"
-            " SELECT 'IOM-Q' || lpad(g::text, 5, '0') FROM generate_series(1, $1) g",
-            tags,
-        )
-        await conn.execute(
-            "INSERT INTO device_assignments (device_id, subject_id, during)"
-            " SELECT d.id, s.id, tstzrange($1, NULL) FROM devices d JOIN subjects s"
-            " ON substr(s.ref, 6) = substr(d.serial, 2)",
-            START - timedelta(days=1),
-        )
+        if not resume:
+            await start_empty(conn, tags)
         whole = int(days)
         for day in range(whole + (1 if days > whole else 0)):
             begin = START + timedelta(days=day)
+            if resume and await conn.fetchval(DAY_LOADED, begin):
+                continue  # each day is one statement: there or not at all
             await conn.execute("SELECT torch_ensure_fix_partitions($1, $1)", begin.date())
             started = time.monotonic()
             await conn.execute(LOAD_DAY, begin)
@@ -104,9 +88,39 @@ async def load(tags: int, days: float) -> None:
             conn, lambda done, total: log(f"track tiles: day {done} of {total}")
         )
         await conn.execute("VACUUM ANALYZE track_tiles")
+        await conn.execute("VACUUM ANALYZE track_blocks")
         log(f"built {made:,} track tiles ({time.monotonic() - started:.0f} s)")
     finally:
         await conn.close()
+
+
+DAY_LOADED = """
+SELECT EXISTS (SELECT 1 FROM fixes WHERE fix_time >= $1 AND fix_time < $1 + interval '1 day')
+"""
+
+
+async def start_empty(conn: asyncpg.Connection, tags: int) -> None:
+    """No fixes, tiles or alerts; `tags` subjects, each wearing its own tag."""
+    await conn.execute(
+        "TRUNCATE fixes, track_tiles, track_blocks, track_tiles_dirty, device_state,"
+        " device_assignments, devices, subjects CASCADE"
+    )
+    await conn.execute(
+        "INSERT INTO devices (serial, model) SELECT 'Q' || lpad(g::text, 5, '0'), 'bench-query'"
+        " FROM generate_series(1, $1) g",
+        tags,
+    )
+    await conn.execute(
+        "INSERT INTO subjects (ref)"
+        " SELECT 'IOM-Q' || lpad(g::text, 5, '0') FROM generate_series(1, $1) g",
+        tags,
+    )
+    await conn.execute(
+        "INSERT INTO device_assignments (device_id, subject_id, during)"
+        " SELECT d.id, s.id, tstzrange($1, NULL) FROM devices d JOIN subjects s"
+        " ON substr(s.ref, 6) = substr(d.serial, 2)",
+        START - timedelta(days=1),
+    )
 
 
 async def sizes() -> list[str]:
@@ -119,17 +133,21 @@ async def sizes() -> list[str]:
             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
             WHERE i.inhparent = 'fixes'::regclass""")
         n = await conn.fetchval("SELECT count(*) FROM fixes")
-        t = await conn.fetchrow(
-            "SELECT count(*) AS n, pg_table_size('track_tiles') AS heap,"
-            " pg_indexes_size('track_tiles') AS indexes FROM track_tiles"
-        )
         r = rows[0]
-        return [
+        out = [
             f"fixes: {n:,} rows in {r['partitions']} daily partitions; table "
             f"{r['heap'] / 2**30:.2f} GiB, indexes {r['indexes'] / 2**30:.2f} GiB",
-            f"track_tiles: {t['n']:,} rows; table {t['heap'] / 2**30:.2f} GiB, "
-            f"indexes {t['indexes'] / 2**30:.2f} GiB",
         ]
+        for table in ("track_tiles", "track_blocks"):
+            t = await conn.fetchrow(
+                f"SELECT count(*) AS n, pg_table_size('{table}') AS heap,"
+                f" pg_indexes_size('{table}') AS indexes FROM {table}"
+            )
+            out.append(
+                f"{table}: {t['n']:,} rows; table {t['heap'] / 2**30:.2f} GiB, "
+                f"indexes {t['indexes'] / 2**30:.2f} GiB"
+            )
+        return out
     finally:
         await conn.close()
 
@@ -211,6 +229,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--reuse", action="store_true", help="keep the data already loaded")
     parser.add_argument("--load-only", action="store_true", help="load the data and stop")
+    parser.add_argument(
+        "--resume", action="store_true", help="load only the days not yet loaded, then the tiles"
+    )
     args = parser.parse_args()
     env = dict(
         os.environ,
@@ -222,7 +243,7 @@ def main() -> None:
         [str(ROOT / ".venv/bin/torch"), "db", "upgrade"], env=env, check=True, capture_output=True
     )
     if not args.reuse:
-        asyncio.run(load(args.tags, args.days))
+        asyncio.run(load(args.tags, args.days, args.resume))
     if args.load_only:
         return
     name = f"bench{os.getpid()}"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 import shapely
 from shapely import Point
@@ -22,6 +23,7 @@ from shapely import Point
 from ingest.pipeline import Pipeline, limits_from
 from tests.services import DATABASE_URL, Database
 from torch import grid, nearby
+from torch.approach import Nearest
 from torch.intake import Message
 from torch.proximity import Assessment, Params, Scene, TrackFix, assess, position_at
 from torch.settings import Settings
@@ -85,18 +87,33 @@ async def wearer(conn: asyncpg.Connection, n: int, since: float = -86400) -> Non
     await registry.assign(conn, f"TT{n:04d}", f"IOM-T{n:04d}", at(since), None)
 
 
-async def tile(conn: asyncpg.Connection, ref: str, hour: int) -> asyncpg.Record:
-    return await conn.fetchrow(
+async def tile(conn: asyncpg.Connection, ref: str, hour: int) -> dict[str, Any]:
+    """A tile with its packed track unpacked: times, positions, accuracies, and the
+    sketch (float4 positions)."""
+    r = await conn.fetchrow(
         """
-        SELECT n, ts, accs, longest_s, first_x, first_y, last_x, last_y,
-               min_x, min_y, max_x, max_y, ST_NPoints(line) AS points,
-               ARRAY(SELECT ST_M(g.geom) FROM ST_DumpPoints(line) g) AS measures
+        SELECT n, track, sketch, longest_s, first_x, first_y, last_x, last_y,
+               min_x, min_y, max_x, max_y
         FROM track_tiles t JOIN subjects s ON s.id = t.subject_id
         WHERE s.ref = $1 AND t.tile_start = $2
         """,
         ref,
         at(hour * 3600),
     )
+    track = np.frombuffer(r["track"], ">f8").reshape(-1, 4)
+    sketch = np.frombuffer(r["sketch"], ">f4").reshape(-1, 2)
+    return {
+        **dict(r),
+        "points": len(track),
+        "ts": track[:, 0].tolist(),
+        "xy": [(x, y) for x, y in track[:, 1:3].tolist()],
+        "accs": [None if math.isnan(a) else a for a in track[:, 3].tolist()],
+        "sketch": [(x, y) for x, y in sketch.tolist()],
+    }
+
+
+def float4(xy: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [(float(np.float32(x)), float(np.float32(y))) for x, y in xy]
 
 
 def stored(x: float, y: float) -> tuple[float, float]:
@@ -120,7 +137,9 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
         t = await tile(conn, "IOM-T0001", 0)
         assert t["n"] == 10 and t["points"] == 10
         assert t["ts"] == [epoch(60 * i) for i in range(10)]
-        assert t["measures"] == t["ts"]
+        sent = [stored(520000 + 10 * min(i, 7), 210000) for i in range(10)]
+        assert np.allclose(t["xy"], sent, rtol=0, atol=1e-6)
+        assert t["sketch"] == float4(t["xy"])
         assert t["longest_s"] == 60.0
         (x0, y0), (x1, _) = stored(520000, 210000), stored(520070, 210000)
         assert (t["min_x"], t["max_x"], t["min_y"], t["max_y"]) == pytest.approx(
@@ -134,7 +153,7 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
         t = await tile(conn, "IOM-T0001", 0)
         assert t["n"] == 12 and t["points"] == 12
         assert t["ts"] == [epoch(60 * i) for i in range(10)] + [epoch(900), epoch(1000)]
-        assert t["measures"] == t["ts"]
+        assert t["sketch"] == float4(t["xy"])
         assert t["accs"] == [5.0] * 10 + [None, 12.0]
         assert t["longest_s"] == 900.0 - 540.0
         assert (t["last_x"], t["last_y"]) == pytest.approx(stored(520100, 210040), abs=1e-6)
@@ -161,6 +180,74 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
     run(work)
 
 
+async def block(conn: asyncpg.Connection, ref: str, start: datetime) -> dict[str, Any] | None:
+    r = await conn.fetchrow(
+        """
+        SELECT marks, hours, sketch FROM track_blocks b JOIN subjects s ON s.id = b.subject_id
+        WHERE s.ref = $1 AND b.block_start = $2
+        """,
+        ref,
+        start,
+    )
+    if r is None:
+        return None
+    hours = np.frombuffer(r["hours"], ">f8").reshape(-1, 5)
+    return {"marks": r["marks"], "hours": [tuple(h) for h in hours.tolist()], "sketch": r["sketch"]}
+
+
+async def sketch(conn: asyncpg.Connection, ref: str, hour: datetime) -> bytes:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        "SELECT sketch FROM track_tiles t JOIN subjects s ON s.id = t.subject_id"
+        " WHERE s.ref = $1 AND t.tile_start = $2",
+        ref,
+        hour,
+    )
+
+
+def test_blocks_hold_six_hours_of_sketches_and_follow_their_tiles(run: Run) -> None:
+    b = HOUR0.replace(hour=HOUR0.hour // 6 * 6)  # a block's start, UTC 00, 06, 12 or 18
+    o = (b - HOUR0).total_seconds()
+    h = timedelta(hours=1)
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await wearer(conn, 5)
+        # 30 fixes a minute apart in the last half hour of one block, 15 in the next
+        await send(
+            pipeline,
+            "TT0005",
+            [(o - 1800 + 60 * i, 520000.0 + 10 * i, 210000.0, 5) for i in range(45)],
+        )
+        await tiles.refresh(conn)
+        before = await block(conn, "IOM-T0005", b - 6 * h)
+        assert before is not None
+        assert before["marks"] == [0, 0, 0, 0, 0, 0, 30]
+        assert before["hours"] == [((b - h).timestamp(), 30, epoch(o - 1800), epoch(o - 60), 60.0)]
+        assert before["sketch"] == await sketch(conn, "IOM-T0005", b - h)
+        after = await block(conn, "IOM-T0005", b)
+        assert after is not None
+        assert after["marks"] == [0, 15, 15, 15, 15, 15, 15]
+        assert after["hours"] == [(b.timestamp(), 15, epoch(o), epoch(o + 840), 60.0)]
+
+        # a fix two hours on, then a late one in the first hour: the block follows
+        await send(pipeline, "TT0005", [(o + 7300, 520500.0, 210000.0, 5)])
+        await tiles.refresh(conn)
+        await send(pipeline, "TT0005", [(o + 30, 520100.0, 210000.0, 5)])
+        await tiles.refresh(conn)
+        after = await block(conn, "IOM-T0005", b)
+        assert after is not None
+        assert after["marks"] == [0, 16, 16, 17, 17, 17, 17]
+        assert after["hours"] == [
+            (b.timestamp(), 16, epoch(o), epoch(o + 840), 60.0),
+            ((b + 2 * h).timestamp(), 1, epoch(o + 7300), epoch(o + 7300), 0.0),
+        ]
+        assert after["sketch"] == await sketch(conn, "IOM-T0005", b) + await sketch(
+            conn, "IOM-T0005", b + 2 * h
+        )
+        assert len(after["sketch"]) == 17 * 8
+
+    run(work)
+
+
 def test_fixes_stored_before_an_assignment_join_the_tiles_when_it_is_made(run: Run) -> None:
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await registry.add_subject(conn, "IOM-T0002", None)
@@ -175,18 +262,18 @@ def test_fixes_stored_before_an_assignment_join_the_tiles_when_it_is_made(run: R
     run(work)
 
 
-def wander(rng: random.Random) -> list[Fix]:
-    """Three hours of a tag around Hatfield: walking or driving, pauses standing still,
+def wander(rng: random.Random, hours: float = 3, gaps: bool = True) -> list[Fix]:
+    """Some hours of a tag around Hatfield: walking or driving, pauses standing still,
     intervals of 20 s to 4 min, some gaps of 6 to 40 minutes, some fixes without acc."""
     x, y = 522000 + rng.uniform(-3000, 3000), 208000 + rng.uniform(-3000, 3000)
     heading, speed = rng.uniform(0, 2 * math.pi), rng.choice([1.4, 8.0, 15.0])
     t = rng.uniform(-600, 300)
     out: list[Fix] = []
-    while t < 3 * 3600 + 600:
+    while t < hours * 3600 + 600:
         acc = None if rng.random() < 0.05 else float(rng.choice([4, 8, 15, 30, 60]))
         out.append((round(t, 3), round(x, 2), round(y, 2), acc))
         step = rng.choice([20.0, 60.0, 60.0, 60.0, 120.0, 240.0])
-        if rng.random() < 0.01:
+        if rng.random() < 0.01 and gaps:
             step = rng.uniform(360, 2400)  # a gap
         if rng.random() > 0.2:  # else standing still
             heading += rng.uniform(-0.6, 0.6)
@@ -246,6 +333,14 @@ def same(a: Assessment, b: Assessment, fixes: list[TrackFix], scene: Scene) -> N
     assert [f.t for f in a.evidence] == [f.t for f in b.evidence]
 
 
+async def from_the_tiles(conn: asyncpg.Connection, scene: Scene) -> dict[int, Nearest]:
+    """The closest approaches the tiles settle, by subject index."""
+    start = datetime.fromtimestamp(scene.start, UTC)
+    end = datetime.fromtimestamp(scene.end, UTC)
+    who = await store.wearers(conn, start, end, P.max_gap_s)
+    return await nearby.closest_from_tiles(conn, who, scene, P)
+
+
 def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
     rng = random.Random(20261123)
 
@@ -259,10 +354,7 @@ def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
         for scene in scenes(rng, 40):
             start = datetime.fromtimestamp(scene.start, UTC)
             end = datetime.fromtimestamp(scene.end, UTC)
-            summary = await store.summaries(
-                conn, shapely.to_wkb(scene.geometry), start, end, P.max_gap_s, P.default_acc_m
-            )
-            from_tiles += sum(s.closest_m is not None for s in summary)
+            from_tiles += len(await from_the_tiles(conn, scene))
             fast = await nearby.verdicts(conn, scene, P)
             slow = await store.tracks(conn, start, end, P.max_gap_s)
             assert [v.subject_id for v in fast] == [t.subject_id for t in slow]
@@ -275,6 +367,41 @@ def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
     assert run(work) > 400
 
 
+def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) -> None:
+    """Windows of 6 to 26 hours: their middle hours come from the six-hour blocks."""
+    rng = random.Random(20261130)
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> int:
+        for n in range(31, 39):
+            await wearer(conn, n, since=-4 * 86400)
+            await send(pipeline, f"TT{n:04d}", [(t - 86400, *rest) for t, *rest in wander(rng, 30, gaps=False)])
+        while await tiles.refresh(conn):
+            pass
+        from_tiles = 0
+        for _ in range(12):
+            cx, cy = 522000 + rng.uniform(-4000, 4000), 208000 + rng.uniform(-4000, 4000)
+            start = rng.uniform(-86400, -86400 + 4 * 3600)
+            scene = Scene(
+                Point(cx, cy),
+                rng.choice([50.0, 200.0]),
+                epoch(start),
+                epoch(start + rng.uniform(6, 26) * 3600),
+            )
+            from_tiles += len(await from_the_tiles(conn, scene))
+            fast = await nearby.verdicts(conn, scene, P)
+            slow = await store.tracks(
+                conn, at(start), at(start) + timedelta(seconds=scene.end - scene.start), P.max_gap_s
+            )
+            assert [v.subject_id for v in fast] == [t.subject_id for t in slow]
+            for v, t in zip(fast, slow, strict=True):
+                same(v.assessment, assess(t.fixes, scene, P), t.fixes, scene)
+        return from_tiles
+
+    # The tracks have no gaps: every subject's closest approach in every window came
+    # from the tiles, so the comparison tested them.
+    assert run(work) == 8 * 12
+
+
 def test_a_subject_with_fixes_not_yet_in_tiles_is_assessed_from_the_fixes(run: Run) -> None:
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await wearer(conn, 3)
@@ -283,17 +410,14 @@ def test_a_subject_with_fixes_not_yet_in_tiles_is_assessed_from_the_fixes(run: R
         )
         await tiles.refresh(conn)
         scene = Scene(Point(stored(520500, 210000)), 100, epoch(600), epoch(3000))
-        start, end = at(600), at(3000)
-        wkb = shapely.to_wkb(scene.geometry)
-        (before,) = await store.summaries(conn, wkb, start, end, 300, 20)
+        (before,) = (await from_the_tiles(conn, scene)).values()
         # walking east 5 m a minute, nearest at the end of the window
         nearest = Point(stored(520000 + 5 * 50, 210000)).distance(scene.geometry)
-        assert before.closest_m == pytest.approx(nearest, abs=1e-6)
+        assert before.distance == pytest.approx(nearest, abs=1e-6)
         assert before.t == epoch(3000)
         # a fix moves the subject onto the scene; its tile is not refreshed yet
         await send(pipeline, "TT0003", [(1230.0, 520500.0, 210000.0, 5.0)])
-        (pending,) = await store.summaries(conn, wkb, start, end, 300, 20)
-        assert pending.closest_m is None
+        assert await from_the_tiles(conn, scene) == {}
         (v,) = await nearby.verdicts(conn, scene, P)
         assert v.assessment.verdict == "present"
         assert v.assessment.closest_m == 0.0

@@ -450,8 +450,9 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
         user = await users.user_named(conn, args.user)
         if user is None:
             raise NotFound(f"no user {args.user}")
+        # each crime is read in a snapshot of its own (torch.nearby), then the record is kept
+        found = await correlate.run(conn, crimes, params_of(settings), progress)
         async with conn.transaction():
-            found = await correlate.run(conn, crimes, params_of(settings), progress)
             await users.audit(
                 conn,
                 user,

@@ -2,19 +2,22 @@
 
 The verdicts are those of `torch.proximity.assess` on each subject's fixes.
 Most subjects' tracks cover the window and pass far from the scene; for them
-the track tiles give the closest approach without reading a fix. Every other
-subject (near the scene, with a gap, or with tiles not yet up to date) has
-their fixes read and assessed in full.
+the track tiles give the closest approach without reading a fix
+(torch.approach). Every other subject (near the scene, with a gap, or with
+tiles not yet up to date) has their fixes read and assessed in full.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 import asyncpg
-import shapely
+import numpy as np
 
+from torch import approach
 from torch.proximity import Assessment, Params, Scene, assess, far_and_covered
 from torch.store import proximity as store
 
@@ -36,20 +39,80 @@ class SubjectVerdict(NamedTuple):
 
 
 async def verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[SubjectVerdict]:
+    """Every wearer's verdict. The reads share one snapshot, so that the tiles, the
+    blocks and the fixes agree: a transaction of their own, repeatable read; a caller
+    already in a transaction must have made it so."""
+    if conn.is_in_transaction():
+        return await _verdicts(conn, scene, p)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _verdicts(conn, scene, p)
+
+
+async def _verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[SubjectVerdict]:
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
-    wkb = shapely.to_wkb(scene.geometry)
-    found: dict[int, SubjectVerdict] = {}
-    refs: dict[int, str] = {}
-    for s in await store.summaries(conn, wkb, start, end, p.max_gap_s, p.default_acc_m):
-        refs[s.subject_id] = s.ref
-        if s.closest_m is None or s.t is None or s.x is None or s.y is None or s.acc is None:
-            continue
-        a = far_and_covered(s.closest_m, s.t, (s.x, s.y), s.acc, scene, p)
-        if a is not None:
-            found[s.subject_id] = SubjectVerdict(s.subject_id, s.ref, a)
-    rest = [i for i in refs if i not in found]
+    who = await store.wearers(conn, start, end, p.max_gap_s)
+    found = {
+        w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
+        for w, a in await _from_tiles(conn, who, scene, p)
+    }
+    rest = [w.subject_id for w in who if w.subject_id not in found]
     if rest:
         for t in await store.tracks(conn, start, end, p.max_gap_s, rest):
             found[t.subject_id] = SubjectVerdict(t.subject_id, t.ref, assess(t.fixes, scene, p))
     return [found[i] for i in sorted(found)]
+
+
+async def closest_from_tiles(
+    conn: asyncpg.Connection, who: Sequence[store.Wearer], scene: Scene, p: Params
+) -> dict[int, approach.Nearest]:
+    """The exact closest approach, by subject index in `who`, of every subject whose
+    tiles show a track over the whole window and who can be measured from them."""
+    plan = approach.plan(scene.start, scene.end, p.max_gap_s)
+    index = {w.subject_id: i for i, w in enumerate(who)}
+    first_block, last_block = plan.blocks()
+    block_rows = [
+        (index[r[0]], r[1], r[2])
+        for r in await store.blocks(conn, first_block, last_block, plan.inner_from, plan.inner_to)
+        if r[0] in index
+    ]
+    edge_rows = [
+        (index[r[0]], r[1])
+        for lo, hi in plan.edge_ranges()
+        for r in await store.edges(conn, lo, hi)
+        if r[0] in index
+    ]
+    edge_rows.sort(key=lambda r: r[0])  # stable: each subject's hours stay in time order
+    if not block_rows:
+        return {}
+    hours = approach.hours_of([r[0] for r in block_rows], [r[1] for r in block_rows])
+    keep = approach.whole(hours, plan, len(who))
+    keep &= np.fromiter((w.tiled for w in who), bool, len(who))
+    edge = approach.edge_of([r[0] for r in edge_rows], [r[1] for r in edge_rows])
+    sketch = approach.sketch_of([r[0] for r in block_rows], [r[2] for r in block_rows])
+    track = approach.join(edge, sketch, plan, keep)
+    chosen, crowded = approach.candidates(track, plan, scene.geometry)
+    inner = approach.interior_keys(hours, plan)
+    need = approach.sketch_hours_needed(track, chosen, inner, hours)
+    packed = await store.exact(conn, [(who[s].subject_id, h) for s, h in need])
+    tiles = {(index[k[0]], k[1]): np.frombuffer(v, ">f8").reshape(-1, 4) for k, v in packed.items()}
+    found = approach.settle(track, chosen, edge, inner, hours, tiles, plan, scene.geometry)
+    skip = set(crowded.tolist())
+    return {n.subject: n for n in found if n.subject not in skip}
+
+
+async def _from_tiles(
+    conn: asyncpg.Connection, who: Sequence[store.Wearer], scene: Scene, p: Params
+) -> list[tuple[store.Wearer, Assessment]]:
+    """The subjects whose verdict the tiles settle: excluded, far from the scene."""
+    out = []
+    for i, n in (await closest_from_tiles(conn, who, scene, p)).items():
+        acc = max(_or(n.acc_a, p.default_acc_m), _or(n.acc_b, p.default_acc_m))
+        a = far_and_covered(n.distance, n.t, (n.x, n.y), acc, scene, p)
+        if a is not None:
+            out.append((who[i], a))
+    return out
+
+
+def _or(acc: float, default: float) -> float:
+    return default if math.isnan(acc) else acc

@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 import shapely
 from shapely import Point
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import nearest_points
 
 from torch.settings import Settings
 
@@ -170,9 +170,51 @@ def _pieces(track: list[TrackFix], scene: Scene, p: Params) -> list[tuple[int, i
     return pieces
 
 
+class Pieces(NamedTuple):
+    """Parts of tracks, as arrays: from the fix (ta, xa, ya) to the fix (tb, xb, yb),
+    clipped to the times [t0, t1]."""
+
+    ta: np.ndarray
+    xa: np.ndarray
+    ya: np.ndarray
+    tb: np.ndarray
+    xb: np.ndarray
+    yb: np.ndarray
+    t0: np.ndarray
+    t1: np.ndarray
+
+
+def piece_shapes(pc: Pieces) -> np.ndarray:
+    """Each piece as a geometry: a line between its clipped ends, or a point where it
+    stands still; the clipped ends with the same arithmetic as `_at`."""
+    span = np.where(pc.tb == pc.ta, 1.0, pc.tb - pc.ta)
+    k0 = np.where(pc.tb == pc.ta, 0.0, (pc.t0 - pc.ta) / span)
+    k1 = np.where(pc.tb == pc.ta, 0.0, (pc.t1 - pc.ta) / span)
+    x0, y0 = pc.xa + (pc.xb - pc.xa) * k0, pc.ya + (pc.yb - pc.ya) * k0
+    x1, y1 = pc.xa + (pc.xb - pc.xa) * k1, pc.ya + (pc.yb - pc.ya) * k1
+    still = (x0 == x1) & (y0 == y1)
+    shapes = np.empty(len(pc.ta), dtype=object)
+    shapes[still] = shapely.points(x0[still], y0[still])
+    moving = ~still
+    ends = np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
+    shapes[moving] = shapely.linestrings(ends[moving])
+    return shapes
+
+
+def nearest_on(
+    shapes: np.ndarray, t0: np.ndarray, t1: np.ndarray, geometry: BaseGeometry
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The point of each piece nearest the scene (x, y) and the time there."""
+    near = shapely.get_point(shapely.shortest_line(shapes, geometry), 0)
+    length = shapely.length(shapes)
+    k = np.zeros(len(shapes))
+    moving = length > 0
+    k[moving] = shapely.line_locate_point(shapes[moving], near[moving]) / length[moving]
+    return shapely.get_x(near), shapely.get_y(near), t0 + (t1 - t0) * k
+
+
 def _closest(track: list[TrackFix], scene: Scene, p: Params) -> Approach | None:
-    """The first piece, in time order, at the least distance from the scene; vectorised
-    over the pieces, with the same arithmetic as `_at` for the clipped ends."""
+    """The first piece, in time order, at the least distance from the scene."""
     pieces = _pieces(track, scene, p)
     if not pieces:
         return None
@@ -180,29 +222,17 @@ def _closest(track: list[TrackFix], scene: Scene, p: Params) -> Approach | None:
     ta, tb = (np.fromiter((track[j].t for j in idx), float, len(idx)) for idx in (ia, ib))
     xa, xb = (np.fromiter((track[j].x for j in idx), float, len(idx)) for idx in (ia, ib))
     ya, yb = (np.fromiter((track[j].y for j in idx), float, len(idx)) for idx in (ia, ib))
-    span = np.where(tb == ta, 1.0, tb - ta)
-    k0 = np.where(tb == ta, 0.0, (t0 - ta) / span)
-    k1 = np.where(tb == ta, 0.0, (t1 - ta) / span)
-    x0, y0 = xa + (xb - xa) * k0, ya + (yb - ya) * k0
-    x1, y1 = xa + (xb - xa) * k1, ya + (yb - ya) * k1
-    still = (x0 == x1) & (y0 == y1)
-    shapes = np.empty(len(pieces), dtype=object)
-    shapes[still] = shapely.points(x0[still], y0[still])
-    moving = ~still
-    ends = np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
-    shapes[moving] = shapely.linestrings(ends[moving])
+    shapes = piece_shapes(Pieces(ta, xa, ya, tb, xb, yb, t0, t1))
     d = shapely.distance(shapes, scene.geometry)
     best = int(np.argmin(d))
-    shape = shapes[best]
+    x, y, t = nearest_on(
+        shapes[best : best + 1], t0[best : best + 1], t1[best : best + 1], scene.geometry
+    )
     a, b = track[ia[best]], track[ib[best]]
-    near = nearest_points(shape, scene.geometry)[0]
-    length = float(shape.length)
-    k = float(shape.project(near)) / length if length else 0.0
-    start, end = float(t0[best]), float(t1[best])
     return Approach(
         float(d[best]),
-        start + (end - start) * k,
-        (float(near.x), float(near.y)),
+        float(t[0]),
+        (float(x[0]), float(y[0])),
         max(_acc(a, p), _acc(b, p)),
         (a, b),
     )

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from torch.errors import InvalidInput, NotFound
+from torch.store import tiles
 from torch.store.users import User, audit
 
 # A fix f is kept when a live legal hold covers it, or when it is younger than the
@@ -103,7 +104,7 @@ async def purge(
                 await conn.execute(f"ALTER TABLE {keep} RENAME TO {name}")
                 bounds = f"FROM ({_literal(start)}) TO ({_literal(start + timedelta(days=1))})"
                 await conn.execute(f"ALTER TABLE fixes ATTACH PARTITION {name} FOR VALUES {bounds}")
-        await conn.execute(
+        purged = await conn.fetch(
             """
             DELETE FROM track_tiles t
             USING subjects s JOIN teams tm ON tm.id = s.team_id JOIN forces fo ON fo.name = tm.force
@@ -113,10 +114,12 @@ async def purge(
               AND NOT EXISTS (SELECT 1 FROM legal_holds h
                   WHERE h.subject_id = t.subject_id AND h.released_at IS NULL
                     AND h.during && tstzrange(t.tile_start, t.tile_start + interval '1 hour'))
+            RETURNING t.subject_id, t.tile_start
             """,
             today,
             default_days,
         )
+        await tiles.rebuild_blocks(conn, [(r["subject_id"], r["tile_start"]) for r in purged])
         await audit(conn, user, "PURGE", "torch retention run", [], reason=_summary(days))
 
 

@@ -1,15 +1,18 @@
 """Track tiles: each subject's track by the UTC hour, kept current from the fixes.
 
-A tile holds a subject's fixes of one hour as a line on the British National
-Grid whose measure is the fix time, with the times and accuracies beside it
-and the longest interval between consecutive fixes. The crime-scene query
-reads tiles, not fixes, for every subject whose track covers the window and
-passes far from the scene (see torch.store.proximity).
+A tile holds a subject's fixes of one hour on the British National Grid, packed
+(`track`: time, easting, northing and accuracy as float8; `sketch`: easting and
+northing as float4), with a summary: the first and last fix, the bounding box and
+the longest interval between consecutive fixes. Six hours of tiles make a block
+(`track_blocks`): their sketches end to end and each hour's summary. The
+crime-scene query reads blocks and a few tiles, not fixes, for every subject
+whose track covers the window (see torch.store.proximity and torch.approach).
 
 Storing fixes queues the hours they fall in (`track_tiles_dirty`, in the same
 transaction); `refresh` drains the queue in one statement, so it sees exactly
 the fixes whose queue entries it removes. An hour whose new fixes all come
 after its last one is extended; an hour that received a late fix is rebuilt.
+The blocks of the hours written are rebuilt in the same transaction.
 """
 
 from __future__ import annotations
@@ -68,38 +71,38 @@ WITH drained AS (
     SELECT subject_id, tile_start, count(*)::int AS n,
            min(fix_time) AS first_at, max(fix_time) AS last_at,
            coalesce(extract(epoch FROM max(step))::float8, 0) AS longest_s,
-           array_agg(extract(epoch FROM fix_time)::float8 ORDER BY fix_time) AS ts,
-           array_agg(acc ORDER BY fix_time) AS accs,
-           ST_SetSRID(ST_MakeLine(
-               ST_MakePointM(ST_X(position), ST_Y(position), extract(epoch FROM fix_time)::float8)
-               ORDER BY fix_time), 27700) AS line
+           (array_agg(ST_X(position) ORDER BY fix_time))[1] AS first_x,
+           (array_agg(ST_Y(position) ORDER BY fix_time))[1] AS first_y,
+           (array_agg(ST_X(position) ORDER BY fix_time DESC))[1] AS last_x,
+           (array_agg(ST_Y(position) ORDER BY fix_time DESC))[1] AS last_y,
+           min(ST_X(position)) AS min_x, min(ST_Y(position)) AS min_y,
+           max(ST_X(position)) AS max_x, max(ST_Y(position)) AS max_y,
+           -- the accuracy as the fixes are read for a query (torch.store.proximity)
+           string_agg(float8send(extract(epoch FROM fix_time)::float8)
+                      || float8send(ST_X(position)) || float8send(ST_Y(position))
+                      || float8send(coalesce(acc::numeric::float8, 'NaN')),
+                      ''::bytea ORDER BY fix_time) AS track,
+           string_agg(float4send(ST_X(position)::float4) || float4send(ST_Y(position)::float4),
+                      ''::bytea ORDER BY fix_time) AS sketch
     FROM fresh GROUP BY 1, 2
 ), merged AS (
     SELECT b.subject_id, b.tile_start,
            CASE WHEN p.appending THEN o.n + b.n ELSE b.n END,
            CASE WHEN p.appending THEN o.first_at ELSE b.first_at END,
            b.last_at,
-           CASE WHEN p.appending THEN o.first_x ELSE ST_X(ST_StartPoint(b.line)) END,
-           CASE WHEN p.appending THEN o.first_y ELSE ST_Y(ST_StartPoint(b.line)) END,
-           ST_X(ST_EndPoint(b.line)),
-           ST_Y(ST_EndPoint(b.line)),
-           CASE WHEN p.appending THEN least(o.min_x, ST_XMin(b.line)) ELSE ST_XMin(b.line) END,
-           CASE WHEN p.appending THEN least(o.min_y, ST_YMin(b.line)) ELSE ST_YMin(b.line) END,
-           CASE WHEN p.appending THEN greatest(o.max_x, ST_XMax(b.line)) ELSE ST_XMax(b.line) END,
-           CASE WHEN p.appending THEN greatest(o.max_y, ST_YMax(b.line)) ELSE ST_YMax(b.line) END,
+           CASE WHEN p.appending THEN o.first_x ELSE b.first_x END,
+           CASE WHEN p.appending THEN o.first_y ELSE b.first_y END,
+           b.last_x, b.last_y,
+           CASE WHEN p.appending THEN least(o.min_x, b.min_x) ELSE b.min_x END,
+           CASE WHEN p.appending THEN least(o.min_y, b.min_y) ELSE b.min_y END,
+           CASE WHEN p.appending THEN greatest(o.max_x, b.max_x) ELSE b.max_x END,
+           CASE WHEN p.appending THEN greatest(o.max_y, b.max_y) ELSE b.max_y END,
            CASE WHEN p.appending
                 THEN greatest(o.longest_s, b.longest_s,
                               extract(epoch FROM b.first_at - o.last_at)::float8)
                 ELSE b.longest_s END,
-           CASE WHEN p.appending THEN o.ts || b.ts ELSE b.ts END,
-           CASE WHEN p.appending THEN o.accs || b.accs ELSE b.accs END,
-           CASE WHEN NOT p.appending THEN b.line
-                -- ST_MakeLine merges a joint whose two points have the same x and y,
-                -- whatever their times: add the first new point so that it survives.
-                WHEN ST_X(ST_EndPoint(o.line)) = ST_X(ST_StartPoint(b.line))
-                 AND ST_Y(ST_EndPoint(o.line)) = ST_Y(ST_StartPoint(b.line))
-                THEN ST_MakeLine(ST_AddPoint(o.line, ST_StartPoint(b.line)), b.line)
-                ELSE ST_MakeLine(o.line, b.line) END
+           CASE WHEN p.appending THEN o.track || b.track ELSE b.track END,
+           CASE WHEN p.appending THEN o.sketch || b.sketch ELSE b.sketch END
     FROM built b
     JOIN plan p ON p.subject_id = b.subject_id AND p.tile_start = b.tile_start
     LEFT JOIN track_tiles o ON o.subject_id = b.subject_id AND o.tile_start = b.tile_start
@@ -109,22 +112,66 @@ WITH drained AS (
     WHERE NOT p.appending AND o.subject_id = p.subject_id AND o.tile_start = p.tile_start
       AND NOT EXISTS (SELECT 1 FROM built b
                       WHERE b.subject_id = p.subject_id AND b.tile_start = p.tile_start)
+    RETURNING o.subject_id, o.tile_start
 ), written AS (
     INSERT INTO track_tiles (subject_id, tile_start, n, first_at, last_at,
                              first_x, first_y, last_x, last_y, min_x, min_y, max_x, max_y,
-                             longest_s, ts, accs, line)
+                             longest_s, track, sketch)
     SELECT * FROM merged
-    ON CONFLICT (subject_id, tile_start) DO UPDATE SET
+    ON CONFLICT (tile_start, subject_id) DO UPDATE SET
         n = EXCLUDED.n, first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,
         first_x = EXCLUDED.first_x, first_y = EXCLUDED.first_y,
         last_x = EXCLUDED.last_x, last_y = EXCLUDED.last_y,
         min_x = EXCLUDED.min_x, min_y = EXCLUDED.min_y,
         max_x = EXCLUDED.max_x, max_y = EXCLUDED.max_y,
-        longest_s = EXCLUDED.longest_s, ts = EXCLUDED.ts, accs = EXCLUDED.accs,
-        line = EXCLUDED.line
-    RETURNING 1
+        longest_s = EXCLUDED.longest_s, track = EXCLUDED.track, sketch = EXCLUDED.sketch
+    RETURNING subject_id, tile_start
 )
-SELECT count(*) FROM written
+SELECT subject_id, tile_start, true AS kept FROM written
+UNION ALL
+SELECT subject_id, tile_start, false FROM emptied
+"""
+
+# The six-hour blocks that hold the given hours (subject, hour start), rebuilt from
+# their hourly tiles; a block whose hours are all gone is removed.
+BLOCKS = """
+WITH keys AS (
+    SELECT DISTINCT k.subject_id,
+           date_bin('6 hours', k.tile_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS block_start
+    FROM unnest($1::bigint[], $2::timestamptz[]) AS k (subject_id, tile_start)
+), hours AS (
+    SELECT k.subject_id, k.block_start, h.i, tt.n, tt.first_at, tt.last_at, tt.longest_s,
+           tt.sketch
+    FROM keys k
+    CROSS JOIN generate_series(0, 5) AS h (i)
+    LEFT JOIN track_tiles tt ON tt.subject_id = k.subject_id
+     AND tt.tile_start = k.block_start + h.i * interval '1 hour'
+), built AS (
+    SELECT subject_id, block_start,
+           array_agg(coalesce(sum_n, 0)::smallint ORDER BY i) AS marks,
+           coalesce(string_agg(float8send(extract(epoch FROM block_start)::float8 + 3600 * i)
+                               || float8send(n::float8)
+                               || float8send(extract(epoch FROM first_at)::float8)
+                               || float8send(extract(epoch FROM last_at)::float8)
+                               || float8send(longest_s),
+                               ''::bytea ORDER BY i), ''::bytea) AS hours,
+           coalesce(string_agg(sketch, ''::bytea ORDER BY i), ''::bytea) AS sketch,
+           sum(n) AS n
+    FROM (SELECT *, sum(n) OVER (PARTITION BY subject_id, block_start ORDER BY i
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS sum_n
+          FROM hours
+          UNION ALL  -- the seventh mark: every fix of the block
+          SELECT subject_id, block_start, 6, NULL, NULL, NULL, NULL, NULL,
+                 sum(n) FROM hours GROUP BY 1, 2) h
+    GROUP BY 1, 2
+), gone AS (
+    DELETE FROM track_blocks b USING built w
+    WHERE w.n IS NULL AND b.subject_id = w.subject_id AND b.block_start = w.block_start
+)
+INSERT INTO track_blocks (block_start, subject_id, marks, hours, sketch)
+SELECT block_start, subject_id, marks, hours, sketch FROM built WHERE n IS NOT NULL
+ON CONFLICT (block_start, subject_id) DO UPDATE SET
+    marks = EXCLUDED.marks, hours = EXCLUDED.hours, sketch = EXCLUDED.sketch
 """
 
 LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('torch_track_tiles'))"
@@ -137,7 +184,16 @@ async def refresh(conn: asyncpg.Connection) -> int | None:
         if not await conn.fetchval(LOCK):
             return None
         await conn.execute("SET LOCAL work_mem = '64MB'")
-        return int(await conn.fetchval(REFRESH))
+        changed = await conn.fetch(REFRESH)
+        await rebuild_blocks(conn, [(r["subject_id"], r["tile_start"]) for r in changed])
+        return sum(1 for r in changed if r["kept"])
+
+
+async def rebuild_blocks(conn: asyncpg.Connection, hours: list[tuple[int, datetime]]) -> None:
+    """Bring the six-hour blocks holding these (subject, hour) tiles in line with them."""
+    if hours:
+        subjects, starts = zip(*hours, strict=True)
+        await conn.execute(BLOCKS, list(subjects), list(starts))
 
 
 async def pending(conn: asyncpg.Connection) -> int:
@@ -169,7 +225,7 @@ async def rebuild(
 ) -> int:
     """Rebuild every tile from the fixes, a day at a time; the number of tiles written."""
     span = await conn.fetchrow("SELECT min(fix_time) AS lo, max(fix_time) AS hi FROM fixes")
-    await conn.execute("TRUNCATE track_tiles")
+    await conn.execute("TRUNCATE track_tiles, track_blocks")
     if span["lo"] is None:
         return 0
     day = span["lo"].replace(hour=0, minute=0, second=0, microsecond=0)
