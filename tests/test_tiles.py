@@ -22,7 +22,7 @@ from shapely import Point
 
 from ingest.pipeline import Pipeline, limits_from
 from tests.services import DATABASE_URL, Database
-from torch import grid, nearby
+from torch import correlate, grid, nearby
 from torch.approach import Nearest
 from torch.intake import Message
 from torch.proximity import Assessment, Params, Scene, TrackFix, assess, position_at
@@ -374,7 +374,11 @@ def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) 
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> int:
         for n in range(31, 39):
             await wearer(conn, n, since=-4 * 86400)
-            await send(pipeline, f"TT{n:04d}", [(t - 86400, *rest) for t, *rest in wander(rng, 30, gaps=False)])
+            await send(
+                pipeline,
+                f"TT{n:04d}",
+                [(t - 86400, *rest) for t, *rest in wander(rng, 30, gaps=False)],
+            )
         while await tiles.refresh(conn):
             pass
         from_tiles = 0
@@ -400,6 +404,47 @@ def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) 
     # The tracks have no gaps: every subject's closest approach in every window came
     # from the tiles, so the comparison tested them.
     assert run(work) == 8 * 12
+
+
+def test_bulk_correlation_finds_what_each_crime_alone_finds(run: Run) -> None:
+    """Screening by tiles reports exactly the present and possible subjects of the full
+    query, crime by crime; half the crimes are placed on a fix, so that some are found."""
+    rng = random.Random(20261201)
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> int:
+        sent: list[Fix] = []
+        for n in range(41, 57):
+            await wearer(conn, n)
+            fixes = wander(rng)
+            sent += fixes
+            await send(pipeline, f"TT{n:04d}", fixes)
+        while await tiles.refresh(conn):
+            pass
+        crimes = []
+        for i in range(60):
+            if i % 2:
+                _, x, y, _ = rng.choice(sent)
+            else:
+                x, y = 522000 + rng.uniform(-4000, 4000), 208000 + rng.uniform(-4000, 4000)
+            start = rng.uniform(-600, 9000)
+            length = rng.choice([600.0, 3600.0, rng.uniform(300, 10800)])
+            radius = rng.choice([0.0, 50.0, 200.0, rng.uniform(0, 2000)])
+            crimes.append(
+                correlate.Crime(
+                    i + 2, f"41/{i}/26", "burglary", x, y, at(start), at(start + length), radius
+                )
+            )
+        found = await correlate.run(conn, crimes, P)
+        expected = []
+        for c in crimes:
+            scene = Scene(Point(c.x, c.y), c.radius_m, c.start.timestamp(), c.end.timestamp())
+            for v in await nearby.verdicts(conn, scene, P):
+                if v.assessment.verdict in ("present", "possible"):
+                    expected.append((c.line, v.ref, v.assessment.verdict.value))
+        assert [(f["line"], f["subject_ref"], f["verdict"]) for f in found] == expected
+        return len(found)
+
+    assert run(work) > 20
 
 
 def test_a_subject_with_fixes_not_yet_in_tiles_is_assessed_from_the_fixes(run: Run) -> None:

@@ -1,7 +1,8 @@
 """Bulk correlation: many crimes at once, each answered with the subjects present or possible.
 
 Read a CSV of crimes (a bad row is reported by its line number and does not stop
-the others), then run each crime through the proximity method.
+the others), then run each crime through the proximity method: screened against
+the track tiles (torch.screen), with the fixes read only of its suspects.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import numpy as np
 from shapely import Point
 
-from torch import grid, nearby
-from torch.proximity import Params, Scene, Verdict, iso
+from torch import grid, screen
+from torch.proximity import Params, Scene, Verdict, assess, iso
+from torch.store import proximity as store
 
 MAX_CRIMES = 10_000
 COLUMNS = "crime_ref, offence, lat and lon (or easting and northing), from, to, radius_m"
@@ -121,28 +124,78 @@ Progress = Callable[[int], Awaitable[None]]
 async def run(
     conn: asyncpg.Connection, crimes: list[Crime], params: Params, progress: Progress | None = None
 ) -> list[dict[str, Any]]:
-    """For each crime, the subjects found present or possible, nearest first."""
-    found: list[dict[str, Any]] = []
-    for done, c in enumerate(crimes, 1):
-        scene = Scene(Point(c.x, c.y), c.radius_m, c.start.timestamp(), c.end.timestamp())
-        for v in await nearby.verdicts(conn, scene, params):
-            a = v.assessment
-            if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
-                found.append(
-                    {
-                        "line": c.line,
-                        "crime_ref": c.crime_ref,
-                        "offence": c.offence,
-                        "subject_id": v.subject_id,
-                        "subject_ref": v.ref,
-                        "verdict": a.verdict.value,
-                        "closest_m": None if a.closest_m is None else round(a.closest_m, 1),
-                        "closest_at": None if a.closest_at is None else iso(a.closest_at),
-                    }
-                )
-        if progress is not None:
-            await progress(done)
-    return found
+    """For each crime, in the order given, the subjects found present or possible.
+
+    Crimes are screened in groups against the track tiles (torch.screen); only the
+    suspects of each have their fixes read and assessed. Each group is read in one
+    snapshot, so that tiles and fixes agree.
+    """
+    windows = [
+        screen.Window(c.x, c.y, c.radius_m, c.start.timestamp(), c.end.timestamp()) for c in crimes
+    ]
+    found: dict[int, list[dict[str, Any]]] = {}
+    done = 0
+    for group in screen.groups(windows, params.max_gap_s):
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            who = await _suspects(conn, [windows[i] for i in group], params)
+            for i, suspects in zip(group, who, strict=True):
+                found[i] = await _assess(conn, crimes[i], suspects, params)
+                done += 1
+                if progress is not None:
+                    await progress(done)
+    return [row for i in range(len(crimes)) for row in found[i]]
+
+
+async def _suspects(
+    conn: asyncpg.Connection, windows: list[screen.Window], params: Params
+) -> list[list[int]]:
+    """For each crime of a group, the subjects whose fixes must be read."""
+    g = params.max_gap_s
+    data = await store.span(conn, *screen.span(windows, g))
+    ids = sorted({r[0] for r in data.tiles} | {r[0] for r in data.assignments})
+    index = {s: i for i, s in enumerate(ids)}
+    tiles = screen.tiles_of([index[r[0]] for r in data.tiles], [r[1] for r in data.tiles])
+    reach = screen.reach(tiles)
+    held = np.array([index[r[0]] for r in data.assignments], np.int64)
+    since = np.array([r[1] for r in data.assignments], float)
+    until = np.array([r[2] for r in data.assignments], float)
+    pending = np.zeros(len(ids), bool)
+    pending[[index[s] for s in data.pending if s in index]] = True
+    out = []
+    for w in windows:
+        worn = np.zeros(len(ids), bool)
+        worn[held[(since <= w.end) & (until > w.start)]] = True
+        pieces = np.bincount(held[(since <= w.end + g) & (until > w.start - g)], minlength=len(ids))
+        tiled = (pieces == 1) & ~pending
+        chosen = screen.suspects(tiles, reach, w, worn, tiled, g, params.default_acc_m)
+        out.append([ids[i] for i in chosen.tolist()])
+    return out
+
+
+async def _assess(
+    conn: asyncpg.Connection, c: Crime, suspects: list[int], params: Params
+) -> list[dict[str, Any]]:
+    """The suspects of a crime found present or possible there."""
+    if not suspects:
+        return []
+    scene = Scene(Point(c.x, c.y), c.radius_m, c.start.timestamp(), c.end.timestamp())
+    out = []
+    for t in await store.tracks(conn, c.start, c.end, params.max_gap_s, suspects):
+        a = assess(t.fixes, scene, params)
+        if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
+            out.append(
+                {
+                    "line": c.line,
+                    "crime_ref": c.crime_ref,
+                    "offence": c.offence,
+                    "subject_id": t.subject_id,
+                    "subject_ref": t.ref,
+                    "verdict": a.verdict.value,
+                    "closest_m": None if a.closest_m is None else round(a.closest_m, 1),
+                    "closest_at": None if a.closest_at is None else iso(a.closest_at),
+                }
+            )
+    return out
 
 
 RESULT_COLUMNS = (

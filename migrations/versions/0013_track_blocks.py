@@ -18,11 +18,14 @@ UPGRADE = """
 -- and two arrays to two packed columns (big-endian, one record per fix in time order):
 --   track: float8 (Unix time, easting, northing, accuracy or NaN), exact;
 --   sketch: float4 (easting, northing), a quarter of the size, for bounding distances.
+-- max_acc: the largest accuracy of the hour's fixes (NULL when none has one), so that
+-- a search can widen each tile by what its fixes may be off.
 -- They are rebuilt from the fixes by the ingest worker (requeued below).
 TRUNCATE track_tiles;
 ALTER TABLE track_tiles
     DROP COLUMN ts, DROP COLUMN accs, DROP COLUMN line,
     ADD COLUMN track bytea NOT NULL, ADD COLUMN sketch bytea NOT NULL,
+    ADD COLUMN max_acc double precision,
     DROP CONSTRAINT track_tiles_pkey,
     ADD PRIMARY KEY (tile_start, subject_id);
 ALTER TABLE track_tiles ALTER COLUMN track SET STORAGE EXTERNAL,
@@ -62,7 +65,7 @@ DOWNGRADE = """
 DROP TABLE track_blocks;
 TRUNCATE track_tiles;
 ALTER TABLE track_tiles
-    DROP COLUMN track, DROP COLUMN sketch,
+    DROP COLUMN track, DROP COLUMN sketch, DROP COLUMN max_acc,
     ADD COLUMN ts double precision[] NOT NULL,
     ADD COLUMN accs real[] NOT NULL,
     ADD COLUMN line geometry(LineStringM, 27700) NOT NULL,

@@ -161,6 +161,56 @@ async def exact(
     return {(r["subject_id"], r["hour"]): r["track"] for r in rows}
 
 
+# Tile summaries of the hours starting in [$1, $2] (Unix times), packed as float8 in
+# the order of torch.screen.Tiles, in subject and time order.
+TILE_SUMMARIES = """
+SELECT subject_id,
+       float8send(extract(epoch FROM tile_start)::float8) || float8send(n::float8)
+       || float8send(extract(epoch FROM first_at)::float8)
+       || float8send(extract(epoch FROM last_at)::float8)
+       || float8send(first_x) || float8send(first_y) || float8send(last_x) || float8send(last_y)
+       || float8send(min_x) || float8send(min_y) || float8send(max_x) || float8send(max_y)
+       || float8send(longest_s) || float8send(coalesce(max_acc, 'NaN')) AS packed
+FROM track_tiles
+WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
+ORDER BY subject_id, tile_start
+"""
+
+ASSIGNMENTS = """
+SELECT subject_id,
+       coalesce(extract(epoch FROM lower(during))::float8, '-Infinity') AS since,
+       coalesce(extract(epoch FROM upper(during))::float8, 'Infinity') AS until
+FROM device_assignments
+WHERE during && tstzrange(to_timestamp($1), to_timestamp($2), '[]')
+"""
+
+PENDING = """
+SELECT DISTINCT a.subject_id
+FROM track_tiles_dirty d
+JOIN device_assignments a ON a.device_id = d.device_id
+ AND a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
+WHERE d.tile_start >= to_timestamp($1) AND d.tile_start <= to_timestamp($2)
+"""
+
+
+class Span(NamedTuple):
+    """What screening needs of a span of hours: tile summaries (subject_id, packed),
+    assignments (subject_id, since, until) and the subjects with tiles pending."""
+
+    tiles: list[asyncpg.Record]
+    assignments: list[asyncpg.Record]
+    pending: list[int]
+
+
+async def span(conn: asyncpg.Connection, first: float, last: float) -> Span:
+    """For the hours starting in [first, last] (Unix times)."""
+    return Span(
+        await conn.fetch(TILE_SUMMARIES, first, last),
+        await conn.fetch(ASSIGNMENTS, first, last + 3600),
+        [r[0] for r in await conn.fetch(PENDING, first, last)],
+    )
+
+
 async def record(
     conn: asyncpg.Connection,
     query_id: UUID,

@@ -77,6 +77,7 @@ WITH drained AS (
            (array_agg(ST_Y(position) ORDER BY fix_time DESC))[1] AS last_y,
            min(ST_X(position)) AS min_x, min(ST_Y(position)) AS min_y,
            max(ST_X(position)) AS max_x, max(ST_Y(position)) AS max_y,
+           max(acc::numeric::float8) AS max_acc,
            -- the accuracy as the fixes are read for a query (torch.store.proximity)
            string_agg(float8send(extract(epoch FROM fix_time)::float8)
                       || float8send(ST_X(position)) || float8send(ST_Y(position))
@@ -101,6 +102,7 @@ WITH drained AS (
                 THEN greatest(o.longest_s, b.longest_s,
                               extract(epoch FROM b.first_at - o.last_at)::float8)
                 ELSE b.longest_s END,
+           CASE WHEN p.appending THEN greatest(o.max_acc, b.max_acc) ELSE b.max_acc END,
            CASE WHEN p.appending THEN o.track || b.track ELSE b.track END,
            CASE WHEN p.appending THEN o.sketch || b.sketch ELSE b.sketch END
     FROM built b
@@ -116,7 +118,7 @@ WITH drained AS (
 ), written AS (
     INSERT INTO track_tiles (subject_id, tile_start, n, first_at, last_at,
                              first_x, first_y, last_x, last_y, min_x, min_y, max_x, max_y,
-                             longest_s, track, sketch)
+                             longest_s, max_acc, track, sketch)
     SELECT * FROM merged
     ON CONFLICT (tile_start, subject_id) DO UPDATE SET
         n = EXCLUDED.n, first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,
@@ -124,7 +126,8 @@ WITH drained AS (
         last_x = EXCLUDED.last_x, last_y = EXCLUDED.last_y,
         min_x = EXCLUDED.min_x, min_y = EXCLUDED.min_y,
         max_x = EXCLUDED.max_x, max_y = EXCLUDED.max_y,
-        longest_s = EXCLUDED.longest_s, track = EXCLUDED.track, sketch = EXCLUDED.sketch
+        longest_s = EXCLUDED.longest_s, max_acc = EXCLUDED.max_acc, track = EXCLUDED.track,
+        sketch = EXCLUDED.sketch
     RETURNING subject_id, tile_start
 )
 SELECT subject_id, tile_start, true AS kept FROM written
