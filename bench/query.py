@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from shapely import Point  # noqa: E402
 
-from torch import grid, nearby  # noqa: E402
+from torch import correlate, grid, nearby  # noqa: E402
 from torch.proximity import Params, Scene  # noqa: E402
 from torch.store import tiles  # noqa: E402
 
@@ -185,6 +185,33 @@ async def sql_only(
     return times
 
 
+def crimes(n: int, days: float, seed: int = 11) -> list[correlate.Crime]:
+    """Random crimes over the loaded days: radius 200 m, windows of 1 to 12 hours."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        window = timedelta(hours=rng.uniform(1, 12))
+        start = START + timedelta(
+            seconds=rng.uniform(0, (timedelta(days=days) - window).total_seconds())
+        )
+        x, y = rng.uniform(505000, 545000), rng.uniform(195000, 240000)
+        out.append(
+            correlate.Crime(i + 2, f"BENCH/{i}", "burglary", x, y, start, start + window, 200)
+        )
+    return out
+
+
+async def bulk(found: list[correlate.Crime]) -> tuple[float, int]:
+    """Seconds to correlate the crimes on one connection, and the findings."""
+    conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+    try:
+        started = time.monotonic()
+        done = await correlate.run(conn, found, Params())
+        return time.monotonic() - started, len(done)
+    finally:
+        await conn.close()
+
+
 def http(
     queries: list[tuple[float, float, datetime, timedelta]], token: str
 ) -> dict[str, list[float]]:
@@ -227,6 +254,7 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=2000)
     parser.add_argument("--days", type=float, default=10.5)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--crimes", type=int, default=10_000, help="for bulk correlation (0: none)")
     parser.add_argument("--reuse", action="store_true", help="keep the data already loaded")
     parser.add_argument("--load-only", action="store_true", help="load the data and stop")
     parser.add_argument(
@@ -270,6 +298,7 @@ def main() -> None:
         queries = scenes(args.queries, args.days)
         through_api = http(queries, token)
         sql = asyncio.run(sql_only(queries))
+        took, found = asyncio.run(bulk(crimes(args.crimes, args.days))) if args.crimes else (0, 0)
     finally:
         api.terminate()
         api.wait(10)
@@ -279,6 +308,11 @@ def main() -> None:
     for window in ("1h", "24h"):
         print(f"{window:>3} windows, HTTP: {percentiles(through_api[window])}")
         print(f"{window:>3} windows, no HTTP: {percentiles(sql[window])}")
+    if args.crimes:
+        print(
+            f"bulk correlation: {args.crimes:,} crimes (1-12 h windows, 200 m) in {took:,.1f} s "
+            f"({args.crimes / took:,.0f} crimes/s), {found:,} findings"
+        )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ DATA_TABLES = (
     "api_tokens",
     "users",
     "track_tiles",
+    "track_blocks",
     "track_tiles_dirty",
     "fixes",
     "device_state",

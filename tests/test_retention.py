@@ -57,6 +57,8 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
         db.execute(f'DROP TABLE "{partition}"')
     d1, d2 = OLD, OLD + timedelta(days=1)
     fixes_on(db, [d1, d2, TODAY])
+    torch_cli("tiles", "rebuild")
+    assert db.count("track_tiles") == 12 and db.count("track_blocks") == 9
     torch_cli("user", "add", "rita", "--role", "supervisor")
     held = torch_cli(
         "hold", "add", "IOM-R1",
@@ -94,6 +96,20 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     assert audit[1]["reason"] == (
         "2 day partitions, 6 fixes purged, 2 kept (legal hold or a longer retention)"
     )
+    # the purged hours' tiles went, and the blocks that held them keep only the held hours
+    tiles = db.fetch(
+        "SELECT tile_start FROM track_tiles WHERE tile_start < $1 ORDER BY 1", at(TODAY, 0)
+    )
+    assert [r["tile_start"] for r in tiles] == [at(d2, 5), at(d2, 9)]
+    blocks = db.fetch(
+        "SELECT block_start, marks, length(sketch) AS size FROM track_blocks"
+        " WHERE block_start < $1 ORDER BY 1",
+        at(TODAY, 0),
+    )
+    assert [tuple(r) for r in blocks] == [
+        (at(d2, 0), [0, 0, 0, 0, 0, 0, 1], 8),
+        (at(d2, 6), [0, 0, 0, 0, 1, 1, 1], 8),
+    ]
 
     # released, the held fixes follow retention like any others
     torch_cli("hold", "release", "1", "--reason", "trial over", "--user", "rita")
