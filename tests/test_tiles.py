@@ -113,7 +113,9 @@ async def tile(conn: asyncpg.Connection, ref: str, hour: int) -> dict[str, Any]:
 
 
 def float4(xy: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    return [(float(np.float32(x)), float(np.float32(y))) for x, y in xy]
+    """The sketch of a track: float4 offsets from its first fix."""
+    x0, y0 = xy[0]
+    return [(float(np.float32(x - x0)), float(np.float32(y - y0))) for x, y in xy]
 
 
 def stored(x: float, y: float) -> tuple[float, float]:
@@ -191,8 +193,23 @@ async def block(conn: asyncpg.Connection, ref: str, start: datetime) -> dict[str
     )
     if r is None:
         return None
-    hours = np.frombuffer(r["hours"], ">f8").reshape(-1, 5)
-    return {"marks": r["marks"], "hours": [tuple(h) for h in hours.tolist()], "sketch": r["sketch"]}
+    hours = np.frombuffer(r["hours"], ">f8").reshape(-1, 7)
+    return {
+        "marks": r["marks"],
+        "hours": [tuple(h[:5]) for h in hours.tolist()],  # the origins are checked apart
+        "origins": [tuple(h[5:]) for h in hours.tolist()],
+        "sketch": r["sketch"],
+    }
+
+
+async def first_fix(conn: asyncpg.Connection, ref: str, hour: datetime) -> tuple[float, float]:
+    r = await conn.fetchrow(
+        "SELECT first_x, first_y FROM track_tiles t JOIN subjects s ON s.id = t.subject_id"
+        " WHERE s.ref = $1 AND t.tile_start = $2",
+        ref,
+        hour,
+    )
+    return r["first_x"], r["first_y"]
 
 
 async def sketch(conn: asyncpg.Connection, ref: str, hour: datetime) -> bytes:
@@ -243,6 +260,11 @@ def test_blocks_hold_six_hours_of_sketches_and_follow_their_tiles(run: Run) -> N
         assert after["sketch"] == await sketch(conn, "IOM-T0005", b) + await sketch(
             conn, "IOM-T0005", b + 2 * h
         )
+        assert after["origins"] == [
+            await first_fix(conn, "IOM-T0005", b),
+            await first_fix(conn, "IOM-T0005", b + 2 * h),
+        ]
+        assert after["origins"][1] == pytest.approx(stored(520500, 210000), abs=1e-6)
         assert len(after["sketch"]) == 17 * 8
 
     run(work)

@@ -23,7 +23,7 @@ Everything here is arithmetic on arrays; the reads are torch.store.proximity's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -90,6 +90,8 @@ class Hours(NamedTuple):
     first_t: np.ndarray
     last_t: np.ndarray
     longest_s: np.ndarray
+    first_x: np.ndarray  # the hour's first fix: the origin of its sketch
+    first_y: np.ndarray
 
 
 class Edge(NamedTuple):
@@ -103,35 +105,38 @@ class Edge(NamedTuple):
 
 
 class Sketch(NamedTuple):
-    """The interior hours' fixes, in (subject, time) order, as float4."""
+    """The interior hours' fixes, in (subject, time) order: float4 offsets from the
+    first fix of their hour."""
 
     subject: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
+
+
+HOUR_FIELDS = len(Hours._fields) - 1
 
 
 def hours_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Hours:
-    """Hour summaries from the blocks' `hours` columns (float8 big-endian: hour, n,
-    first fix time, last fix time, longest interval), one block per subject index."""
-    counts = np.fromiter((len(b) // 40 for b in packed), np.int64, len(packed))
-    a = np.frombuffer(b"".join(packed), ">f8").reshape(-1, 5).astype(np.float64)
-    subject = np.repeat(np.asarray(subjects, np.int64), counts)
-    return Hours(subject, a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4])
+    """Hour summaries from the blocks' `hours` columns (float8 big-endian: hour, n, first
+    and last fix time, longest interval, first fix's easting and northing), one block a
+    subject index."""
+    width = 8 * HOUR_FIELDS
+    counts = np.fromiter((len(b) // width for b in packed), np.int64, len(packed))
+    a = np.frombuffer(b"".join(packed), ">f8").reshape(-1, HOUR_FIELDS).astype(np.float64)
+    return Hours(np.repeat(np.asarray(subjects, np.int64), counts), *a.T)
 
 
 def edge_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Edge:
     """Exact fixes from tiles' `track` columns (float8 big-endian: t, x, y, acc)."""
     counts = np.fromiter((len(b) // 32 for b in packed), np.int64, len(packed))
     a = np.frombuffer(b"".join(packed), ">f8").reshape(-1, 4).astype(np.float64)
-    subject = np.repeat(np.asarray(subjects, np.int64), counts)
-    return Edge(subject, a[:, 0], a[:, 1], a[:, 2], a[:, 3])
+    return Edge(np.repeat(np.asarray(subjects, np.int64), counts), *a.T)
 
 
 def sketch_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Sketch:
     counts = np.fromiter((len(b) // 8 for b in packed), np.int64, len(packed))
     a = np.frombuffer(b"".join(packed), ">f4").reshape(-1, 2).astype(np.float32)
-    subject = np.repeat(np.asarray(subjects, np.int64), counts)
-    return Sketch(subject, a[:, 0], a[:, 1])
+    return Sketch(np.repeat(np.asarray(subjects, np.int64), counts), a[:, 0], a[:, 1])
 
 
 def whole(hours: Hours, p: Plan, count: int) -> np.ndarray:
@@ -147,21 +152,30 @@ def whole(hours: Hours, p: Plan, count: int) -> np.ndarray:
         & (hours.last_t >= p.start - p.max_gap_s)
         & (hours.first_t <= p.end + p.max_gap_s)
     )
-    h = Hours(*(a[near] for a in hours))
-    ok = np.ones(count, bool)
-    seen = np.zeros(count, bool)
-    seen[h.subject] = True
-    ok &= seen
-    bad = h.longest_s > p.max_gap_s
-    same = h.subject[1:] == h.subject[:-1]
-    link = same & (h.first_t[1:] - h.last_t[:-1] > p.max_gap_s)
-    ok[h.subject[bad]] = False
-    ok[h.subject[1:][link]] = False
+    subject, first_t, last_t = hours.subject[near], hours.first_t[near], hours.last_t[near]
+    ok = np.zeros(count, bool)
+    ok[subject] = True
+    ok[subject[hours.longest_s[near] > p.max_gap_s]] = False
+    link = (subject[1:] == subject[:-1]) & (first_t[1:] - last_t[:-1] > p.max_gap_s)
+    ok[subject[1:][link]] = False
     first = np.full(count, np.inf)
-    np.minimum.at(first, h.subject, h.first_t)
+    np.minimum.at(first, subject, first_t)
     last = np.full(count, -np.inf)
-    np.maximum.at(last, h.subject, h.last_t)
+    np.maximum.at(last, subject, last_t)
     return ok & (first <= p.start) & (last >= p.end)
+
+
+class Inner(NamedTuple):
+    """Where the sketch's fixes come from: the rows of `hours` of the interior hours with
+    fixes, in the sketch's order, and how many sketch fixes come before each."""
+
+    rows: np.ndarray
+    before: np.ndarray
+
+
+def inner_of(hours: Hours, p: Plan) -> Inner:
+    rows = np.flatnonzero((hours.hour >= p.inner_from) & (hours.hour < p.inner_to) & (hours.n > 0))
+    return Inner(rows, np.r_[0, np.cumsum(hours.n[rows].astype(np.int64))])
 
 
 class Nearest(NamedTuple):
@@ -178,69 +192,91 @@ class Nearest(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Track:
-    """Every fix of the whole subjects in the window, in (subject, time) order: exact
-    fixes of the edge hours carry their index in `edge` (t is their time); sketch
-    fixes of the interior carry -1 - their index in the sketch (t is NaN)."""
+    """Every fix of the whole subjects in the window, in (subject, time) order, as float4
+    offsets from the scene's centre: exact fixes of the edge hours carry their index in
+    `edge` and their time; sketch fixes of the interior carry -1 - their index in the
+    sketch, and NaN for a time (they all lie inside the window)."""
 
     subject: np.ndarray
-    x: np.ndarray  # float4
+    x: np.ndarray
     y: np.ndarray
     t: np.ndarray
     ref: np.ndarray
 
 
-def join(edge: Edge, sketch: Sketch, p: Plan, keep: np.ndarray) -> Track:
-    """The subjects in `keep`'s tracks: each one's edge fixes before the interior, the
-    interior's sketch, then the edge fixes after it."""
-    e = np.flatnonzero(keep[edge.subject])
-    s = np.flatnonzero(keep[sketch.subject])
-    es, ss = edge.subject[e], sketch.subject[s]
-    after = edge.t[e] >= p.inner_to if p.has_interior else np.zeros(len(e), bool)
+def centre(geometry: BaseGeometry) -> tuple[float, float, float]:
+    """A centre for the scene and its radius about it (0 for a point): a piece d from the
+    centre is between d - r and d + r from the scene."""
+    if geometry.geom_type == "Point":
+        return float(geometry.x), float(geometry.y), 0.0
+    c = geometry.envelope.centroid
+    r = float(shapely.distance(shapely.points(shapely.get_coordinates(geometry)), c).max())
+    return float(c.x), float(c.y), r
+
+
+def join(
+    edge: Edge,
+    sketch: Sketch,
+    hours: Hours,
+    inner: Inner,
+    p: Plan,
+    keep: np.ndarray,
+    cx: float,
+    cy: float,
+) -> Track:
+    """The tracks of the subjects in `keep`: each one's edge fixes before the interior, the
+    interior's sketch, then the edge fixes after it; offsets from (cx, cy)."""
+    counts = np.diff(inner.before)
+    ox = np.repeat((hours.first_x[inner.rows] - cx).astype(np.float32), counts)
+    oy = np.repeat((hours.first_y[inner.rows] - cy).astype(np.float32), counts)
+    sx, sy, ss = ox + sketch.dx, oy + sketch.dy, sketch.subject
+    sref = -1 - np.arange(len(ss))
+    ex = (edge.x - cx).astype(np.float32)
+    ey = (edge.y - cy).astype(np.float32)
+    es, et, eref = edge.subject, edge.t, np.arange(len(edge.subject))
+    if not keep.all():
+        s, e = keep[ss], keep[es]
+        sx, sy, ss, sref = sx[s], sy[s], ss[s], sref[s]
+        ex, ey, es, et, eref = ex[e], ey[e], es[e], et[e], eref[e]
+    after = et >= p.inner_to if p.has_interior else np.zeros(len(es), bool)
     at = np.where(after, np.searchsorted(ss, es, "right"), np.searchsorted(ss, es, "left"))
     return Track(
         np.insert(ss, at, es),
-        np.insert(sketch.x[s], at, edge.x[e].astype(np.float32)),
-        np.insert(sketch.y[s], at, edge.y[e].astype(np.float32)),
-        np.insert(np.full(len(s), np.nan), at, edge.t[e]),
-        np.insert(-1 - s, at, e),
+        np.insert(sx, at, ex),
+        np.insert(sy, at, ey),
+        np.insert(np.full(len(ss), np.nan), at, et),
+        np.insert(sref, at, eref),
     )
 
 
-def _bounds(track: Track, geometry: BaseGeometry) -> tuple[np.ndarray, float]:
-    """Each piece's distance to the scene's centre, in float4, and the scene's radius
-    about that centre (0 for a point): a piece is between d - r and d + r away."""
-    c = geometry.centroid if geometry.geom_type == "Point" else geometry.envelope.centroid
-    cx, cy = float(c.x), float(c.y)
-    r = float(shapely.distance(shapely.points(shapely.get_coordinates(geometry)), c).max())
-    r = 0.0 if geometry.geom_type == "Point" else r
-    x = track.x - np.float32(cx)
-    y = track.y - np.float32(cy)
-    ax, ay, dx, dy = x[:-1], y[:-1], x[1:] - x[:-1], y[1:] - y[:-1]
+def _distances(track: Track) -> np.ndarray:
+    """Each piece's distance to the scene's centre, in float4."""
+    ax, ay = track.x[:-1], track.y[:-1]
+    dx, dy = track.x[1:] - ax, track.y[1:] - ay
     l2 = dx * dx + dy * dy
     k = -(ax * dx + ay * dy) / np.where(l2 == 0, np.float32(1), l2)
     np.clip(k, 0, 1, out=k)
     px, py = ax + k * dx, ay + k * dy
-    return np.sqrt(px * px + py * py), r
+    d: np.ndarray = np.sqrt(px * px + py * py)
+    return d
 
 
-def candidates(track: Track, p: Plan, geometry: BaseGeometry) -> tuple[np.ndarray, np.ndarray]:
+def candidates(track: Track, p: Plan, r: float) -> tuple[np.ndarray, np.ndarray]:
     """The pieces (by the index of their first fix) that may be nearest the scene, and
     the subjects with too many such pieces to measure here."""
     if len(track.subject) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     ta, tb = track.t[:-1], track.t[1:]
-    same = track.subject[1:] == track.subject[:-1]
-    valid = same & ~(tb < p.start) & ~(ta > p.end)  # NaN: an interior fix, inside
-    inside = valid & ~(ta < p.start) & ~(tb > p.end)
-    d, r = _bounds(track, geometry)
-    # float4 positions are within 0.07 m of the exact ones; allow for it, and its arithmetic
-    slack = (0.25 + 4e-6 * d).astype(np.float32)
-    high = np.where(inside, d + r + slack, np.inf)
     sub = track.subject[:-1]
+    valid = (track.subject[1:] == sub) & ~(tb < p.start) & ~(ta > p.end)  # NaN: inside
+    inside = valid & ~(ta < p.start) & ~(tb > p.end)
+    d = _distances(track)
+    # float4 offsets are within a few centimetres of the exact ones: allow for it
+    slack = np.float32(0.05) + np.float32(2e-6) * d
+    high = np.where(inside, d + np.float32(r) + slack, np.float32(np.inf))
     starts = np.flatnonzero(np.r_[True, sub[1:] != sub[:-1]])
-    limit = np.minimum.reduceat(high, starts)
-    bound = np.repeat(limit, np.diff(np.r_[starts, len(sub)]))
-    chosen = np.flatnonzero(valid & (d - r - slack <= bound))
+    limit = np.repeat(np.minimum.reduceat(high, starts), np.diff(np.r_[starts, len(sub)]))
+    chosen = np.flatnonzero(valid & (d - np.float32(r) - slack <= limit))
     per = np.bincount(sub[chosen], minlength=int(track.subject.max()) + 1)
     crowded = np.flatnonzero(per > MAX_CANDIDATES)
     if len(crowded):
@@ -248,46 +284,41 @@ def candidates(track: Track, p: Plan, geometry: BaseGeometry) -> tuple[np.ndarra
     return chosen, crowded
 
 
-Exact = Mapping[tuple[int, float], np.ndarray]  # (subject, hour) -> float8 rows t, x, y, acc
+class Wanted(NamedTuple):
+    """Sketch fixes whose exact values are needed: (subject index, hour, index in hour)."""
+
+    subject: np.ndarray
+    hour: np.ndarray
+    place: np.ndarray
 
 
-def interior_keys(hours: Hours, p: Plan) -> tuple[np.ndarray, np.ndarray]:
-    """For the sketch's fixes in order: the hour summaries they come from (their
-    index in `hours`) and the count of sketch fixes before each such hour."""
-    rows = np.flatnonzero((hours.hour >= p.inner_from) & (hours.hour < p.inner_to) & (hours.n > 0))
-    counts = hours.n[rows].astype(np.int64)
-    return rows, np.r_[0, np.cumsum(counts)]
+def wanted(track: Track, chosen: np.ndarray, hours: Hours, inner: Inner) -> Wanted:
+    """The sketch fixes at either end of the chosen pieces, in that order (first ends,
+    then second ends), for those ends that are sketch fixes."""
+    refs = np.concatenate([track.ref[chosen], track.ref[chosen + 1]])
+    i = -1 - refs[refs < 0]
+    k = np.searchsorted(inner.before, i, "right") - 1
+    rows = inner.rows[k]
+    return Wanted(hours.subject[rows], hours.hour[rows], i - inner.before[k])
 
 
 def settle(
-    track: Track,
-    chosen: np.ndarray,
-    edge: Edge,
-    sketch_hours: tuple[np.ndarray, np.ndarray],
-    hours: Hours,
-    exact: Exact,
-    p: Plan,
-    geometry: BaseGeometry,
+    track: Track, chosen: np.ndarray, edge: Edge, exact: np.ndarray, p: Plan, geometry: BaseGeometry
 ) -> list[Nearest]:
     """Measure the chosen pieces exactly and keep each subject's nearest: the least
-    distance, and of equal ones the earliest, as `torch.proximity` does."""
+    distance, and of equal ones the earliest, as `torch.proximity` does. `exact` holds
+    the rows (t, x, y, acc) of the sketch fixes `wanted` named, in its order."""
     if len(chosen) == 0:
         return []
-    rows, before = sketch_hours
-    fixes = np.empty((2 * len(chosen), 4))
-    for j, ref in enumerate(np.concatenate([track.ref[chosen], track.ref[chosen + 1]])):
-        if ref >= 0:
-            fixes[j] = (edge.t[ref], edge.x[ref], edge.y[ref], edge.acc[ref])
-        else:
-            i = -1 - int(ref)
-            k = int(np.searchsorted(before, i, "right")) - 1
-            row = rows[k]
-            tile = exact[(int(hours.subject[row]), float(hours.hour[row]))]
-            fixes[j] = tile[i - before[k]]
+    refs = np.concatenate([track.ref[chosen], track.ref[chosen + 1]])
+    fixes = np.empty((len(refs), 4))
+    mine = refs >= 0
+    e = refs[mine]
+    fixes[mine] = np.column_stack([edge.t[e], edge.x[e], edge.y[e], edge.acc[e]])
+    fixes[~mine] = exact
     a, b = fixes[: len(chosen)], fixes[len(chosen) :]
     t0, t1 = np.maximum(a[:, 0], p.start), np.minimum(b[:, 0], p.end)
-    pieces = Pieces(a[:, 0], a[:, 1], a[:, 2], b[:, 0], b[:, 1], b[:, 2], t0, t1)
-    shapes = piece_shapes(pieces)
+    shapes = piece_shapes(Pieces(a[:, 0], a[:, 1], a[:, 2], b[:, 0], b[:, 1], b[:, 2], t0, t1))
     d = shapely.distance(shapes, geometry)
     sub = track.subject[chosen]
     order = np.lexsort((a[:, 0], d, sub))
@@ -303,16 +334,5 @@ def settle(
             float(a[i, 3]),
             float(b[i, 3]),
         )
-        for n, i in enumerate(firsts)
+        for n, i in enumerate(firsts.tolist())
     ]
-
-
-def sketch_hours_needed(
-    track: Track, chosen: np.ndarray, sketch_hours: tuple[np.ndarray, np.ndarray], hours: Hours
-) -> set[tuple[int, float]]:
-    """The (subject, hour) tiles whose exact fixes the chosen pieces need."""
-    rows, before = sketch_hours
-    refs = np.concatenate([track.ref[chosen], track.ref[chosen + 1]])
-    inner = -1 - refs[refs < 0]
-    k = rows[np.searchsorted(before, inner, "right") - 1]
-    return {(int(s), float(h)) for s, h in zip(hours.subject[k], hours.hour[k], strict=True)}

@@ -71,11 +71,11 @@ async def closest_from_tiles(
     plan = approach.plan(scene.start, scene.end, p.max_gap_s)
     index = {w.subject_id: i for i, w in enumerate(who)}
     first_block, last_block = plan.blocks()
-    block_rows = [
-        (index[r[0]], r[1], r[2])
+    block_rows = sorted(
+        (index[r[0]], r[1], r[2], r[3])
         for r in await store.blocks(conn, first_block, last_block, plan.inner_from, plan.inner_to)
         if r[0] in index
-    ]
+    )
     edge_rows = [
         (index[r[0]], r[1])
         for lo, hi in plan.edge_ranges()
@@ -85,18 +85,20 @@ async def closest_from_tiles(
     edge_rows.sort(key=lambda r: r[0])  # stable: each subject's hours stay in time order
     if not block_rows:
         return {}
-    hours = approach.hours_of([r[0] for r in block_rows], [r[1] for r in block_rows])
+    hours = approach.hours_of([r[0] for r in block_rows], [r[2] for r in block_rows])
     keep = approach.whole(hours, plan, len(who))
     keep &= np.fromiter((w.tiled for w in who), bool, len(who))
     edge = approach.edge_of([r[0] for r in edge_rows], [r[1] for r in edge_rows])
-    sketch = approach.sketch_of([r[0] for r in block_rows], [r[2] for r in block_rows])
-    track = approach.join(edge, sketch, plan, keep)
-    chosen, crowded = approach.candidates(track, plan, scene.geometry)
-    inner = approach.interior_keys(hours, plan)
-    need = approach.sketch_hours_needed(track, chosen, inner, hours)
-    packed = await store.exact(conn, [(who[s].subject_id, h) for s, h in need])
-    tiles = {(index[k[0]], k[1]): np.frombuffer(v, ">f8").reshape(-1, 4) for k, v in packed.items()}
-    found = approach.settle(track, chosen, edge, inner, hours, tiles, plan, scene.geometry)
+    sketch = approach.sketch_of([r[0] for r in block_rows], [r[3] for r in block_rows])
+    inner = approach.inner_of(hours, plan)
+    cx, cy, r = approach.centre(scene.geometry)
+    track = approach.join(edge, sketch, hours, inner, plan, keep, cx, cy)
+    chosen, crowded = approach.candidates(track, plan, r)
+    w = approach.wanted(track, chosen, hours, inner)
+    ids = np.fromiter((x.subject_id for x in who), np.int64, len(who))
+    packed = await store.fixes(conn, ids[w.subject].tolist(), w.hour.tolist(), w.place.tolist())
+    exact = np.frombuffer(packed, ">f8").reshape(-1, 4).astype(np.float64)
+    found = approach.settle(track, chosen, edge, exact, plan, scene.geometry)
     skip = set(crowded.tolist())
     return {n.subject: n for n in found if n.subject not in skip}
 

@@ -17,7 +17,8 @@ UPGRADE = """
 -- The hourly tiles keep their summary columns; the track moves from a LineStringM
 -- and two arrays to two packed columns (big-endian, one record per fix in time order):
 --   track: float8 (Unix time, easting, northing, accuracy or NaN), exact;
---   sketch: float4 (easting, northing), a quarter of the size, for bounding distances.
+--   sketch: float4 (easting, northing less those of the tile's first fix), a quarter of
+--           the size, for bounding distances.
 -- max_acc: the largest accuracy of the hour's fixes (NULL when none has one), so that
 -- a search can widen each tile by what its fixes may be off.
 -- They are rebuilt from the fixes by the ingest worker (requeued below).
@@ -36,7 +37,8 @@ ALTER TABLE track_tiles ALTER COLUMN track SET STORAGE EXTERNAL,
 --   marks: the number of fixes before each hour of the block (7 values; the last is n),
 --          so that a query can take the sketch of some hours only;
 --   hours: per hour with fixes, float8 (hour start, n, first fix time, last fix time,
---          longest interval between consecutive fixes in the hour).
+--          longest interval between consecutive fixes in the hour, first fix's easting
+--          and northing: the origin of the hour's sketch).
 CREATE TABLE track_blocks (
     block_start timestamptz NOT NULL,
     subject_id  bigint NOT NULL REFERENCES subjects (id),

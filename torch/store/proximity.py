@@ -94,9 +94,10 @@ ORDER BY s.id
 """
 
 # The blocks of a window with each one's hour summaries, and the sketch of its hours
-# in [$3, $4) (Unix times), by the marks (the count of fixes before each hour).
+# in [$3, $4) (Unix times), by the marks (the count of fixes before each hour); in the
+# primary key's order (sorting them here costs more than in the caller).
 BLOCKS = """
-SELECT b.subject_id, b.hours,
+SELECT b.subject_id, extract(epoch FROM b.block_start)::float8 AS block_start, b.hours,
        substring(b.sketch FROM 8 * b.marks[i.lo + 1] + 1
                  FOR 8 * (b.marks[greatest(i.lo, i.hi) + 1] - b.marks[i.lo + 1])) AS sketch
 FROM track_blocks b
@@ -106,7 +107,6 @@ CROSS JOIN LATERAL (
            greatest(0, least(6, ($4 - o.at) / 3600))::int AS hi
 ) i
 WHERE b.block_start >= to_timestamp($1) AND b.block_start <= to_timestamp($2)
-ORDER BY b.subject_id, b.block_start
 """
 
 EDGES = """
@@ -115,10 +115,12 @@ WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
 ORDER BY subject_id, tile_start
 """
 
-EXACT = """
-SELECT t.subject_id, extract(epoch FROM t.tile_start)::float8 AS hour, t.track
-FROM unnest($1::bigint[], $2::float8[]) AS k (subject_id, hour)
+# Single fixes of tiles, by (subject, hour start, index in the hour), in the order asked.
+FIXES = """
+SELECT substring(t.track FROM 32 * k.i + 1 FOR 32)
+FROM unnest($1::bigint[], $2::float8[], $3::int[]) WITH ORDINALITY AS k (subject_id, hour, i, n)
 JOIN track_tiles t ON t.tile_start = to_timestamp(k.hour) AND t.subject_id = k.subject_id
+ORDER BY k.n
 """
 
 
@@ -140,8 +142,8 @@ async def wearers(
 async def blocks(
     conn: asyncpg.Connection, first: float, last: float, inner_from: float, inner_to: float
 ) -> list[asyncpg.Record]:
-    """(subject_id, hours, sketch) of the blocks starting in [first, last], in subject
-    and time order, with the sketch of the hours in [inner_from, inner_to) only."""
+    """(subject_id, block_start, hours, sketch) of the blocks starting in [first, last],
+    with the sketch of the hours in [inner_from, inner_to) only; in no set order."""
     return await conn.fetch(BLOCKS, first, last, inner_from, inner_to)  # type: ignore[no-any-return]
 
 
@@ -150,15 +152,17 @@ async def edges(conn: asyncpg.Connection, first: float, last: float) -> list[asy
     return await conn.fetch(EDGES, first, last)  # type: ignore[no-any-return]
 
 
-async def exact(
-    conn: asyncpg.Connection, keys: Sequence[tuple[int, float]]
-) -> dict[tuple[int, float], bytes]:
-    """The packed exact track of each (subject_id, hour start) tile."""
-    if not keys:
-        return {}
-    subjects, hours = zip(*keys, strict=True)
-    rows = await conn.fetch(EXACT, list(subjects), list(hours))
-    return {(r["subject_id"], r["hour"]): r["track"] for r in rows}
+async def fixes(
+    conn: asyncpg.Connection, subjects: Sequence[int], hours: Sequence[float], index: Sequence[int]
+) -> bytes:
+    """The packed exact fixes (t, x, y, acc as float8) of tiles, one for each (subject_id,
+    hour start, index in the hour), in that order."""
+    if not subjects:
+        return b""
+    rows = await conn.fetch(FIXES, list(subjects), list(hours), list(index))
+    if len(rows) != len(subjects):
+        raise LookupError("a tile changed under a snapshot")  # cannot happen in one snapshot
+    return b"".join(r[0] for r in rows)
 
 
 # Tile summaries of the hours starting in [$1, $2] (Unix times), packed as float8 in

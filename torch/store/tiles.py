@@ -47,18 +47,24 @@ WITH drained AS (
            coalesce(t.first_new > o.last_at, false) AS appending,
            -- the fixes a tile lacks: those after its last fix when extending, else all
            CASE WHEN t.first_new > o.last_at THEN o.last_at
-                ELSE t.tile_start - interval '1 microsecond' END AS after
+                ELSE t.tile_start - interval '1 microsecond' END AS after,
+           -- the sketch is relative to the tile's first fix: the old one when extending
+           CASE WHEN t.first_new > o.last_at THEN o.first_x END AS origin_x,
+           CASE WHEN t.first_new > o.last_at THEN o.first_y END AS origin_y
     FROM touched t
     LEFT JOIN track_tiles o ON o.subject_id = t.subject_id AND o.tile_start = t.tile_start
 ), sources AS MATERIALIZED (
     -- the devices the subject wore in each tile's hour, and for how long
-    SELECT p.subject_id, p.tile_start, p.after, p.tile_end, a.device_id, a.during
+    SELECT p.subject_id, p.tile_start, p.after, p.tile_end, p.origin_x, p.origin_y,
+           a.device_id, a.during
     FROM plan p
     JOIN device_assignments a ON a.subject_id = p.subject_id
      AND a.during && tstzrange(p.tile_start, p.tile_end)
 ), fresh AS (
     SELECT s.subject_id, s.tile_start, f.fix_time, f.position, f.acc,
-           f.fix_time - lag(f.fix_time) OVER w AS step
+           f.fix_time - lag(f.fix_time) OVER w AS step,
+           coalesce(s.origin_x, ST_X(first_value(f.position) OVER w)) AS origin_x,
+           coalesce(s.origin_y, ST_Y(first_value(f.position) OVER w)) AS origin_y
     FROM sources s
     CROSS JOIN LATERAL (
         SELECT f.fix_time, f.position, f.acc FROM fixes f
@@ -83,7 +89,8 @@ WITH drained AS (
                       || float8send(ST_X(position)) || float8send(ST_Y(position))
                       || float8send(coalesce(acc::numeric::float8, 'NaN')),
                       ''::bytea ORDER BY fix_time) AS track,
-           string_agg(float4send(ST_X(position)::float4) || float4send(ST_Y(position)::float4),
+           string_agg(float4send((ST_X(position) - origin_x)::float4)
+                      || float4send((ST_Y(position) - origin_y)::float4),
                       ''::bytea ORDER BY fix_time) AS sketch
     FROM fresh GROUP BY 1, 2
 ), merged AS (
@@ -144,7 +151,7 @@ WITH keys AS (
     FROM unnest($1::bigint[], $2::timestamptz[]) AS k (subject_id, tile_start)
 ), hours AS (
     SELECT k.subject_id, k.block_start, h.i, tt.n, tt.first_at, tt.last_at, tt.longest_s,
-           tt.sketch
+           tt.first_x, tt.first_y, tt.sketch
     FROM keys k
     CROSS JOIN generate_series(0, 5) AS h (i)
     LEFT JOIN track_tiles tt ON tt.subject_id = k.subject_id
@@ -156,7 +163,8 @@ WITH keys AS (
                                || float8send(n::float8)
                                || float8send(extract(epoch FROM first_at)::float8)
                                || float8send(extract(epoch FROM last_at)::float8)
-                               || float8send(longest_s),
+                               || float8send(longest_s)
+                               || float8send(first_x) || float8send(first_y),
                                ''::bytea ORDER BY i), ''::bytea) AS hours,
            coalesce(string_agg(sketch, ''::bytea ORDER BY i), ''::bytea) AS sketch,
            sum(n) AS n
@@ -164,7 +172,7 @@ WITH keys AS (
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS sum_n
           FROM hours
           UNION ALL  -- the seventh mark: every fix of the block
-          SELECT subject_id, block_start, 6, NULL, NULL, NULL, NULL, NULL,
+          SELECT subject_id, block_start, 6, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                  sum(n) FROM hours GROUP BY 1, 2) h
     GROUP BY 1, 2
 ), gone AS (
