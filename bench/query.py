@@ -54,8 +54,10 @@ CROSS JOIN LATERAL (
     -- each wearer circles a home, 0.4 to 3 km out, at its own pace
     SELECT extract(epoch FROM t) / (900 + d.id % 700) AS a, 400 + d.id % 2600 AS r) AS orbit
 CROSS JOIN LATERAL (
-    SELECT ST_SetSRID(ST_MakePoint(505000 + (d.id * 7919) % 40000 + r * cos(a),
-                                   195000 + (d.id * 104729) % 45000 + r * sin(a)), 27700) AS p
+    -- on torch.grid's lattice of 1/1024 m, as the ingest worker stores positions
+    SELECT ST_SnapToGrid(ST_SetSRID(ST_MakePoint(505000 + (d.id * 7919) % 40000 + r * cos(a),
+                                                 195000 + (d.id * 104729) % 45000 + r * sin(a)),
+                                    27700), 1.0 / 1024) AS p
 ) AS pos
 CROSS JOIN LATERAL (SELECT ST_Transform(pos.p, 4326) AS ll) AS geo
 WHERE d.model = 'bench-query'

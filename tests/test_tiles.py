@@ -120,7 +120,8 @@ def float4(xy: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def stored(x: float, y: float) -> tuple[float, float]:
     """Where a fix sent at (x, y) is stored: through the tag's lat/lon and back."""
-    return grid.point_to_grid(*grid.point_from_grid(x, y))
+    e, n = grid.point_to_grid(*grid.point_from_grid(x, y))
+    return grid.on_lattice([e])[0], grid.on_lattice([n])[0]
 
 
 def epoch(t: float) -> float:
@@ -193,11 +194,12 @@ async def block(conn: asyncpg.Connection, ref: str, start: datetime) -> dict[str
     )
     if r is None:
         return None
-    hours = np.frombuffer(r["hours"], ">f8").reshape(-1, 7)
+    hours = np.frombuffer(r["hours"], ">f8").reshape(-1, 8)
     return {
         "marks": r["marks"],
         "hours": [tuple(h[:5]) for h in hours.tolist()],  # the origins are checked apart
-        "origins": [tuple(h[5:]) for h in hours.tolist()],
+        "origins": [tuple(h[5:7]) for h in hours.tolist()],
+        "exact": [h[7] for h in hours.tolist()],
         "sketch": r["sketch"],
     }
 
@@ -264,7 +266,8 @@ def test_blocks_hold_six_hours_of_sketches_and_follow_their_tiles(run: Run) -> N
             await first_fix(conn, "IOM-T0005", b),
             await first_fix(conn, "IOM-T0005", b + 2 * h),
         ]
-        assert after["origins"][1] == pytest.approx(stored(520500, 210000), abs=1e-6)
+        assert after["origins"][1] == stored(520500, 210000)
+        assert after["exact"] == [1.0, 1.0]  # positions on the lattice, within 16 km
         assert len(after["sketch"]) == 17 * 8
 
     run(work)
@@ -390,7 +393,8 @@ def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
 
 
 def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) -> None:
-    """Windows of 6 to 26 hours: their middle hours come from the six-hour blocks."""
+    """Windows of 6 to 26 hours: their middle hours come from the six-hour blocks, exact
+    where the positions are on the lattice and read from the tiles where not."""
     rng = random.Random(20261130)
 
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> int:
@@ -401,8 +405,23 @@ def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) 
                 f"TT{n:04d}",
                 [(t - 86400, *rest) for t, *rest in wander(rng, 30, gaps=False)],
             )
+        # one tag's fixes moved off the lattice (as a writer other than the worker might
+        # store them): its sketches are not exact, and its pieces are read from the tiles
+        device = await conn.fetchval("SELECT id FROM devices WHERE serial = 'TT0031'")
+        await conn.execute(
+            "UPDATE fixes SET position = ST_Translate(position, 0.0001 * (1 + mod(extract("
+            "epoch FROM fix_time)::numeric, 7)::float8), 0.0001) WHERE device_id = $1",
+            device,
+        )
+        await tiles.mark_hours(conn, [device], at(-2 * 86400), None)
         while await tiles.refresh(conn):
             pass
+        exact = await conn.fetch(
+            "SELECT s.ref = 'IOM-T0031' AS moved, bool_and(exact) AS all, count(*) FILTER"
+            " (WHERE NOT exact) > 20 AS many"
+            " FROM track_tiles t JOIN subjects s ON s.id = t.subject_id GROUP BY 1 ORDER BY 1"
+        )
+        assert [tuple(r) for r in exact] == [(False, True, False), (True, False, True)]
         from_tiles = 0
         for _ in range(12):
             cx, cy = 522000 + rng.uniform(-4000, 4000), 208000 + rng.uniform(-4000, 4000)

@@ -81,6 +81,17 @@ def plan(start: float, end: float, max_gap_s: float) -> Plan:
     return Plan(start, end, max_gap_s, first_hour, last_hour, inner_from, inner_to)
 
 
+class Spans(NamedTuple):
+    """When each hour of track begins and ends, in (subject, hour) order: what `whole`
+    judges coverage by."""
+
+    subject: np.ndarray  # dense subject index
+    hour: np.ndarray
+    first_t: np.ndarray
+    last_t: np.ndarray
+    longest_s: np.ndarray
+
+
 class Hours(NamedTuple):
     """Hour summaries from the blocks, in (subject, hour) order."""
 
@@ -92,6 +103,10 @@ class Hours(NamedTuple):
     longest_s: np.ndarray
     first_x: np.ndarray  # the hour's first fix: the origin of its sketch
     first_y: np.ndarray
+    exact: np.ndarray  # 1 where the sketch holds every position exactly, else 0
+
+    def spans(self) -> Spans:
+        return Spans(self.subject, self.hour, self.first_t, self.last_t, self.longest_s)
 
 
 class Edge(NamedTuple):
@@ -118,8 +133,8 @@ HOUR_FIELDS = len(Hours._fields) - 1
 
 def hours_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Hours:
     """Hour summaries from the blocks' `hours` columns (float8 big-endian: hour, n, first
-    and last fix time, longest interval, first fix's easting and northing), one block a
-    subject index."""
+    and last fix time, longest interval, first fix's easting and northing, exactness), one
+    block a subject index."""
     width = 8 * HOUR_FIELDS
     counts = np.fromiter((len(b) // width for b in packed), np.int64, len(packed))
     a = np.frombuffer(b"".join(packed), ">f8").reshape(-1, HOUR_FIELDS).astype(np.float64)
@@ -139,7 +154,7 @@ def sketch_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Sketch:
     return Sketch(np.repeat(np.asarray(subjects, np.int64), counts), a[:, 0], a[:, 1])
 
 
-def whole(hours: Hours, p: Plan, count: int) -> np.ndarray:
+def whole(hours: Spans, p: Plan, count: int) -> np.ndarray:
     """Per subject index: does the track cover the window with no interval longer than
     max_gap, from a fix at or before its start to one at or after its end?
 
@@ -285,54 +300,135 @@ def candidates(track: Track, p: Plan, r: float) -> tuple[np.ndarray, np.ndarray]
 
 
 class Wanted(NamedTuple):
-    """Sketch fixes whose exact values are needed: (subject index, hour, index in hour)."""
+    """Sketch fixes whose stored values are needed: (subject index, hour, index in hour)."""
 
     subject: np.ndarray
     hour: np.ndarray
     place: np.ndarray
 
 
-def wanted(track: Track, chosen: np.ndarray, hours: Hours, inner: Inner) -> Wanted:
-    """The sketch fixes at either end of the chosen pieces, in that order (first ends,
-    then second ends), for those ends that are sketch fixes."""
-    refs = np.concatenate([track.ref[chosen], track.ref[chosen + 1]])
-    i = -1 - refs[refs < 0]
-    k = np.searchsorted(inner.before, i, "right") - 1
-    rows = inner.rows[k]
-    return Wanted(hours.subject[rows], hours.hour[rows], i - inner.before[k])
+@dataclass(slots=True)
+class Ends:
+    """The fixes at either end of the chosen pieces: rows 0..n-1 the first ends, n..2n-1
+    the second. Sketch fixes have no time or accuracy (NaN) until read; those of hours
+    whose sketch is not exact have no position either (`known` False)."""
+
+    fixes: np.ndarray  # float8 rows t, x, y, acc
+    known: np.ndarray
+    sketch: np.ndarray  # whether the end is a sketch fix
+    wanted: Wanted  # every sketch end, in order
 
 
-def settle(
-    track: Track, chosen: np.ndarray, edge: Edge, exact: np.ndarray, p: Plan, geometry: BaseGeometry
-) -> list[Nearest]:
-    """Measure the chosen pieces exactly and keep each subject's nearest: the least
-    distance, and of equal ones the earliest, as `torch.proximity` does. `exact` holds
-    the rows (t, x, y, acc) of the sketch fixes `wanted` named, in its order."""
-    if len(chosen) == 0:
-        return []
+def ends(
+    track: Track, chosen: np.ndarray, edge: Edge, sketch: Sketch, hours: Hours, inner: Inner
+) -> Ends:
     refs = np.concatenate([track.ref[chosen], track.ref[chosen + 1]])
-    fixes = np.empty((len(refs), 4))
+    fixes = np.full((len(refs), 4), np.nan)
     mine = refs >= 0
     e = refs[mine]
     fixes[mine] = np.column_stack([edge.t[e], edge.x[e], edge.y[e], edge.acc[e]])
-    fixes[~mine] = exact
-    a, b = fixes[: len(chosen)], fixes[len(chosen) :]
+    i = -1 - refs[~mine]
+    k = np.searchsorted(inner.before, i, "right") - 1
+    rows = inner.rows[k]
+    exact = hours.exact[rows] == 1
+    xs = np.where(exact, hours.first_x[rows] + sketch.dx[i].astype(np.float64), np.nan)
+    ys = np.where(exact, hours.first_y[rows] + sketch.dy[i].astype(np.float64), np.nan)
+    fixes[~mine, 1], fixes[~mine, 2] = xs, ys
+    known = mine.copy()
+    known[~mine] = exact
+    wanted = Wanted(hours.subject[rows], hours.hour[rows], i - inner.before[k])
+    return Ends(fixes, known, ~mine, wanted)
+
+
+def unread(e: Ends, p: Plan) -> np.ndarray:
+    """The sketch ends (indices into e.wanted) to read before measuring: those without a
+    position, and those whose piece's other end is outside the window (the piece is
+    clipped there, which takes both times)."""
+    n = len(e.known) // 2
+    t = e.fixes[:, 0]
+    need = ~e.known
+    need[n:] |= e.sketch[n:] & (t[:n] < p.start)
+    need[:n] |= e.sketch[:n] & (t[n:] > p.end)
+    return np.flatnonzero(need[e.sketch])
+
+
+def fill(e: Ends, which: np.ndarray, stored: np.ndarray) -> None:
+    """Put the stored fixes (rows t, x, y, acc) of the sketch ends `which` (indices into
+    e.wanted) in place."""
+    at = np.flatnonzero(e.sketch)[which]
+    e.fixes[at] = stored
+    e.known[at] = True
+
+
+def _clipped(a: np.ndarray, b: np.ndarray, p: Plan) -> Pieces:
+    """Pieces between fixes a and b, clipped to the window; a sketch fix's time is not
+    needed (it lies inside the window): such a piece is taken whole, as the method's
+    arithmetic takes a piece whose ends are both inside."""
+    inner = np.isnan(a[:, 0]) | np.isnan(b[:, 0])
+    ta = np.where(inner, 0.0, a[:, 0])
+    tb = np.where(inner, 1.0, b[:, 0])
+    return Pieces(
+        ta,
+        a[:, 1],
+        a[:, 2],
+        tb,
+        b[:, 1],
+        b[:, 2],
+        np.where(inner, ta, np.maximum(ta, p.start)),
+        np.where(inner, tb, np.minimum(tb, p.end)),
+    )
+
+
+def _point_distances(pc: Pieces, x: float, y: float) -> np.ndarray:
+    """The distance from (x, y) of each piece, in float8."""
+    span = np.where(pc.tb == pc.ta, 1.0, pc.tb - pc.ta)
+    k0 = np.where(pc.tb == pc.ta, 0.0, (pc.t0 - pc.ta) / span)
+    k1 = np.where(pc.tb == pc.ta, 0.0, (pc.t1 - pc.ta) / span)
+    x0, y0 = pc.xa + (pc.xb - pc.xa) * k0, pc.ya + (pc.yb - pc.ya) * k0
+    x1, y1 = pc.xa + (pc.xb - pc.xa) * k1, pc.ya + (pc.yb - pc.ya) * k1
+    dx, dy = x1 - x0, y1 - y0
+    l2 = dx * dx + dy * dy
+    k = np.clip(((x - x0) * dx + (y - y0) * dy) / np.where(l2 == 0, 1.0, l2), 0.0, 1.0)
+    d: np.ndarray = np.hypot(x0 + k * dx - x, y0 + k * dy - y)
+    return d
+
+
+def pick(track: Track, chosen: np.ndarray, e: Ends, p: Plan, geometry: BaseGeometry) -> np.ndarray:
+    """Each subject's nearest chosen piece (its index in `chosen`): the least distance
+    and, of equal ones, the earliest."""
+    n = len(chosen)
+    pieces = _clipped(e.fixes[:n], e.fixes[n:], p)
+    if geometry.geom_type == "Point":
+        d = _point_distances(pieces, geometry.x, geometry.y)
+    else:
+        d = shapely.distance(piece_shapes(pieces), geometry)
+    sub = track.subject[chosen]
+    order = np.lexsort((chosen, d, sub))
+    firsts: np.ndarray = order[np.r_[True, sub[order][1:] != sub[order][:-1]]]
+    return firsts
+
+
+def nearest(
+    track: Track, chosen: np.ndarray, e: Ends, best: np.ndarray, p: Plan, geometry: BaseGeometry
+) -> list[Nearest]:
+    """The closest approach on each subject's nearest piece (`best`, indices into
+    `chosen`), whose ends are all read, with the method's own arithmetic."""
+    n = len(chosen)
+    a, b = e.fixes[best], e.fixes[n + best]
     t0, t1 = np.maximum(a[:, 0], p.start), np.minimum(b[:, 0], p.end)
     shapes = piece_shapes(Pieces(a[:, 0], a[:, 1], a[:, 2], b[:, 0], b[:, 1], b[:, 2], t0, t1))
     d = shapely.distance(shapes, geometry)
-    sub = track.subject[chosen]
-    order = np.lexsort((a[:, 0], d, sub))
-    firsts = order[np.r_[True, sub[order][1:] != sub[order][:-1]]]
-    x, y, t = nearest_on(shapes[firsts], t0[firsts], t1[firsts], geometry)
+    x, y, t = nearest_on(shapes, t0, t1, geometry)
+    sub = track.subject[chosen[best]]
     return [
         Nearest(
-            int(sub[i]),
-            float(d[i]),
-            float(t[n]),
-            float(x[n]),
-            float(y[n]),
-            float(a[i, 3]),
-            float(b[i, 3]),
+            int(sub[j]),
+            float(d[j]),
+            float(t[j]),
+            float(x[j]),
+            float(y[j]),
+            float(a[j, 3]),
+            float(b[j, 3]),
         )
-        for n, i in enumerate(firsts.tolist())
+        for j in range(len(best))
     ]

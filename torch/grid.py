@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Sequence
 from functools import cache
 
+import numpy as np
 from pyproj import Transformer
 
 SRID = 27700
@@ -37,6 +38,23 @@ def to_grid(lons: Sequence[float], lats: Sequence[float]) -> tuple[array[float],
     """Eastings and northings (metres) of many WGS84 points at once."""
     xs, ys = _to_grid().transform(array("d", lons), array("d", lats))
     return xs, ys
+
+
+# Stored fixes lie on a lattice of 1/1024 m (under a millimetre, far below any fix's
+# accuracy): a position less another within 16 km of it is then exact in float4, which
+# lets a query measure tracks exactly from their compact sketches (torch.approach).
+LATTICE = 1024.0
+
+
+def fix_positions(lons: Sequence[float], lats: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Grid positions of fixes to be stored: projected, then put on the lattice."""
+    xs, ys = to_grid(lons, lats)
+    return on_lattice(xs), on_lattice(ys)
+
+
+def on_lattice(values: Sequence[float]) -> list[float]:
+    a = np.round(np.asarray(values, dtype=np.float64) * LATTICE) / LATTICE
+    return a.tolist()  # type: ignore[no-any-return]
 
 
 def point_to_grid(lon: float, lat: float) -> tuple[float, float]:

@@ -86,7 +86,7 @@ async def closest_from_tiles(
     if not block_rows:
         return {}
     hours = approach.hours_of([r[0] for r in block_rows], [r[2] for r in block_rows])
-    keep = approach.whole(hours, plan, len(who))
+    keep = approach.whole(hours.spans(), plan, len(who))
     keep &= np.fromiter((w.tiled for w in who), bool, len(who))
     edge = approach.edge_of([r[0] for r in edge_rows], [r[1] for r in edge_rows])
     sketch = approach.sketch_of([r[0] for r in block_rows], [r[3] for r in block_rows])
@@ -94,11 +94,26 @@ async def closest_from_tiles(
     cx, cy, r = approach.centre(scene.geometry)
     track = approach.join(edge, sketch, hours, inner, plan, keep, cx, cy)
     chosen, crowded = approach.candidates(track, plan, r)
-    w = approach.wanted(track, chosen, hours, inner)
+    if len(chosen) == 0:
+        return {}
+    ends = approach.ends(track, chosen, edge, sketch, hours, inner)
     ids = np.fromiter((x.subject_id for x in who), np.int64, len(who))
-    packed = await store.fixes(conn, ids[w.subject].tolist(), w.hour.tolist(), w.place.tolist())
-    exact = np.frombuffer(packed, ">f8").reshape(-1, 4).astype(np.float64)
-    found = approach.settle(track, chosen, edge, exact, plan, scene.geometry)
+
+    async def read(which: np.ndarray) -> None:
+        w = ends.wanted
+        packed = await store.fixes(
+            conn, ids[w.subject[which]].tolist(), w.hour[which].tolist(), w.place[which].tolist()
+        )
+        approach.fill(ends, which, np.frombuffer(packed, ">f8").reshape(-1, 4))
+
+    await read(approach.unread(ends, plan))
+    best = approach.pick(track, chosen, ends, plan, scene.geometry)
+    # the nearest pieces' sketch ends, for their times and accuracies
+    n = len(chosen)
+    rows = np.concatenate([best, n + best])
+    rows = rows[ends.sketch[rows] & np.isnan(ends.fixes[rows, 0])]
+    await read(np.searchsorted(np.flatnonzero(ends.sketch), rows))
+    found = approach.nearest(track, chosen, ends, best, plan, scene.geometry)
     skip = set(crowded.tolist())
     return {n.subject: n for n in found if n.subject not in skip}
 

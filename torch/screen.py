@@ -132,10 +132,8 @@ def suspects(
     """The subjects (dense indices) whose verdict for the crime needs their fixes: every
     wearer but those whose tiles show a whole track far from the scene."""
     plan = approach.plan(w.start, w.end, max_gap_s)
-    hours = approach.Hours(
-        t.subject, t.hour, t.n, t.first_t, t.last_t, t.longest_s, t.first_x, t.first_y
-    )
-    covered = approach.whole(hours, plan, len(worn)) & tiled
+    spans = approach.Spans(t.subject, t.hour, t.first_t, t.last_t, t.longest_s)
+    covered = approach.whole(spans, plan, len(worn)) & tiled
     live = (r.since <= w.end) & (t.last_t >= w.start)
     dx = np.maximum(np.maximum(r.min_x - w.x, w.x - r.max_x), 0.0)
     dy = np.maximum(np.maximum(r.min_y - w.y, w.y - r.max_y), 0.0)

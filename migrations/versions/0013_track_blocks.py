@@ -19,6 +19,8 @@ UPGRADE = """
 --   track: float8 (Unix time, easting, northing, accuracy or NaN), exact;
 --   sketch: float4 (easting, northing less those of the tile's first fix), a quarter of
 --           the size, for bounding distances.
+-- exact: whether the sketch holds every position exactly (it does for positions on
+-- torch.grid's lattice within 16 km of the hour's first fix);
 -- max_acc: the largest accuracy of the hour's fixes (NULL when none has one), so that
 -- a search can widen each tile by what its fixes may be off.
 -- They are rebuilt from the fixes by the ingest worker (requeued below).
@@ -27,6 +29,7 @@ ALTER TABLE track_tiles
     DROP COLUMN ts, DROP COLUMN accs, DROP COLUMN line,
     ADD COLUMN track bytea NOT NULL, ADD COLUMN sketch bytea NOT NULL,
     ADD COLUMN max_acc double precision,
+    ADD COLUMN exact boolean NOT NULL,
     DROP CONSTRAINT track_tiles_pkey,
     ADD PRIMARY KEY (tile_start, subject_id);
 ALTER TABLE track_tiles ALTER COLUMN track SET STORAGE EXTERNAL,
@@ -38,7 +41,7 @@ ALTER TABLE track_tiles ALTER COLUMN track SET STORAGE EXTERNAL,
 --          so that a query can take the sketch of some hours only;
 --   hours: per hour with fixes, float8 (hour start, n, first fix time, last fix time,
 --          longest interval between consecutive fixes in the hour, first fix's easting
---          and northing: the origin of the hour's sketch).
+--          and northing: the origin of the hour's sketch, 1 where the sketch is exact).
 CREATE TABLE track_blocks (
     block_start timestamptz NOT NULL,
     subject_id  bigint NOT NULL REFERENCES subjects (id),
@@ -67,7 +70,7 @@ DOWNGRADE = """
 DROP TABLE track_blocks;
 TRUNCATE track_tiles;
 ALTER TABLE track_tiles
-    DROP COLUMN track, DROP COLUMN sketch, DROP COLUMN max_acc,
+    DROP COLUMN track, DROP COLUMN sketch, DROP COLUMN max_acc, DROP COLUMN exact,
     ADD COLUMN ts double precision[] NOT NULL,
     ADD COLUMN accs real[] NOT NULL,
     ADD COLUMN line geometry(LineStringM, 27700) NOT NULL,

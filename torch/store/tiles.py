@@ -89,6 +89,10 @@ WITH drained AS (
                       || float8send(ST_X(position)) || float8send(ST_Y(position))
                       || float8send(coalesce(acc::numeric::float8, 'NaN')),
                       ''::bytea ORDER BY fix_time) AS track,
+           -- whether the sketch holds every position exactly (torch.grid's lattice)
+           bool_and((ST_X(position) - origin_x)::float4::float8 = ST_X(position) - origin_x
+                    AND (ST_Y(position) - origin_y)::float4::float8
+                        = ST_Y(position) - origin_y) AS exact,
            string_agg(float4send((ST_X(position) - origin_x)::float4)
                       || float4send((ST_Y(position) - origin_y)::float4),
                       ''::bytea ORDER BY fix_time) AS sketch
@@ -110,6 +114,7 @@ WITH drained AS (
                               extract(epoch FROM b.first_at - o.last_at)::float8)
                 ELSE b.longest_s END,
            CASE WHEN p.appending THEN greatest(o.max_acc, b.max_acc) ELSE b.max_acc END,
+           CASE WHEN p.appending THEN o.exact AND b.exact ELSE b.exact END,
            CASE WHEN p.appending THEN o.track || b.track ELSE b.track END,
            CASE WHEN p.appending THEN o.sketch || b.sketch ELSE b.sketch END
     FROM built b
@@ -125,7 +130,7 @@ WITH drained AS (
 ), written AS (
     INSERT INTO track_tiles (subject_id, tile_start, n, first_at, last_at,
                              first_x, first_y, last_x, last_y, min_x, min_y, max_x, max_y,
-                             longest_s, max_acc, track, sketch)
+                             longest_s, max_acc, exact, track, sketch)
     SELECT * FROM merged
     ON CONFLICT (tile_start, subject_id) DO UPDATE SET
         n = EXCLUDED.n, first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,
@@ -133,7 +138,8 @@ WITH drained AS (
         last_x = EXCLUDED.last_x, last_y = EXCLUDED.last_y,
         min_x = EXCLUDED.min_x, min_y = EXCLUDED.min_y,
         max_x = EXCLUDED.max_x, max_y = EXCLUDED.max_y,
-        longest_s = EXCLUDED.longest_s, max_acc = EXCLUDED.max_acc, track = EXCLUDED.track,
+        longest_s = EXCLUDED.longest_s, max_acc = EXCLUDED.max_acc, exact = EXCLUDED.exact,
+        track = EXCLUDED.track,
         sketch = EXCLUDED.sketch
     RETURNING subject_id, tile_start
 )
@@ -151,7 +157,7 @@ WITH keys AS (
     FROM unnest($1::bigint[], $2::timestamptz[]) AS k (subject_id, tile_start)
 ), hours AS (
     SELECT k.subject_id, k.block_start, h.i, tt.n, tt.first_at, tt.last_at, tt.longest_s,
-           tt.first_x, tt.first_y, tt.sketch
+           tt.first_x, tt.first_y, tt.exact, tt.sketch
     FROM keys k
     CROSS JOIN generate_series(0, 5) AS h (i)
     LEFT JOIN track_tiles tt ON tt.subject_id = k.subject_id
@@ -164,7 +170,8 @@ WITH keys AS (
                                || float8send(extract(epoch FROM first_at)::float8)
                                || float8send(extract(epoch FROM last_at)::float8)
                                || float8send(longest_s)
-                               || float8send(first_x) || float8send(first_y),
+                               || float8send(first_x) || float8send(first_y)
+                               || float8send(CASE WHEN exact THEN 1 ELSE 0 END),
                                ''::bytea ORDER BY i), ''::bytea) AS hours,
            coalesce(string_agg(sketch, ''::bytea ORDER BY i), ''::bytea) AS sketch,
            sum(n) AS n
@@ -172,7 +179,7 @@ WITH keys AS (
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS sum_n
           FROM hours
           UNION ALL  -- the seventh mark: every fix of the block
-          SELECT subject_id, block_start, 6, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+          SELECT subject_id, block_start, 6, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                  sum(n) FROM hours GROUP BY 1, 2) h
     GROUP BY 1, 2
 ), gone AS (
