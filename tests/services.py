@@ -46,6 +46,7 @@ DATA_TABLES = (
     "users",
     "track_tiles",
     "track_blocks",
+    "track_blocks_dirty",
     "track_tiles_dirty",
     "fixes",
     "device_state",

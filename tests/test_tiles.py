@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from shapely import Point
 
 from ingest.pipeline import Pipeline, limits_from
 from tests.services import DATABASE_URL, Database
-from torch import correlate, grid, nearby
+from torch import approach, correlate, grid, nearby
 from torch.approach import Nearest
 from torch.intake import Message
 from torch.proximity import Assessment, Params, Scene, TrackFix, assess, position_at
@@ -273,6 +274,34 @@ def test_blocks_hold_six_hours_of_sketches_and_follow_their_tiles(run: Run) -> N
     run(work)
 
 
+def test_the_hour_not_yet_over_waits_for_its_block_and_is_read_from_its_tile(run: Run) -> None:
+    now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    offset = (now - HOUR0).total_seconds()  # seconds after HOUR0
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await wearer(conn, 60)
+        # two hours of fixes a minute apart, up to now, walking east
+        fixes = [(offset - 60 * i, 520000.0 + i, 210000.0, 5.0) for i in range(120, -1, -1)]
+        await send(pipeline, "TT0060", fixes)
+        await tiles.refresh(conn)
+        waiting = await conn.fetch("SELECT tile_start FROM track_blocks_dirty")
+        assert [r["tile_start"] for r in waiting] == [hour]
+        blocks = await conn.fetch("SELECT hours FROM track_blocks")
+        starts = {h[0] for r in blocks for h in np.frombuffer(r["hours"], ">f8").reshape(-1, 8)}
+        assert hour.timestamp() not in starts and (hour - timedelta(hours=1)).timestamp() in starts
+
+        scene = Scene(Point(stored(525000, 210000)), 100, epoch(offset - 6000), epoch(offset - 30))
+        (near,) = (await from_the_tiles(conn, scene)).values()
+        start, end = at(offset - 6000), at(offset - 30)
+        (track,) = await store.tracks(conn, start, end, P.max_gap_s)
+        reference = assess(track.fixes, scene, P)
+        assert near.distance == pytest.approx(reference.closest_m, abs=1e-6)
+        assert near.t == reference.closest_at
+
+    run(work)
+
+
 def test_fixes_stored_before_an_assignment_join_the_tiles_when_it_is_made(run: Run) -> None:
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await registry.add_subject(conn, "IOM-T0002", None)
@@ -362,8 +391,9 @@ async def from_the_tiles(conn: asyncpg.Connection, scene: Scene) -> dict[int, Ne
     """The closest approaches the tiles settle, by subject index."""
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
-    who = await store.wearers(conn, start, end, P.max_gap_s)
-    return await nearby.closest_from_tiles(conn, who, scene, P)
+    plan = approach.plan(scene.start, scene.end, P.max_gap_s, time.time())
+    who = await store.wearers(conn, start, end, P.max_gap_s, (plan.inner_from, plan.inner_to))
+    return await nearby.closest_from_tiles(conn, who, scene, plan)
 
 
 def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:

@@ -73,11 +73,13 @@ class Plan:
         return first, self.last_hour
 
 
-def plan(start: float, end: float, max_gap_s: float) -> Plan:
+def plan(start: float, end: float, max_gap_s: float, now: float) -> Plan:
+    """The hour not yet over at `now`, and any after it, are edge hours: their blocks are
+    rebuilt only once the hour is over (torch.store.tiles)."""
     first_hour = math.floor((start - max_gap_s) / HOUR) * HOUR
     last_hour = math.floor((end + max_gap_s) / HOUR) * HOUR
     inner_from = math.ceil(start / HOUR) * HOUR
-    inner_to = math.floor(end / HOUR) * HOUR
+    inner_to = math.floor(min(end, now) / HOUR) * HOUR
     return Plan(start, end, max_gap_s, first_hour, last_hour, inner_from, inner_to)
 
 
@@ -139,6 +141,15 @@ def hours_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Hours:
     counts = np.fromiter((len(b) // width for b in packed), np.int64, len(packed))
     a = np.frombuffer(b"".join(packed), ">f8").reshape(-1, HOUR_FIELDS).astype(np.float64)
     return Hours(np.repeat(np.asarray(subjects, np.int64), counts), *a.T)
+
+
+def spans_of(hours: Hours, p: Plan, edge: Spans) -> Spans:
+    """The interior hours' spans from the blocks and the edge hours' from their tiles,
+    in (subject, hour) order. (The blocks of hours not yet over lag behind.)"""
+    inner = (hours.hour >= p.inner_from) & (hours.hour < p.inner_to)
+    both = [np.concatenate([a[inner], b]) for a, b in zip(hours.spans(), edge, strict=True)]
+    order = np.lexsort((both[1], both[0]))
+    return Spans(*(a[order] for a in both))
 
 
 def edge_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Edge:

@@ -10,6 +10,7 @@ tiles not yet up to date) has their fixes read and assessed in full.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -51,10 +52,11 @@ async def verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[Su
 async def _verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[SubjectVerdict]:
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
-    who = await store.wearers(conn, start, end, p.max_gap_s)
+    plan = approach.plan(scene.start, scene.end, p.max_gap_s, time.time())
+    who = await store.wearers(conn, start, end, p.max_gap_s, (plan.inner_from, plan.inner_to))
     found = {
         w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
-        for w, a in await _from_tiles(conn, who, scene, p)
+        for w, a in await _from_tiles(conn, who, scene, plan, p)
     }
     rest = [w.subject_id for w in who if w.subject_id not in found]
     if rest:
@@ -64,11 +66,10 @@ async def _verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[S
 
 
 async def closest_from_tiles(
-    conn: asyncpg.Connection, who: Sequence[store.Wearer], scene: Scene, p: Params
+    conn: asyncpg.Connection, who: Sequence[store.Wearer], scene: Scene, plan: approach.Plan
 ) -> dict[int, approach.Nearest]:
     """The exact closest approach, by subject index in `who`, of every subject whose
     tiles show a track over the whole window and who can be measured from them."""
-    plan = approach.plan(scene.start, scene.end, p.max_gap_s)
     index = {w.subject_id: i for i, w in enumerate(who)}
     first_block, last_block = plan.blocks()
     block_rows = sorted(
@@ -77,18 +78,23 @@ async def closest_from_tiles(
         if r[0] in index
     )
     edge_rows = [
-        (index[r[0]], r[1])
+        (index[r[0]], *r[1:])
         for lo, hi in plan.edge_ranges()
         for r in await store.edges(conn, lo, hi)
         if r[0] in index
     ]
-    edge_rows.sort(key=lambda r: r[0])  # stable: each subject's hours stay in time order
-    if not block_rows:
-        return {}
+    edge_rows.sort(key=lambda r: r[:2])
     hours = approach.hours_of([r[0] for r in block_rows], [r[2] for r in block_rows])
-    keep = approach.whole(hours.spans(), plan, len(who))
+    edge_spans = approach.Spans(
+        np.array([r[0] for r in edge_rows], np.int64),
+        *(np.array([r[i] for r in edge_rows], float) for i in range(1, 5)),
+    )
+    spans = approach.spans_of(hours, plan, edge_spans)
+    keep = approach.whole(spans, plan, len(who))
     keep &= np.fromiter((w.tiled for w in who), bool, len(who))
-    edge = approach.edge_of([r[0] for r in edge_rows], [r[1] for r in edge_rows])
+    if not keep.any():
+        return {}
+    edge = approach.edge_of([r[0] for r in edge_rows], [r[5] for r in edge_rows])
     sketch = approach.sketch_of([r[0] for r in block_rows], [r[3] for r in block_rows])
     inner = approach.inner_of(hours, plan)
     cx, cy, r = approach.centre(scene.geometry)
@@ -119,11 +125,15 @@ async def closest_from_tiles(
 
 
 async def _from_tiles(
-    conn: asyncpg.Connection, who: Sequence[store.Wearer], scene: Scene, p: Params
+    conn: asyncpg.Connection,
+    who: Sequence[store.Wearer],
+    scene: Scene,
+    plan: approach.Plan,
+    p: Params,
 ) -> list[tuple[store.Wearer, Assessment]]:
     """The subjects whose verdict the tiles settle: excluded, far from the scene."""
     out = []
-    for i, n in (await closest_from_tiles(conn, who, scene, p)).items():
+    for i, n in (await closest_from_tiles(conn, who, scene, plan)).items():
         acc = max(_or(n.acc_a, p.default_acc_m), _or(n.acc_b, p.default_acc_m))
         a = far_and_covered(n.distance, n.t, (n.x, n.y), acc, scene, p)
         if a is not None:

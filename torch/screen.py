@@ -131,7 +131,7 @@ def suspects(
 ) -> np.ndarray:
     """The subjects (dense indices) whose verdict for the crime needs their fixes: every
     wearer but those whose tiles show a whole track far from the scene."""
-    plan = approach.plan(w.start, w.end, max_gap_s)
+    plan = approach.plan(w.start, w.end, max_gap_s, math.inf)  # only `whole` reads it
     spans = approach.Spans(t.subject, t.hour, t.first_t, t.last_t, t.longest_s)
     covered = approach.whole(spans, plan, len(worn)) & tiled
     live = (r.since <= w.end) & (t.last_t >= w.start)

@@ -53,6 +53,15 @@ CREATE TABLE track_blocks (
 ALTER TABLE track_blocks ALTER COLUMN sketch SET STORAGE EXTERNAL,
                          ALTER COLUMN hours SET STORAGE EXTERNAL;
 
+-- Hours of the current hour whose tiles changed: their blocks are rebuilt once the
+-- hour is over, not every few seconds.
+CREATE TABLE track_blocks_dirty (
+    subject_id bigint NOT NULL,
+    tile_start timestamptz NOT NULL,
+    PRIMARY KEY (subject_id, tile_start)
+);
+CREATE INDEX track_blocks_dirty_tile ON track_blocks_dirty (tile_start);
+
 INSERT INTO track_tiles_dirty (device_id, tile_start, first_new)
 SELECT device_id, date_bin('1 hour', fix_time, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
        min(fix_time)
@@ -61,13 +70,13 @@ FROM fixes GROUP BY 1, 2;
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'torch_app') THEN
-        GRANT TRUNCATE ON track_blocks TO torch_app;  -- torch tiles rebuild
+        GRANT TRUNCATE ON track_blocks, track_blocks_dirty TO torch_app;  -- tiles rebuild
     END IF;
 END $$;
 """
 
 DOWNGRADE = """
-DROP TABLE track_blocks;
+DROP TABLE track_blocks, track_blocks_dirty;
 TRUNCATE track_tiles;
 ALTER TABLE track_tiles
     DROP COLUMN track, DROP COLUMN sketch, DROP COLUMN max_acc, DROP COLUMN exact,

@@ -86,6 +86,9 @@ WITH wearers AS (
     WHERE d.tile_start >= date_bin('1 hour', $1 - make_interval(secs => $3),
                                    TIMESTAMPTZ '2000-01-01 00:00:00+00')
       AND d.tile_start <= $2 + make_interval(secs => $3)
+    UNION ALL  -- interior hours whose blocks wait for a rebuild
+    SELECT subject_id FROM track_blocks_dirty
+    WHERE tile_start >= to_timestamp($4) AND tile_start < to_timestamp($5)
 )
 SELECT s.id, s.ref, w.pieces = 1 AND s.id NOT IN (SELECT subject_id FROM pending) AS tiled
 FROM wearers w JOIN subjects s ON s.id = w.subject_id
@@ -110,7 +113,10 @@ WHERE b.block_start >= to_timestamp($1) AND b.block_start <= to_timestamp($2)
 """
 
 EDGES = """
-SELECT subject_id, track FROM track_tiles
+SELECT subject_id, extract(epoch FROM tile_start)::float8 AS hour,
+       extract(epoch FROM first_at)::float8 AS first_t,
+       extract(epoch FROM last_at)::float8 AS last_t, longest_s, track
+FROM track_tiles
 WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
 ORDER BY subject_id, tile_start
 """
@@ -134,9 +140,16 @@ class Wearer(NamedTuple):
 
 
 async def wearers(
-    conn: asyncpg.Connection, start: datetime, end: datetime, max_gap_s: float
+    conn: asyncpg.Connection,
+    start: datetime,
+    end: datetime,
+    max_gap_s: float,
+    inner: tuple[float, float],
 ) -> list[Wearer]:
-    return [Wearer(*r) for r in await conn.fetch(WEARERS, start, end, max_gap_s)]
+    """Who wore a device in [start, end]; tiled where one device only and their tiles, and
+    the blocks of the interior hours [inner) (Unix times), are up to date."""
+    rows = await conn.fetch(WEARERS, start, end, max_gap_s, *inner)
+    return [Wearer(*r) for r in rows]
 
 
 async def blocks(
@@ -148,7 +161,8 @@ async def blocks(
 
 
 async def edges(conn: asyncpg.Connection, first: float, last: float) -> list[asyncpg.Record]:
-    """(subject_id, track) of the tiles of the hours starting in [first, last]."""
+    """(subject_id, hour, first_t, last_t, longest_s, track) of the tiles of the hours
+    starting in [first, last], in subject and time order."""
     return await conn.fetch(EDGES, first, last)  # type: ignore[no-any-return]
 
 

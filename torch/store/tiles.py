@@ -12,7 +12,8 @@ Storing fixes queues the hours they fall in (`track_tiles_dirty`, in the same
 transaction); `refresh` drains the queue in one statement, so it sees exactly
 the fixes whose queue entries it removes. An hour whose new fixes all come
 after its last one is extended; an hour that received a late fix is rebuilt.
-The blocks of the hours written are rebuilt in the same transaction.
+The blocks of the hours written are rebuilt in the same transaction, once the hour
+is over.
 """
 
 from __future__ import annotations
@@ -149,12 +150,27 @@ SELECT subject_id, tile_start, false FROM emptied
 """
 
 # The six-hour blocks that hold the given hours (subject, hour start), rebuilt from
-# their hourly tiles; a block whose hours are all gone is removed.
+# their hourly tiles; a block whose hours are all gone is removed. An hour not yet over
+# changes every few seconds: its block waits in track_blocks_dirty until the hour is
+# over (a query reads such hours from the tiles: torch.approach.plan).
 BLOCKS = """
-WITH keys AS (
-    SELECT DISTINCT k.subject_id,
-           date_bin('6 hours', k.tile_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS block_start
+WITH given AS (
+    SELECT k.subject_id, k.tile_start, k.tile_start >= date_bin('1 hour', now(), TIMESTAMPTZ
+               '2000-01-01 00:00:00+00') AS open
     FROM unnest($1::bigint[], $2::timestamptz[]) AS k (subject_id, tile_start)
+), deferred AS (
+    INSERT INTO track_blocks_dirty (subject_id, tile_start)
+    SELECT subject_id, tile_start FROM given WHERE open
+    ON CONFLICT DO NOTHING
+), due AS (
+    DELETE FROM track_blocks_dirty
+    WHERE tile_start < date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')
+    RETURNING subject_id, tile_start
+), keys AS (
+    SELECT DISTINCT subject_id,
+           date_bin('6 hours', tile_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS block_start
+    FROM (SELECT subject_id, tile_start FROM given WHERE NOT open
+          UNION ALL SELECT subject_id, tile_start FROM due) k
 ), hours AS (
     SELECT k.subject_id, k.block_start, h.i, tt.n, tt.first_at, tt.last_at, tt.longest_s,
            tt.first_x, tt.first_y, tt.exact, tt.sketch
@@ -243,7 +259,7 @@ async def rebuild(
 ) -> int:
     """Rebuild every tile from the fixes, a day at a time; the number of tiles written."""
     span = await conn.fetchrow("SELECT min(fix_time) AS lo, max(fix_time) AS hi FROM fixes")
-    await conn.execute("TRUNCATE track_tiles, track_blocks")
+    await conn.execute("TRUNCATE track_tiles, track_blocks, track_blocks_dirty")
     if span["lo"] is None:
         return 0
     day = span["lo"].replace(hour=0, minute=0, second=0, microsecond=0)
