@@ -22,13 +22,15 @@ from api import (
     web,
     zones,
 )
-from torch import __version__, nearby
+from torch import __version__, memory, nearby
 from torch.settings import Settings
 from torch.store import breaches, db
 from torch.store import correlations as correlations_store
 
 
 def create_app(settings: Settings) -> FastAPI:
+    memory.keep_freed_memory()  # crime-scene answers reuse large arrays (torch.memory)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await db.pool(

@@ -90,7 +90,8 @@ async def setup(zones: int) -> int:
         # (a day partition grown by earlier runs, or a tile queue left unrefreshed, made runs
         # incomparable)
         await conn.execute(
-            "TRUNCATE fixes, device_state, track_tiles, track_tiles_dirty, alert_outbox,"
+            "TRUNCATE fixes, device_state, track_tiles, track_tiles_dirty, track_blocks,"
+            " track_blocks_dirty, alert_outbox,"
             " alert_actions, alerts, breach_episodes, zone_versions, zones CASCADE"
         )
         serials = [f"A{i:05d}" for i in range(TAGS)] + ["APROBE"]

@@ -31,7 +31,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from torch.proximity import Pieces, nearest_on, piece_shapes
+from torch.proximity import Pieces, nearest_on, piece_shapes, point_distances
 
 HOUR = 3600.0
 BLOCK = 6 * HOUR
@@ -216,20 +216,6 @@ class Nearest(NamedTuple):
     acc_b: float
 
 
-@dataclass(frozen=True, slots=True)
-class Track:
-    """Every fix of the whole subjects in the window, in (subject, time) order, as float4
-    offsets from the scene's centre: exact fixes of the edge hours carry their index in
-    `edge` and their time; sketch fixes of the interior carry -1 - their index in the
-    sketch, and NaN for a time (they all lie inside the window)."""
-
-    subject: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
-    t: np.ndarray
-    ref: np.ndarray
-
-
 def centre(geometry: BaseGeometry) -> tuple[float, float, float]:
     """A centre for the scene and its radius about it (0 for a point): a piece d from the
     centre is between d - r and d + r from the scene."""
@@ -240,7 +226,36 @@ def centre(geometry: BaseGeometry) -> tuple[float, float, float]:
     return float(c.x), float(c.y), r
 
 
-def join(
+class Pairs(NamedTuple):
+    """Pieces of track, from fix a to fix b, as float4 offsets from the scene's centre.
+    A fix is named by a reference: its index in `Edge` (>= 0), or -1 - its index in
+    `Sketch`; a sketch fix's time is not known here (None: every one is inside the
+    window). `order` ranks each subject's pieces in time."""
+
+    subject: np.ndarray
+    xa: np.ndarray
+    ya: np.ndarray
+    xb: np.ndarray
+    yb: np.ndarray
+    ta: np.ndarray | None
+    tb: np.ndarray | None
+    ra: np.ndarray | None  # None for the sketch's own pieces: piece i joins -1 - i, -2 - i
+    rb: np.ndarray | None
+    order: np.ndarray | None
+    valid: np.ndarray  # a piece of one subject's track that reaches into the window
+
+    def named(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The references of pieces i's ends, and their rank in time."""
+        if self.ra is None or self.rb is None or self.order is None:
+            return -1 - i, -2 - i, INNER + i
+        return self.ra[i], self.rb[i], self.order[i]
+
+
+# order ranks: each subject's head edge, then into the sketch, the sketch, out of it, the tail
+HEAD, INTO, INNER, OUT, TAIL = (k * 1e12 for k in range(5))
+
+
+def pairs(
     edge: Edge,
     sketch: Sketch,
     hours: Hours,
@@ -249,65 +264,153 @@ def join(
     keep: np.ndarray,
     cx: float,
     cy: float,
-) -> Track:
-    """The tracks of the subjects in `keep`: each one's edge fixes before the interior, the
-    interior's sketch, then the edge fixes after it; offsets from (cx, cy)."""
+) -> list[Pairs]:
+    """The pieces of the tracks of the subjects in `keep`: within the interior's sketch,
+    within the edge hours before and after it, and the joints between them."""
     counts = np.diff(inner.before)
     ox = np.repeat((hours.first_x[inner.rows] - cx).astype(np.float32), counts)
     oy = np.repeat((hours.first_y[inner.rows] - cy).astype(np.float32), counts)
     sx, sy, ss = ox + sketch.dx, oy + sketch.dy, sketch.subject
-    sref = -1 - np.arange(len(ss))
-    ex = (edge.x - cx).astype(np.float32)
-    ey = (edge.y - cy).astype(np.float32)
-    es, et, eref = edge.subject, edge.t, np.arange(len(edge.subject))
-    if not keep.all():
-        s, e = keep[ss], keep[es]
-        sx, sy, ss, sref = sx[s], sy[s], ss[s], sref[s]
-        ex, ey, es, et, eref = ex[e], ey[e], es[e], et[e], eref[e]
+    ex, ey = (edge.x - cx).astype(np.float32), (edge.y - cy).astype(np.float32)
+    es, et = edge.subject, edge.t
     after = et >= p.inner_to if p.has_interior else np.zeros(len(es), bool)
-    at = np.where(after, np.searchsorted(ss, es, "right"), np.searchsorted(ss, es, "left"))
-    return Track(
-        np.insert(ss, at, es),
-        np.insert(sx, at, ex),
-        np.insert(sy, at, ey),
-        np.insert(np.full(len(ss), np.nan), at, et),
-        np.insert(sref, at, eref),
-    )
+    idx_e = np.arange(len(es))
+    inner_pairs = Pairs(
+        ss[:-1], sx[:-1], sy[:-1], sx[1:], sy[1:], None, None, None, None, None,
+        (ss[1:] == ss[:-1]) & keep[ss[:-1]],
+    )  # fmt: skip
+    edge_pairs = Pairs(
+        es[:-1], ex[:-1], ey[:-1], ex[1:], ey[1:], et[:-1], et[1:],
+        idx_e[:-1], idx_e[1:], np.where(after[:-1], TAIL, HEAD) + idx_e[:-1],
+        (es[1:] == es[:-1]) & (after[1:] == after[:-1]) & keep[es[:-1]]
+        & ~(et[1:] < p.start) & ~(et[:-1] > p.end),
+    )  # fmt: skip
+    return [inner_pairs, edge_pairs, _joints(sx, sy, ss, ex, ey, es, et, after, p, keep)]
 
 
-def _distances(track: Track) -> np.ndarray:
-    """Each piece's distance to the scene's centre, in float4."""
-    ax, ay = track.x[:-1], track.y[:-1]
-    dx, dy = track.x[1:] - ax, track.y[1:] - ay
-    l2 = dx * dx + dy * dy
-    k = -(ax * dx + ay * dy) / np.where(l2 == 0, np.float32(1), l2)
-    np.clip(k, 0, 1, out=k)
-    px, py = ax + k * dx, ay + k * dy
-    d: np.ndarray = np.sqrt(px * px + py * py)
-    return d
+def _joints(
+    sx: np.ndarray,
+    sy: np.ndarray,
+    ss: np.ndarray,
+    ex: np.ndarray,
+    ey: np.ndarray,
+    es: np.ndarray,
+    et: np.ndarray,
+    after: np.ndarray,
+    p: Plan,
+    keep: np.ndarray,
+) -> Pairs:
+    """Per subject, the pieces from the last edge fix before the sketch to its first, from
+    its last to the first edge fix after it, or, with no sketch, from one edge to the other."""
+    n = len(keep)
+    nothing = np.full(n, -1)
+    s_first, s_last = nothing.copy(), nothing.copy()
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]]) if len(ss) else np.zeros(0, int)
+    s_first[ss[starts]] = starts
+    s_last[ss[starts]] = np.r_[starts[1:], len(ss)] - 1
+    head_last, tail_first = nothing.copy(), nothing.copy()
+    head = np.flatnonzero(~after)
+    head_last[es[head]] = head
+    tail = np.flatnonzero(after)[::-1]
+    tail_first[es[tail]] = tail
+    subjects = np.arange(n)
+    has_s = s_first >= 0
+    a_refs = [head_last, -1 - s_last, head_last]  # edge refs, sketch refs (-1 - i)
+    b_refs = [-1 - s_first, tail_first, tail_first]
+    ok = [has_s & (head_last >= 0), has_s & (tail_first >= 0),
+          ~has_s & (head_last >= 0) & (tail_first >= 0)]  # fmt: skip
+    ranks = [INTO, OUT, INTO]
+    sub = np.concatenate([subjects[m] for m in ok])
+    ra = np.concatenate([r[m] for r, m in zip(a_refs, ok, strict=True)])
+    rb = np.concatenate([r[m] for r, m in zip(b_refs, ok, strict=True)])
+    order = np.concatenate([np.full(m.sum(), k) for k, m in zip(ranks, ok, strict=True)])
+
+    ta, tb = _at(ra, et, np.full(len(ss), np.nan)), _at(rb, et, np.full(len(ss), np.nan))
+    valid = keep[sub] & ~(tb < p.start) & ~(ta > p.end)
+    return Pairs(
+        sub, _at(ra, ex, sx), _at(ra, ey, sy), _at(rb, ex, sx), _at(rb, ey, sy), ta, tb,
+        ra, rb, order, valid,
+    )  # fmt: skip
 
 
-def candidates(track: Track, p: Plan, r: float) -> tuple[np.ndarray, np.ndarray]:
-    """The pieces (by the index of their first fix) that may be nearest the scene, and
-    the subjects with too many such pieces to measure here."""
-    if len(track.subject) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ta, tb = track.t[:-1], track.t[1:]
-    sub = track.subject[:-1]
-    valid = (track.subject[1:] == sub) & ~(tb < p.start) & ~(ta > p.end)  # NaN: inside
-    inside = valid & ~(ta < p.start) & ~(tb > p.end)
-    d = _distances(track)
-    # float4 offsets are within a few centimetres of the exact ones: allow for it
-    slack = np.float32(0.05) + np.float32(2e-6) * d
-    high = np.where(inside, d + np.float32(r) + slack, np.float32(np.inf))
-    starts = np.flatnonzero(np.r_[True, sub[1:] != sub[:-1]])
-    limit = np.repeat(np.minimum.reduceat(high, starts), np.diff(np.r_[starts, len(sub)]))
-    chosen = np.flatnonzero(valid & (d - np.float32(r) - slack <= limit))
-    per = np.bincount(sub[chosen], minlength=int(track.subject.max()) + 1)
+def _at(refs: np.ndarray, edge: np.ndarray, sketch: np.ndarray) -> np.ndarray:
+    """The values of the fixes named by refs: from `edge` (refs >= 0) or `sketch`."""
+    out = np.empty(len(refs), edge.dtype)
+    mine = refs >= 0
+    out[mine] = edge[refs[mine]]
+    out[~mine] = sketch[-1 - refs[~mine]]
+    return out
+
+
+CHUNK = 1 << 16  # pieces at a time: temporaries that stay in the cache
+
+
+def _distances(pr: Pairs) -> np.ndarray:
+    """Each piece's distance to the scene's centre (the origin), in float4."""
+    out = np.empty(len(pr.xa), np.float32)
+    zero, one = np.float32(0), np.float32(1)
+    for i in range(0, len(out), CHUNK):
+        j = slice(i, i + CHUNK)
+        ax, ay = pr.xa[j], pr.ya[j]
+        dx, dy = pr.xb[j] - ax, pr.yb[j] - ay
+        l2 = dx * dx + dy * dy
+        l2[l2 == 0] = one
+        k = -(ax * dx + ay * dy) / l2
+        np.clip(k, zero, one, out=k)
+        dx *= k
+        dy *= k
+        dx += ax
+        dy += ay
+        np.sqrt(dx * dx + dy * dy, out=out[j])
+    return out
+
+
+class Chosen(NamedTuple):
+    """The pieces that may be nearest the scene."""
+
+    subject: np.ndarray
+    ra: np.ndarray
+    rb: np.ndarray
+    order: np.ndarray
+
+
+def candidates(groups: list[Pairs], count: int, p: Plan, r: float) -> tuple[Chosen, np.ndarray]:
+    """The pieces that may be nearest the scene, and the subjects with too many such
+    pieces to measure here: a piece may be the nearest when its least possible distance
+    is within the greatest possible distance of the subject's nearest piece inside the
+    window."""
+    far = np.float32(np.inf)
+    measured = []
+    limit = np.full(count, np.inf, np.float32)
+    for g in groups:
+        d = _distances(g)
+        # float4 offsets are within a few centimetres of the exact ones: allow for it
+        slack = np.float32(0.05) + np.float32(2e-6) * d
+        inside = g.valid.copy()
+        if g.ta is not None and g.tb is not None:
+            inside &= ~(g.ta < p.start) & ~(g.tb > p.end)
+        high = np.where(inside, d + np.float32(r) + slack, far)
+        _least(limit, g.subject, high)
+        measured.append((d, slack))
+    picked = []
+    for g, (d, slack) in zip(groups, measured, strict=True):
+        i = np.flatnonzero(g.valid & (d - np.float32(r) - slack <= limit[g.subject]))
+        picked.append(Chosen(g.subject[i], *g.named(i)))
+    chosen = Chosen(*(np.concatenate(c) for c in zip(*picked, strict=True)))
+    per = np.bincount(chosen.subject, minlength=count)
     crowded = np.flatnonzero(per > MAX_CANDIDATES)
     if len(crowded):
-        chosen = chosen[per[sub[chosen]] <= MAX_CANDIDATES]
+        keep = per[chosen.subject] <= MAX_CANDIDATES
+        chosen = Chosen(*(a[keep] for a in chosen))
     return chosen, crowded
+
+
+def _least(limit: np.ndarray, subject: np.ndarray, values: np.ndarray) -> None:
+    """limit[s] = min(limit[s], values of subject s); subject is sorted."""
+    if len(subject) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, subject[1:] != subject[:-1]])
+    np.minimum.at(limit, subject[starts], np.minimum.reduceat(values, starts))
 
 
 class Wanted(NamedTuple):
@@ -330,10 +433,8 @@ class Ends:
     wanted: Wanted  # every sketch end, in order
 
 
-def ends(
-    track: Track, chosen: np.ndarray, edge: Edge, sketch: Sketch, hours: Hours, inner: Inner
-) -> Ends:
-    refs = np.concatenate([track.ref[chosen], track.ref[chosen + 1]])
+def ends(chosen: Chosen, edge: Edge, sketch: Sketch, hours: Hours, inner: Inner) -> Ends:
+    refs = np.concatenate([chosen.ra, chosen.rb])
     fixes = np.full((len(refs), 4), np.nan)
     mine = refs >= 0
     e = refs[mine]
@@ -390,47 +491,33 @@ def _clipped(a: np.ndarray, b: np.ndarray, p: Plan) -> Pieces:
     )
 
 
-def _point_distances(pc: Pieces, x: float, y: float) -> np.ndarray:
-    """The distance from (x, y) of each piece, in float8."""
-    span = np.where(pc.tb == pc.ta, 1.0, pc.tb - pc.ta)
-    k0 = np.where(pc.tb == pc.ta, 0.0, (pc.t0 - pc.ta) / span)
-    k1 = np.where(pc.tb == pc.ta, 0.0, (pc.t1 - pc.ta) / span)
-    x0, y0 = pc.xa + (pc.xb - pc.xa) * k0, pc.ya + (pc.yb - pc.ya) * k0
-    x1, y1 = pc.xa + (pc.xb - pc.xa) * k1, pc.ya + (pc.yb - pc.ya) * k1
-    dx, dy = x1 - x0, y1 - y0
-    l2 = dx * dx + dy * dy
-    k = np.clip(((x - x0) * dx + (y - y0) * dy) / np.where(l2 == 0, 1.0, l2), 0.0, 1.0)
-    d: np.ndarray = np.hypot(x0 + k * dx - x, y0 + k * dy - y)
-    return d
-
-
-def pick(track: Track, chosen: np.ndarray, e: Ends, p: Plan, geometry: BaseGeometry) -> np.ndarray:
+def pick(chosen: Chosen, e: Ends, p: Plan, geometry: BaseGeometry) -> np.ndarray:
     """Each subject's nearest chosen piece (its index in `chosen`): the least distance
     and, of equal ones, the earliest."""
-    n = len(chosen)
+    n = len(chosen.subject)
     pieces = _clipped(e.fixes[:n], e.fixes[n:], p)
     if geometry.geom_type == "Point":
-        d = _point_distances(pieces, geometry.x, geometry.y)
+        d = point_distances(pieces, geometry.x, geometry.y)
     else:
         d = shapely.distance(piece_shapes(pieces), geometry)
-    sub = track.subject[chosen]
-    order = np.lexsort((chosen, d, sub))
+    sub = chosen.subject
+    order = np.lexsort((chosen.order, d, sub))
     firsts: np.ndarray = order[np.r_[True, sub[order][1:] != sub[order][:-1]]]
     return firsts
 
 
 def nearest(
-    track: Track, chosen: np.ndarray, e: Ends, best: np.ndarray, p: Plan, geometry: BaseGeometry
+    chosen: Chosen, e: Ends, best: np.ndarray, p: Plan, geometry: BaseGeometry
 ) -> list[Nearest]:
     """The closest approach on each subject's nearest piece (`best`, indices into
     `chosen`), whose ends are all read, with the method's own arithmetic."""
-    n = len(chosen)
+    n = len(chosen.subject)
     a, b = e.fixes[best], e.fixes[n + best]
     t0, t1 = np.maximum(a[:, 0], p.start), np.minimum(b[:, 0], p.end)
     shapes = piece_shapes(Pieces(a[:, 0], a[:, 1], a[:, 2], b[:, 0], b[:, 1], b[:, 2], t0, t1))
     d = shapely.distance(shapes, geometry)
     x, y, t = nearest_on(shapes, t0, t1, geometry)
-    sub = track.subject[chosen[best]]
+    sub = chosen.subject[best]
     return [
         Nearest(
             int(sub[j]),

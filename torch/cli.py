@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from torch import memory
 from torch.errors import TorchError
 from torch.settings import Settings
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    memory.keep_freed_memory()  # correlation works on large arrays (torch.memory)
     try:
         settings = Settings()
     except ValueError as err:

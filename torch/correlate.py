@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ import numpy as np
 from shapely import Point
 
 from torch import grid, screen
-from torch.proximity import Params, Scene, Verdict, assess, iso
+from torch.proximity import Assessment, Params, Scene, Verdict, assess, closest_in, iso, judge_whole
 from torch.store import proximity as store
 
 MAX_CRIMES = 10_000
@@ -137,9 +138,9 @@ async def run(
     done = 0
     for group in screen.groups(windows, params.max_gap_s):
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            who = await _suspects(conn, [windows[i] for i in group], params)
-            for i, suspects in zip(group, who, strict=True):
-                found[i] = await _assess(conn, crimes[i], suspects, params)
+            refs, who = await _suspects(conn, [windows[i] for i in group], params)
+            for i, (suspects, whole) in zip(group, who, strict=True):
+                found[i] = await _assess(conn, crimes[i], suspects, whole, refs, params)
                 done += 1
                 if progress is not None:
                     await progress(done)
@@ -148,8 +149,9 @@ async def run(
 
 async def _suspects(
     conn: asyncpg.Connection, windows: list[screen.Window], params: Params
-) -> list[list[int]]:
-    """For each crime of a group, the subjects whose fixes must be read."""
+) -> tuple[dict[int, str], list[tuple[list[int], list[int]]]]:
+    """The references of a group's subjects and, for each crime, its suspects and those
+    of them whose tiles show a whole track."""
     g = params.max_gap_s
     data = await store.span(conn, *screen.span(windows, g))
     ids = sorted({r[0] for r in data.tiles} | {r[0] for r in data.assignments})
@@ -167,35 +169,56 @@ async def _suspects(
         worn[held[(since <= w.end) & (until > w.start)]] = True
         pieces = np.bincount(held[(since <= w.end + g) & (until > w.start - g)], minlength=len(ids))
         tiled = (pieces == 1) & ~pending
-        chosen = screen.suspects(tiles, reach, w, worn, tiled, g, params.default_acc_m)
-        out.append([ids[i] for i in chosen.tolist()])
-    return out
+        chosen, whole = screen.suspects(tiles, reach, w, worn, tiled, g, params.default_acc_m)
+        out.append(([ids[i] for i in chosen.tolist()], [ids[i] for i in whole.tolist()]))
+    return await store.refs(conn, ids), out
 
 
 async def _assess(
-    conn: asyncpg.Connection, c: Crime, suspects: list[int], params: Params
+    conn: asyncpg.Connection,
+    c: Crime,
+    suspects: list[int],
+    whole: list[int],
+    refs: dict[int, str],
+    params: Params,
 ) -> list[dict[str, Any]]:
-    """The suspects of a crime found present or possible there."""
-    if not suspects:
-        return []
+    """The suspects of a crime found present or possible there: those with a whole track
+    judged on their tiles' fixes, the others assessed in full on the fixes."""
     scene = Scene(Point(c.x, c.y), c.radius_m, c.start.timestamp(), c.end.timestamp())
+    judged: list[tuple[int, Assessment]] = []
+    if whole:
+        lo, hi = scene.start - params.max_gap_s, scene.end + params.max_gap_s
+        for subject_id, fixes in (await store.tile_tracks(conn, whole, lo, hi)).items():
+            keep = (fixes[:, 0] >= lo) & (fixes[:, 0] <= hi)
+            t, x, y, acc = fixes[keep].T
+            closest = closest_in(t, x, y, scene, params)
+            if closest is not None:
+                u = max(_or(acc[closest.a], params), _or(acc[closest.b], params))
+                judged.append((subject_id, judge_whole(closest, u, scene, params)))
+    rest = sorted(set(suspects) - set(whole))
+    if rest:
+        for tr in await store.tracks(conn, c.start, c.end, params.max_gap_s, rest):
+            judged.append((tr.subject_id, assess(tr.fixes, scene, params)))
     out = []
-    for t in await store.tracks(conn, c.start, c.end, params.max_gap_s, suspects):
-        a = assess(t.fixes, scene, params)
+    for subject_id, a in sorted(judged, key=lambda j: j[0]):
         if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
             out.append(
                 {
                     "line": c.line,
                     "crime_ref": c.crime_ref,
                     "offence": c.offence,
-                    "subject_id": t.subject_id,
-                    "subject_ref": t.ref,
+                    "subject_id": subject_id,
+                    "subject_ref": refs[subject_id],
                     "verdict": a.verdict.value,
                     "closest_m": None if a.closest_m is None else round(a.closest_m, 1),
                     "closest_at": None if a.closest_at is None else iso(a.closest_at),
                 }
             )
     return out
+
+
+def _or(acc: float, params: Params) -> float:
+    return params.default_acc_m if math.isnan(acc) else float(acc)
 
 
 RESULT_COLUMNS = (

@@ -72,10 +72,16 @@ async def closest_from_tiles(
     tiles show a track over the whole window and who can be measured from them."""
     index = {w.subject_id: i for i, w in enumerate(who)}
     first_block, last_block = plan.blocks()
-    block_rows = sorted(
-        (index[r[0]], r[1], r[2], r[3])
-        for r in await store.blocks(conn, first_block, last_block, plan.inner_from, plan.inner_to)
-        if r[0] in index
+    block_rows = (
+        sorted(
+            (index[r[0]], r[1], r[2], r[3])
+            for r in await store.blocks(
+                conn, first_block, last_block, plan.inner_from, plan.inner_to
+            )
+            if r[0] in index
+        )
+        if plan.has_interior  # else every hour is an edge hour, read from its tile
+        else []
     )
     edge_rows = [
         (index[r[0]], *r[1:])
@@ -98,11 +104,11 @@ async def closest_from_tiles(
     sketch = approach.sketch_of([r[0] for r in block_rows], [r[3] for r in block_rows])
     inner = approach.inner_of(hours, plan)
     cx, cy, r = approach.centre(scene.geometry)
-    track = approach.join(edge, sketch, hours, inner, plan, keep, cx, cy)
-    chosen, crowded = approach.candidates(track, plan, r)
-    if len(chosen) == 0:
+    groups = approach.pairs(edge, sketch, hours, inner, plan, keep, cx, cy)
+    chosen, crowded = approach.candidates(groups, len(who), plan, r)
+    if len(chosen.subject) == 0:
         return {}
-    ends = approach.ends(track, chosen, edge, sketch, hours, inner)
+    ends = approach.ends(chosen, edge, sketch, hours, inner)
     ids = np.fromiter((x.subject_id for x in who), np.int64, len(who))
 
     async def read(which: np.ndarray) -> None:
@@ -113,13 +119,13 @@ async def closest_from_tiles(
         approach.fill(ends, which, np.frombuffer(packed, ">f8").reshape(-1, 4))
 
     await read(approach.unread(ends, plan))
-    best = approach.pick(track, chosen, ends, plan, scene.geometry)
+    best = approach.pick(chosen, ends, plan, scene.geometry)
     # the nearest pieces' sketch ends, for their times and accuracies
-    n = len(chosen)
+    n = len(chosen.subject)
     rows = np.concatenate([best, n + best])
     rows = rows[ends.sketch[rows] & np.isnan(ends.fixes[rows, 0])]
     await read(np.searchsorted(np.flatnonzero(ends.sketch), rows))
-    found = approach.nearest(track, chosen, ends, best, plan, scene.geometry)
+    found = approach.nearest(chosen, ends, best, plan, scene.geometry)
     skip = set(crowded.tolist())
     return {n.subject: n for n in found if n.subject not in skip}
 

@@ -149,25 +149,27 @@ def _at(a: TrackFix, b: TrackFix, t: float) -> tuple[float, float]:
     return a.x + (b.x - a.x) * k, a.y + (b.y - a.y) * k
 
 
-def _pieces(track: list[TrackFix], scene: Scene, p: Params) -> list[tuple[int, int, float, float]]:
-    """The parts of the track inside the window, as (index of the fix before, of the fix
-    after, t0, t1), in time order.
+def _pieces(t: np.ndarray, scene: Scene, p: Params) -> tuple[np.ndarray, ...]:
+    """The parts of a track (its fix times t, in order) inside the window, as arrays of
+    the index of the fix before, of the fix after, t0 and t1, in time order.
 
     A lone fix in the window, with no neighbour within max_gap, is a piece of
     zero length, so that it still counts for the closest approach.
     """
-    t = np.fromiter((f.t for f in track), float, len(track))
     i = np.flatnonzero(np.diff(t) <= p.max_gap_s)
     t0 = np.maximum(t[i], scene.start)
     t1 = np.minimum(t[i + 1], scene.end)
     kept = t0 <= t1
     i, t0, t1 = i[kept], t0[kept], t1[kept]
-    joined = np.zeros(len(track), bool)
+    joined = np.zeros(len(t), bool)
     joined[i] = joined[i + 1] = True
     lone = np.flatnonzero(~joined & (t >= scene.start) & (t <= scene.end))
-    pieces = list(zip(i.tolist(), (i + 1).tolist(), t0.tolist(), t1.tolist(), strict=True))
-    pieces += [(j, j, t[j], t[j]) for j in lone.tolist()]
-    return pieces
+    return (
+        np.concatenate([i, lone]),
+        np.concatenate([i + 1, lone]),
+        np.concatenate([t0, t[lone]]),
+        np.concatenate([t1, t[lone]]),
+    )
 
 
 class Pieces(NamedTuple):
@@ -213,29 +215,86 @@ def nearest_on(
     return shapely.get_x(near), shapely.get_y(near), t0 + (t1 - t0) * k
 
 
-def _closest(track: list[TrackFix], scene: Scene, p: Params) -> Approach | None:
-    """The first piece, in time order, at the least distance from the scene."""
-    pieces = _pieces(track, scene, p)
-    if not pieces:
+class Closest(NamedTuple):
+    """The closest approach on a track given as arrays: the distance, the time and the
+    point there, and the indices of the two fixes around it."""
+
+    distance: float
+    t: float
+    xy: tuple[float, float]
+    a: int
+    b: int
+
+
+def closest_in(
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, scene: Scene, p: Params
+) -> Closest | None:
+    """The first piece, in time order, at the least distance from the scene, on a track
+    of fixes in time order with distinct times."""
+    ia, ib, t0, t1 = _pieces(t, scene, p)
+    if len(ia) == 0:
         return None
-    ia, ib, t0, t1 = (np.array(c) for c in zip(*pieces, strict=True))
-    ta, tb = (np.fromiter((track[j].t for j in idx), float, len(idx)) for idx in (ia, ib))
-    xa, xb = (np.fromiter((track[j].x for j in idx), float, len(idx)) for idx in (ia, ib))
-    ya, yb = (np.fromiter((track[j].y for j in idx), float, len(idx)) for idx in (ia, ib))
-    shapes = piece_shapes(Pieces(ta, xa, ya, tb, xb, yb, t0, t1))
+    pc = Pieces(t[ia], x[ia], y[ia], t[ib], x[ib], y[ib], t0, t1)
+    near = _nearest_few(pc, scene.geometry)
+    shapes = piece_shapes(Pieces(*(a[near] for a in pc)))
     d = shapely.distance(shapes, scene.geometry)
-    best = int(np.argmin(d))
-    x, y, t = nearest_on(
-        shapes[best : best + 1], t0[best : best + 1], t1[best : best + 1], scene.geometry
+    first = int(np.argmin(d))
+    best = int(near[first])
+    nx, ny, nt = nearest_on(
+        shapes[first : first + 1], t0[best : best + 1], t1[best : best + 1], scene.geometry
     )
-    a, b = track[ia[best]], track[ib[best]]
-    return Approach(
-        float(d[best]),
-        float(t[0]),
-        (float(x[0]), float(y[0])),
-        max(_acc(a, p), _acc(b, p)),
-        (a, b),
+    return Closest(
+        float(d[first]), float(nt[0]), (float(nx[0]), float(ny[0])), int(ia[best]), int(ib[best])
     )
+
+
+def _closest(track: list[TrackFix], scene: Scene, p: Params) -> Approach | None:
+    n = len(track)
+    c = closest_in(
+        np.fromiter((f.t for f in track), float, n),
+        np.fromiter((f.x for f in track), float, n),
+        np.fromiter((f.y for f in track), float, n),
+        scene,
+        p,
+    )
+    if c is None:
+        return None
+    a, b = track[c.a], track[c.b]
+    return Approach(c.distance, c.t, c.xy, max(_acc(a, p), _acc(b, p)), (a, b))
+
+
+def judge_whole(c: Closest, u: float, scene: Scene, p: Params) -> Assessment:
+    """The assessment of a track that covers the whole window with no gap, from its
+    closest approach and the accuracy there (no evidence fixes)."""
+    closest = Approach(c.distance, c.t, c.xy, u, ())
+    a = Assessment(_decide(closest, [], scene), c.distance, c.t, c.xy, u, coverage=1.0)
+    a.reasons = _reasons(a, closest, scene, p)
+    return a
+
+
+def _nearest_few(pc: Pieces, geometry: BaseGeometry) -> np.ndarray:
+    """The pieces, in time order, that can be nearest a point: within a millimetre of the
+    least distance as numpy computes it (GEOS then decides among them, as it would among
+    all); every piece for an area."""
+    if geometry.geom_type != "Point":
+        return np.arange(len(pc.ta))
+    d = point_distances(pc, geometry.x, geometry.y)
+    found: np.ndarray = np.flatnonzero(d <= d.min() + 1e-3)
+    return found
+
+
+def point_distances(pc: Pieces, x: float, y: float) -> np.ndarray:
+    """The distance of each piece from the point (x, y), with the ends of `piece_shapes`."""
+    span = np.where(pc.tb == pc.ta, 1.0, pc.tb - pc.ta)
+    k0 = np.where(pc.tb == pc.ta, 0.0, (pc.t0 - pc.ta) / span)
+    k1 = np.where(pc.tb == pc.ta, 0.0, (pc.t1 - pc.ta) / span)
+    x0, y0 = pc.xa + (pc.xb - pc.xa) * k0, pc.ya + (pc.yb - pc.ya) * k0
+    x1, y1 = pc.xa + (pc.xb - pc.xa) * k1, pc.ya + (pc.yb - pc.ya) * k1
+    dx, dy = x1 - x0, y1 - y0
+    l2 = dx * dx + dy * dy
+    k = np.clip(((x - x0) * dx + (y - y0) * dy) / np.where(l2 == 0, 1.0, l2), 0.0, 1.0)
+    d: np.ndarray = np.hypot(x0 + k * dx - x, y0 + k * dy - y)
+    return d
 
 
 def _gaps(track: list[TrackFix], scene: Scene, p: Params) -> list[Gap]:

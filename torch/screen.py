@@ -128,9 +128,10 @@ def suspects(
     tiled: np.ndarray,
     max_gap_s: float,
     default_acc_m: float,
-) -> np.ndarray:
-    """The subjects (dense indices) whose verdict for the crime needs their fixes: every
-    wearer but those whose tiles show a whole track far from the scene."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The subjects (dense indices) whose verdict for the crime needs a look at their
+    track: every wearer but those whose tiles show a whole track far from the scene; and
+    of them, those whose tiles show a whole track (no gap, one tag, up to date)."""
     plan = approach.plan(w.start, w.end, max_gap_s, math.inf)  # only `whole` reads it
     spans = approach.Spans(t.subject, t.hour, t.first_t, t.last_t, t.longest_s)
     covered = approach.whole(spans, plan, len(worn)) & tiled
@@ -140,4 +141,5 @@ def suspects(
     margin = w.radius_m + np.fmax(r.acc, default_acc_m)
     near = np.zeros(len(worn), bool)
     near[t.subject[live & (dx * dx + dy * dy <= margin * margin)]] = True
-    return np.flatnonzero(worn & (near | ~covered))
+    chosen = np.flatnonzero(worn & (near | ~covered))
+    return chosen, chosen[covered[chosen]]

@@ -34,6 +34,8 @@ ALTER TABLE track_tiles
     ADD PRIMARY KEY (tile_start, subject_id);
 ALTER TABLE track_tiles ALTER COLUMN track SET STORAGE EXTERNAL,
                         ALTER COLUMN sketch SET STORAGE EXTERNAL;
+-- a few subjects' hours (bulk correlation's suspects)
+CREATE INDEX track_tiles_subject ON track_tiles (subject_id, tile_start);
 
 -- Six hours of a subject's sketches in one row (UTC 00, 06, 12, 18), with each hour's
 -- summary, so that the long middle of a 24-hour window is five rows per subject.
@@ -77,6 +79,7 @@ END $$;
 
 DOWNGRADE = """
 DROP TABLE track_blocks, track_blocks_dirty;
+DROP INDEX track_tiles_subject;
 TRUNCATE track_tiles;
 ALTER TABLE track_tiles
     DROP COLUMN track, DROP COLUMN sketch, DROP COLUMN max_acc, DROP COLUMN exact,

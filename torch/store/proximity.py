@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
+import numpy as np
 
 from torch.proximity import TrackFix
 
@@ -227,6 +228,35 @@ async def span(conn: asyncpg.Connection, first: float, last: float) -> Span:
         await conn.fetch(ASSIGNMENTS, first, last + 3600),
         [r[0] for r in await conn.fetch(PENDING, first, last)],
     )
+
+
+TILE_TRACKS = """
+SELECT subject_id, track FROM track_tiles
+WHERE subject_id = ANY($1::bigint[])
+  AND tile_start >= date_bin('1 hour', to_timestamp($2), TIMESTAMPTZ '2000-01-01 00:00:00+00')
+  AND tile_start <= to_timestamp($3)
+ORDER BY subject_id, tile_start
+"""
+
+
+async def tile_tracks(
+    conn: asyncpg.Connection, subjects: Sequence[int], start: float, end: float
+) -> dict[int, np.ndarray]:
+    """The exact fixes (rows t, x, y, acc) of these subjects' tiles of the hours that hold
+    [start, end] (Unix times), in time order, by subject."""
+    rows = await conn.fetch(TILE_TRACKS, list(subjects), start, end)
+    packed: dict[int, list[bytes]] = {}
+    for r in rows:
+        packed.setdefault(r["subject_id"], []).append(r["track"])
+    return {
+        s: np.frombuffer(b"".join(parts), ">f8").reshape(-1, 4).astype(np.float64)
+        for s, parts in packed.items()
+    }
+
+
+async def refs(conn: asyncpg.Connection, subjects: Sequence[int]) -> dict[int, str]:
+    rows = await conn.fetch("SELECT id, ref FROM subjects WHERE id = ANY($1::bigint[])", subjects)
+    return {r["id"]: r["ref"] for r in rows}
 
 
 async def record(

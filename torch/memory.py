@@ -1,0 +1,31 @@
+"""Keep freed memory for reuse instead of handing it back to the system.
+
+A crime-scene answer works on arrays of millions of fixes. glibc serves such
+blocks with fresh mappings and returns them on free, so every answer paid for
+faulting tens of megabytes of new pages in (measured here: 4.5 ns a byte, about
+half the time of a 24-hour answer). Raising the mapping and trimming thresholds
+lets the process reuse the pages it has touched once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+THRESHOLD = 32 * 2**20  # glibc's largest mapping threshold on 64-bit machines
+TRIM = 512 * 2**20  # keep up to this much free memory at the top of the heap
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's allocator for this process; False where it is not glibc."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM))
