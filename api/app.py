@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.database_url.get_secret_value(), breaches.ALERTS_CHANNEL, "torch-api-listen"
         )
         listener = asyncio.create_task(app.state.alerts_raised.run())
+        memory.collect_less()  # an answer makes tens of thousands of short-lived objects
         yield
         listener.cancel()
         for task in list(app.state.jobs):

