@@ -102,8 +102,9 @@ async def proximity(
     echo = body.model_dump(mode="json", by_alias=True)
     query_id = uuid4()
     pool = request.app.state.pool
-    async with pool.acquire() as reader:  # its own snapshot (nearby.verdicts)
-        verdicts = await nearby.verdicts(reader, window, params)
+    # its own snapshot, shared by two connections that read at once (nearby.verdicts)
+    async with pool.acquire() as reader, pool.acquire() as spare:
+        verdicts = await nearby.verdicts(reader, window, params, spare)
     async with pool.acquire() as conn, conn.transaction():
         allowed = await subject_store.visible(conn, user)  # the asker's force, or caseload
         found = [v for v in verdicts if v.subject_id in allowed]

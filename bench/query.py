@@ -174,16 +174,18 @@ async def sql_only(
     """The database's part of each query, with no HTTP: the tile summaries, then the
     fixes of the subjects the tiles cannot settle (torch.nearby)."""
     conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+    spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
     times: dict[str, list[float]] = {"1h": [], "24h": []}
     try:
         for lat, lon, start, window in queries:
             geometry = Point(*grid.point_to_grid(lon, lat))
             scene = Scene(geometry, 200, start.timestamp(), (start + window).timestamp())
             t = time.monotonic()
-            await nearby.verdicts(conn, scene, Params())
+            await nearby.verdicts(conn, scene, Params(), spare)  # two connections, as the API
             times["1h" if window.total_seconds() == 3600 else "24h"].append(time.monotonic() - t)
     finally:
         await conn.close()
+        await spare.close()
     return times
 
 

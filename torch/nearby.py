@@ -9,6 +9,7 @@ tiles not yet up to date) has their fixes read and assessed in full.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -39,24 +40,37 @@ class SubjectVerdict(NamedTuple):
     assessment: Assessment
 
 
-async def verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[SubjectVerdict]:
+async def verdicts(
+    conn: asyncpg.Connection,
+    scene: Scene,
+    p: Params,
+    spare: asyncpg.Connection | None = None,
+) -> list[SubjectVerdict]:
     """Every wearer's verdict. The reads share one snapshot, so that the tiles, the
     blocks and the fixes agree: a transaction of their own, repeatable read; a caller
-    already in a transaction must have made it so."""
+    already in a transaction must have made it so. With a `spare` connection, the
+    largest reads are split between the two (it joins the same snapshot)."""
     if conn.is_in_transaction():
-        return await _verdicts(conn, scene, p)
+        return await _verdicts(conn, None, scene, p)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        return await _verdicts(conn, scene, p)
+        if spare is None:
+            return await _verdicts(conn, None, scene, p)
+        snapshot = await store.export_snapshot(conn)
+        async with spare.transaction(isolation="repeatable_read", readonly=True):
+            await store.join_snapshot(spare, snapshot)
+            return await _verdicts(conn, spare, scene, p)
 
 
-async def _verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[SubjectVerdict]:
+async def _verdicts(
+    conn: asyncpg.Connection, spare: asyncpg.Connection | None, scene: Scene, p: Params
+) -> list[SubjectVerdict]:
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     plan = approach.plan(scene.start, scene.end, p.max_gap_s, time.time())
     who = await store.wearers(conn, start, end, p.max_gap_s, (plan.inner_from, plan.inner_to))
     found = {
         w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
-        for w, a in await _from_tiles(conn, who, scene, plan, p)
+        for w, a in await _from_tiles(conn, spare, who, scene, plan, p)
     }
     rest = [w.subject_id for w in who if w.subject_id not in found]
     if rest:
@@ -65,30 +79,54 @@ async def _verdicts(conn: asyncpg.Connection, scene: Scene, p: Params) -> list[S
     return [found[i] for i in sorted(found)]
 
 
+async def _read(
+    conn: asyncpg.Connection, spare: asyncpg.Connection | None, plan: approach.Plan
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """The blocks and the edge tiles of a window; with a spare connection, the blocks on
+    one and the edges on the other at once (or, with no blocks, half the edges on each)."""
+    ranges = plan.edge_ranges()
+    if spare is not None and not plan.has_interior:
+        lo, hi = ranges[0]
+        mid = lo + (hi - lo) // 2 // approach.HOUR * approach.HOUR
+        ranges = [(lo, mid), (mid + approach.HOUR, hi)]
+
+    async def blocks_then(edges: list[tuple[float, float]]) -> list[list[asyncpg.Record]]:
+        first, last = plan.blocks()
+        read = []
+        if plan.has_interior:  # else every hour is an edge hour, read from its tile
+            read.append(await store.blocks(conn, first, last, plan.inner_from, plan.inner_to))
+        else:
+            read.append([])
+        return read + [await store.edges(conn, lo, hi) for lo, hi in edges if lo <= hi]
+
+    if spare is None:
+        blocks, *edges = await blocks_then(ranges)
+    else:
+        mine, theirs = ([], ranges) if plan.has_interior else (ranges[:1], ranges[1:])
+        (blocks, *edges), more = await asyncio.gather(blocks_then(mine), _edges(spare, theirs))
+        edges += more
+    return blocks, [r for rows in edges for r in rows]
+
+
+async def _edges(
+    conn: asyncpg.Connection, ranges: list[tuple[float, float]]
+) -> list[list[asyncpg.Record]]:
+    return [await store.edges(conn, lo, hi) for lo, hi in ranges if lo <= hi]
+
+
 async def closest_from_tiles(
-    conn: asyncpg.Connection, who: Sequence[store.Wearer], scene: Scene, plan: approach.Plan
+    conn: asyncpg.Connection,
+    who: Sequence[store.Wearer],
+    scene: Scene,
+    plan: approach.Plan,
+    spare: asyncpg.Connection | None = None,
 ) -> dict[int, approach.Nearest]:
     """The exact closest approach, by subject index in `who`, of every subject whose
     tiles show a track over the whole window and who can be measured from them."""
     index = {w.subject_id: i for i, w in enumerate(who)}
-    first_block, last_block = plan.blocks()
-    block_rows = (
-        sorted(
-            (index[r[0]], r[1], r[2], r[3])
-            for r in await store.blocks(
-                conn, first_block, last_block, plan.inner_from, plan.inner_to
-            )
-            if r[0] in index
-        )
-        if plan.has_interior  # else every hour is an edge hour, read from its tile
-        else []
-    )
-    edge_rows = [
-        (index[r[0]], *r[1:])
-        for lo, hi in plan.edge_ranges()
-        for r in await store.edges(conn, lo, hi)
-        if r[0] in index
-    ]
+    blocks, edges = await _read(conn, spare, plan)
+    block_rows = sorted((index[r[0]], r[1], r[2], r[3]) for r in blocks if r[0] in index)
+    edge_rows = [(index[r[0]], *r[1:]) for r in edges if r[0] in index]
     edge_rows.sort(key=lambda r: r[:2])
     hours = approach.hours_of([r[0] for r in block_rows], [r[2] for r in block_rows])
     edge_spans = approach.Spans(
@@ -132,6 +170,7 @@ async def closest_from_tiles(
 
 async def _from_tiles(
     conn: asyncpg.Connection,
+    spare: asyncpg.Connection | None,
     who: Sequence[store.Wearer],
     scene: Scene,
     plan: approach.Plan,
@@ -139,7 +178,7 @@ async def _from_tiles(
 ) -> list[tuple[store.Wearer, Assessment]]:
     """The subjects whose verdict the tiles settle: excluded, far from the scene."""
     out = []
-    for i, n in (await closest_from_tiles(conn, who, scene, plan)).items():
+    for i, n in (await closest_from_tiles(conn, who, scene, plan, spare)).items():
         acc = max(_or(n.acc_a, p.default_acc_m), _or(n.acc_b, p.default_acc_m))
         a = far_and_covered(n.distance, n.t, (n.x, n.y), acc, scene, p)
         if a is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -129,6 +130,18 @@ FROM unnest($1::bigint[], $2::float8[], $3::int[]) WITH ORDINALITY AS k (subject
 JOIN track_tiles t ON t.tile_start = to_timestamp(k.hour) AND t.subject_id = k.subject_id
 ORDER BY k.n
 """
+
+
+async def export_snapshot(conn: asyncpg.Connection) -> str:
+    """The snapshot of this connection's transaction, for another to share."""
+    return str(await conn.fetchval("SELECT pg_export_snapshot()"))
+
+
+async def join_snapshot(conn: asyncpg.Connection, snapshot: str) -> None:
+    """Make this connection's new repeatable-read transaction see `snapshot`."""
+    if not re.fullmatch(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?", snapshot):
+        raise ValueError(f"not a snapshot: {snapshot!r}")
+    await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
 
 
 class Wearer(NamedTuple):
