@@ -3,19 +3,21 @@
 The crime-scene query needs, for every subject whose track covers the window,
 the closest approach to the scene (torch.proximity). Reading every fix of two
 thousand subjects for a day is too slow, so the tiles keep each hour's fixes
-packed twice: exactly (float8) and as a sketch (float4 eastings and northings).
-A window is read as
+packed twice: exactly (float8) and as a sketch (float4 offsets from the hour's
+first fix, exact for positions on torch.grid's lattice). A window is read as
 
-- its edge hours (those within `max_gap` of its ends, or all of it when it is
-  short) exactly, with times, because the track is clipped there;
+- its edge hours (those within `max_gap` of its ends, the hour not yet over,
+  or all of it when it is short) from the hourly tiles, exactly, with times,
+  because the track is clipped there;
 - its interior hours from the six-hour blocks' sketches, which need no times:
   every fix in them lies inside the window.
 
-Joined in time order they give each subject's whole track in the window. The
-sketch bounds each piece's distance to within a few centimetres, which picks
-the few pieces that can be nearest; only those are measured exactly, from
-their hours' exact tiles, with the very arithmetic `torch.proximity.assess`
-uses, so both give the same answer.
+Together they give each subject's whole track in the window: the pieces within
+the sketch, within the edges, and the joints between them. Each piece's distance
+is bounded in float4 to within a few centimetres, which picks the few pieces that
+can be nearest; those are measured exactly in float8, and the nearest one's
+closest point and time found with `torch.proximity`'s own code, so that both
+give the same answer.
 
 Everything here is arithmetic on arrays; the reads are torch.store.proximity's.
 """
@@ -462,6 +464,16 @@ def unread(e: Ends, p: Plan) -> np.ndarray:
     need[n:] |= e.sketch[n:] & (t[:n] < p.start)
     need[:n] |= e.sketch[:n] & (t[n:] > p.end)
     return np.flatnonzero(need[e.sketch])
+
+
+def untimed(e: Ends, best: np.ndarray) -> np.ndarray:
+    """The sketch ends (indices into e.wanted) of the pieces `best` still without a time
+    and an accuracy, which their closest approach needs."""
+    n = len(e.known) // 2
+    rows = np.concatenate([best, n + best])
+    rows = rows[e.sketch[rows] & np.isnan(e.fixes[rows, 0])]
+    found: np.ndarray = np.searchsorted(np.flatnonzero(e.sketch), rows)
+    return found
 
 
 def fill(e: Ends, which: np.ndarray, stored: np.ndarray) -> None:

@@ -158,11 +158,7 @@ async def closest_from_tiles(
 
     await read(approach.unread(ends, plan))
     best = approach.pick(chosen, ends, plan, scene.geometry)
-    # the nearest pieces' sketch ends, for their times and accuracies
-    n = len(chosen.subject)
-    rows = np.concatenate([best, n + best])
-    rows = rows[ends.sketch[rows] & np.isnan(ends.fixes[rows, 0])]
-    await read(np.searchsorted(np.flatnonzero(ends.sketch), rows))
+    await read(approach.untimed(ends, best))
     found = approach.nearest(chosen, ends, best, plan, scene.geometry)
     skip = set(crowded.tolist())
     return {n.subject: n for n in found if n.subject not in skip}
