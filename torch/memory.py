@@ -40,7 +40,8 @@ def collect_less() -> None:
     An answer or an ingest batch makes tens of thousands of short-lived objects; the
     default thresholds ran the collector every 700 allocations, which took a tenth of
     the worker's time, and a full collection during an answer for 2,000 subjects added
-    35 ms to it. Nothing on those paths builds reference cycles.
+    35 ms to it. Nothing on those paths builds reference cycles (paho's per-topic lookup
+    did, one per message: ingest.worker.NoTopicCallbacks).
     """
     gc.set_threshold(100_000, 20, 20)
     gc.freeze()
