@@ -18,9 +18,9 @@ from torch.errors import InvalidInput, NotFound
 from torch.evidence import files, pack
 from torch.proximity import Assessment, Scene, Verdict, iso, params_of
 from torch.settings import Settings
+from torch.store import db, users
 from torch.store import proximity as store
 from torch.store import subjects as subject_store
-from torch.store import users
 from torch.store.users import User
 
 router = APIRouter(prefix="/v1", tags=["proximity"])
@@ -102,9 +102,10 @@ async def proximity(
     echo = body.model_dump(mode="json", by_alias=True)
     query_id = uuid4()
     pool = request.app.state.pool
-    # its own snapshot, shared by two connections that read at once (nearby.verdicts)
-    async with pool.acquire() as reader, pool.acquire() as spare:
-        verdicts = await nearby.verdicts(reader, window, params, spare)
+    # its own snapshot, shared by a second connection that reads at once where the pool
+    # has one to spare (nearby.verdicts)
+    async with pool.acquire() as reader, db.spare(pool) as second:
+        verdicts = await nearby.verdicts(reader, window, params, second)
     async with pool.acquire() as conn, conn.transaction():
         allowed = await subject_store.visible(conn, user)  # the asker's force, or caseload
         found = [v for v in verdicts if v.subject_id in allowed]

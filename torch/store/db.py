@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 
@@ -62,6 +62,22 @@ async def pool(
 
 
 log = logging.getLogger("torch.store")
+
+
+@contextlib.asynccontextmanager
+async def spare(p: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection | None]:
+    """A second connection if the pool has one free at once, else None: a request that
+    already holds one never waits for another (requests each holding one and waiting for
+    a second would wait for each other for ever)."""
+    try:
+        conn = await p.acquire(timeout=0.001)
+    except TimeoutError:
+        yield None
+        return
+    try:
+        yield conn
+    finally:
+        await p.release(conn)
 
 
 class Wakeup:
