@@ -308,6 +308,21 @@ def test_the_hour_not_yet_over_waits_for_its_block_and_is_read_from_its_tile(run
     run(work)
 
 
+def test_a_backlog_is_refreshed_a_bounded_number_of_hours_at_a_time(run: Run) -> None:
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await wearer(conn, 7)
+        # five hours of fixes, twelve an hour: five queued hours
+        await send(
+            pipeline, "TT0007", [(300.0 * i, 520000.0 + i, 210000.0, 5.0) for i in range(60)]
+        )
+        assert await tiles.pending(conn) == 5
+        assert [await tiles.refresh(conn, limit=2) for _ in range(4)] == [2, 2, 1, 0]
+        assert await tiles.pending(conn) == 0
+        assert [(await tile(conn, "IOM-T0007", h))["n"] for h in range(5)] == [12] * 5
+
+    run(work)
+
+
 def test_fixes_stored_before_an_assignment_join_the_tiles_when_it_is_made(run: Run) -> None:
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await registry.add_subject(conn, "IOM-T0002", None)

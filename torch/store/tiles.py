@@ -36,7 +36,9 @@ FROM stored GROUP BY 1, 2
 
 REFRESH = """
 WITH drained AS (
-    DELETE FROM track_tiles_dirty RETURNING device_id, tile_start, first_new
+    DELETE FROM track_tiles_dirty
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM track_tiles_dirty LIMIT $1))
+    RETURNING device_id, tile_start, first_new
 ), touched AS (
     SELECT a.subject_id, d.tile_start, min(d.first_new) AS first_new
     FROM drained d
@@ -211,14 +213,19 @@ ON CONFLICT (block_start, subject_id) DO UPDATE SET
 LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('torch_track_tiles'))"
 
 
-async def refresh(conn: asyncpg.Connection) -> int | None:
-    """Bring the tiles up to date with the fixes stored so far; the number of tiles
-    written, or None when another process is doing it."""
+# Queue entries (a device's hour each) taken by one refresh: a backlog (after a restore,
+# a migration or an outage) is worked through a bounded statement at a time.
+REFRESH_LIMIT = 10_000
+
+
+async def refresh(conn: asyncpg.Connection, limit: int = REFRESH_LIMIT) -> int | None:
+    """Bring the tiles up to date with the fixes stored so far, `limit` queued hours at a
+    time; the number of tiles written, or None when another process is doing it."""
     async with conn.transaction():
         if not await conn.fetchval(LOCK):
             return None
         await conn.execute("SET LOCAL work_mem = '64MB'")
-        changed = await conn.fetch(REFRESH)
+        changed = await conn.fetch(REFRESH, limit)
         await rebuild_blocks(conn, [(r["subject_id"], r["tile_start"]) for r in changed])
         return sum(1 for r in changed if r["kept"])
 
@@ -279,9 +286,11 @@ async def rebuild(
                 lo,
                 hi,
             )
-        while (done := await refresh(conn)) is None:
-            await asyncio.sleep(0.1)
-        written += done
+        while await pending(conn):
+            done = await refresh(conn)
+            if done is None:  # the worker is refreshing: let it
+                await asyncio.sleep(0.1)
+            written += done or 0
         if progress is not None:
             progress(i + 1, days)
     return written
