@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,17 @@ import numpy as np
 from shapely import Point
 
 from torch import grid, screen
-from torch.proximity import Assessment, Params, Scene, Verdict, assess, closest_in, iso, judge_whole
+from torch.proximity import (
+    Assessment,
+    Params,
+    Scene,
+    Verdict,
+    accuracy_between,
+    assess,
+    closest_in,
+    iso,
+    judge_whole,
+)
 from torch.store import proximity as store
 
 MAX_CRIMES = 10_000
@@ -193,7 +202,7 @@ async def _assess(
             t, x, y, acc = fixes[keep].T
             closest = closest_in(t, x, y, scene, params)
             if closest is not None:
-                u = max(_or(acc[closest.a], params), _or(acc[closest.b], params))
+                u = accuracy_between(acc[closest.a], acc[closest.b], params)
                 judged.append((subject_id, judge_whole(closest, u, scene, params)))
     rest = sorted(set(suspects) - set(whole))
     if rest:
@@ -215,10 +224,6 @@ async def _assess(
                 }
             )
     return out
-
-
-def _or(acc: float, params: Params) -> float:
-    return params.default_acc_m if math.isnan(acc) else float(acc)
 
 
 RESULT_COLUMNS = (

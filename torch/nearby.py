@@ -10,7 +10,6 @@ tiles not yet up to date) has their fixes read and assessed in full.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ import asyncpg
 import numpy as np
 
 from torch import approach
-from torch.proximity import Assessment, Params, Scene, assess, far_and_covered
+from torch.proximity import Assessment, Params, Scene, accuracy_between, assess, far_and_covered
 from torch.store import proximity as store
 
 # Settings for the sessions that run these queries: the plans are many small steps
@@ -175,12 +174,8 @@ async def _from_tiles(
     """The subjects whose verdict the tiles settle: excluded, far from the scene."""
     out = []
     for i, n in (await closest_from_tiles(conn, who, scene, plan, spare)).items():
-        acc = max(_or(n.acc_a, p.default_acc_m), _or(n.acc_b, p.default_acc_m))
+        acc = accuracy_between(n.acc_a, n.acc_b, p)
         a = far_and_covered(n.distance, n.t, (n.x, n.y), acc, scene, p)
         if a is not None:
             out.append((who[i], a))
     return out
-
-
-def _or(acc: float, default: float) -> float:
-    return default if math.isnan(acc) else acc

@@ -141,6 +141,12 @@ def _acc(f: TrackFix, p: Params) -> float:
     return f.acc if f.acc is not None else p.default_acc_m
 
 
+def accuracy_between(acc_a: float, acc_b: float, p: Params) -> float:
+    """u at a point between two fixes whose accuracies come packed (NaN where a fix had
+    none): the larger, each `default_acc_m` where missing, as `_acc` gives them."""
+    return max(p.default_acc_m if math.isnan(a) else float(a) for a in (acc_a, acc_b))
+
+
 def _at(a: TrackFix, b: TrackFix, t: float) -> tuple[float, float]:
     """Interpolated position at t between fixes a and b."""
     if b.t == a.t:
@@ -186,14 +192,20 @@ class Pieces(NamedTuple):
     t1: np.ndarray
 
 
-def piece_shapes(pc: Pieces) -> np.ndarray:
-    """Each piece as a geometry: a line between its clipped ends, or a point where it
-    stands still; the clipped ends with the same arithmetic as `_at`."""
+def _clipped_ends(pc: Pieces) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each piece's ends (x0, y0, x1, y1) at t0 and t1, with the same arithmetic as `_at`."""
     span = np.where(pc.tb == pc.ta, 1.0, pc.tb - pc.ta)
     k0 = np.where(pc.tb == pc.ta, 0.0, (pc.t0 - pc.ta) / span)
     k1 = np.where(pc.tb == pc.ta, 0.0, (pc.t1 - pc.ta) / span)
     x0, y0 = pc.xa + (pc.xb - pc.xa) * k0, pc.ya + (pc.yb - pc.ya) * k0
     x1, y1 = pc.xa + (pc.xb - pc.xa) * k1, pc.ya + (pc.yb - pc.ya) * k1
+    return x0, y0, x1, y1
+
+
+def piece_shapes(pc: Pieces) -> np.ndarray:
+    """Each piece as a geometry: a line between its clipped ends, or a point where it
+    stands still."""
+    x0, y0, x1, y1 = _clipped_ends(pc)
     still = (x0 == x1) & (y0 == y1)
     shapes = np.empty(len(pc.ta), dtype=object)
     shapes[still] = shapely.points(x0[still], y0[still])
@@ -285,11 +297,7 @@ def _nearest_few(pc: Pieces, geometry: BaseGeometry) -> np.ndarray:
 
 def point_distances(pc: Pieces, x: float, y: float) -> np.ndarray:
     """The distance of each piece from the point (x, y), with the ends of `piece_shapes`."""
-    span = np.where(pc.tb == pc.ta, 1.0, pc.tb - pc.ta)
-    k0 = np.where(pc.tb == pc.ta, 0.0, (pc.t0 - pc.ta) / span)
-    k1 = np.where(pc.tb == pc.ta, 0.0, (pc.t1 - pc.ta) / span)
-    x0, y0 = pc.xa + (pc.xb - pc.xa) * k0, pc.ya + (pc.yb - pc.ya) * k0
-    x1, y1 = pc.xa + (pc.xb - pc.xa) * k1, pc.ya + (pc.yb - pc.ya) * k1
+    x0, y0, x1, y1 = _clipped_ends(pc)
     dx, dy = x1 - x0, y1 - y0
     l2 = dx * dx + dy * dy
     k = np.clip(((x - x0) * dx + (y - y0) * dy) / np.where(l2 == 0, 1.0, l2), 0.0, 1.0)
