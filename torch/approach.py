@@ -139,10 +139,8 @@ def hours_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Hours:
     """Hour summaries from the blocks' `hours` columns (float8 big-endian: hour, n, first
     and last fix time, longest interval, first fix's easting and northing, exactness), one
     block a subject index."""
-    width = 8 * HOUR_FIELDS
-    counts = np.fromiter((len(b) // width for b in packed), np.int64, len(packed))
-    a = np.frombuffer(b"".join(packed), ">f8").reshape(-1, HOUR_FIELDS).astype(np.float64)
-    return Hours(np.repeat(np.asarray(subjects, np.int64), counts), *a.T)
+    subject, a = _unpack(subjects, packed, ">f8", HOUR_FIELDS)
+    return Hours(subject, *a.T)
 
 
 def spans_of(hours: Hours, p: Plan, edge: Spans) -> Spans:
@@ -156,15 +154,36 @@ def spans_of(hours: Hours, p: Plan, edge: Spans) -> Spans:
 
 def edge_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Edge:
     """Exact fixes from tiles' `track` columns (float8 big-endian: t, x, y, acc)."""
-    counts = np.fromiter((len(b) // 32 for b in packed), np.int64, len(packed))
-    a = np.frombuffer(b"".join(packed), ">f8").reshape(-1, 4).astype(np.float64)
-    return Edge(np.repeat(np.asarray(subjects, np.int64), counts), *a.T)
+    subject, a = _unpack(subjects, packed, ">f8", 4)
+    return Edge(subject, *a.T)
 
 
 def sketch_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Sketch:
-    counts = np.fromiter((len(b) // 8 for b in packed), np.int64, len(packed))
-    a = np.frombuffer(b"".join(packed), ">f4").reshape(-1, 2).astype(np.float32)
-    return Sketch(np.repeat(np.asarray(subjects, np.int64), counts), a[:, 0], a[:, 1])
+    """Sketch fixes from blocks' `sketch` columns (float4 big-endian: dx, dy)."""
+    subject, a = _unpack(subjects, packed, ">f4", 2)
+    return Sketch(subject, a[:, 0], a[:, 1])
+
+
+def fix_rows(packed: bytes) -> np.ndarray:
+    """Exact fixes packed as tiles keep them (float8 big-endian t, x, y, acc), as rows."""
+    return np.frombuffer(packed, ">f8").reshape(-1, 4).astype(np.float64)
+
+
+def _unpack(
+    subjects: Sequence[int], packed: Sequence[bytes], dtype: str, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records of `width` numbers of `dtype`, from one packed column per subject index: the
+    subject index of each record, and the records as native rows."""
+    size = np.dtype(dtype).itemsize * width
+    counts = np.fromiter((len(b) // size for b in packed), np.int64, len(packed))
+    a = np.frombuffer(b"".join(packed), dtype).reshape(-1, width)
+    return np.repeat(np.asarray(subjects, np.int64), counts), a.astype(dtype.lstrip("><"))
+
+
+def _starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins, in a sorted array."""
+    found: np.ndarray = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    return found
 
 
 def whole(hours: Spans, p: Plan, count: int) -> np.ndarray:
@@ -307,7 +326,7 @@ def _joints(
     n = len(keep)
     nothing = np.full(n, -1)
     s_first, s_last = nothing.copy(), nothing.copy()
-    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]]) if len(ss) else np.zeros(0, int)
+    starts = _starts(ss) if len(ss) else np.zeros(0, int)
     s_first[ss[starts]] = starts
     s_last[ss[starts]] = np.r_[starts[1:], len(ss)] - 1
     head_last, tail_first = nothing.copy(), nothing.copy()
@@ -411,7 +430,7 @@ def _least(limit: np.ndarray, subject: np.ndarray, values: np.ndarray) -> None:
     """limit[s] = min(limit[s], values of subject s); subject is sorted."""
     if len(subject) == 0:
         return
-    starts = np.flatnonzero(np.r_[True, subject[1:] != subject[:-1]])
+    starts = _starts(subject)
     np.minimum.at(limit, subject[starts], np.minimum.reduceat(values, starts))
 
 
@@ -514,7 +533,7 @@ def pick(chosen: Chosen, e: Ends, p: Plan, geometry: BaseGeometry) -> np.ndarray
         d = shapely.distance(piece_shapes(pieces), geometry)
     sub = chosen.subject
     order = np.lexsort((chosen.order, d, sub))
-    firsts: np.ndarray = order[np.r_[True, sub[order][1:] != sub[order][:-1]]]
+    firsts: np.ndarray = order[_starts(sub[order])]
     return firsts
 
 

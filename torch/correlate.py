@@ -18,7 +18,7 @@ import asyncpg
 import numpy as np
 from shapely import Point
 
-from torch import grid, screen
+from torch import approach, grid, screen
 from torch.proximity import (
     Assessment,
     Params,
@@ -197,7 +197,8 @@ async def _assess(
     judged: list[tuple[int, Assessment]] = []
     if whole:
         lo, hi = scene.start - params.max_gap_s, scene.end + params.max_gap_s
-        for subject_id, fixes in (await store.tile_tracks(conn, whole, lo, hi)).items():
+        for subject_id, packed in (await store.tile_tracks(conn, whole, lo, hi)).items():
+            fixes = approach.fix_rows(packed)
             keep = (fixes[:, 0] >= lo) & (fixes[:, 0] <= hi)
             t, x, y, acc = fixes[keep].T
             closest = closest_in(t, x, y, scene, params)

@@ -153,7 +153,7 @@ async def closest_from_tiles(
         packed = await store.fixes(
             conn, ids[w.subject[which]].tolist(), w.hour[which].tolist(), w.place[which].tolist()
         )
-        approach.fill(ends, which, np.frombuffer(packed, ">f8").reshape(-1, 4))
+        approach.fill(ends, which, approach.fix_rows(packed))
 
     await read(approach.unread(ends, plan))
     best = approach.pick(chosen, ends, plan, scene.geometry)

@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
-import numpy as np
 
 from torch.proximity import TrackFix
 
@@ -254,17 +253,14 @@ ORDER BY subject_id, tile_start
 
 async def tile_tracks(
     conn: asyncpg.Connection, subjects: Sequence[int], start: float, end: float
-) -> dict[int, np.ndarray]:
-    """The exact fixes (rows t, x, y, acc) of these subjects' tiles of the hours that hold
-    [start, end] (Unix times), in time order, by subject."""
+) -> dict[int, bytes]:
+    """The packed exact fixes (t, x, y, acc as float8) of these subjects' tiles of the
+    hours that hold [start, end] (Unix times), in time order, by subject."""
     rows = await conn.fetch(TILE_TRACKS, list(subjects), start, end)
     packed: dict[int, list[bytes]] = {}
     for r in rows:
         packed.setdefault(r["subject_id"], []).append(r["track"])
-    return {
-        s: np.frombuffer(b"".join(parts), ">f8").reshape(-1, 4).astype(np.float64)
-        for s, parts in packed.items()
-    }
+    return {s: b"".join(parts) for s, parts in packed.items()}
 
 
 async def refs(conn: asyncpg.Connection, subjects: Sequence[int]) -> dict[int, str]:
