@@ -91,12 +91,13 @@ async def _read(
 
     async def blocks_then(edges: list[tuple[float, float]]) -> list[list[asyncpg.Record]]:
         first, last = plan.blocks()
-        read = []
-        if plan.has_interior:  # else every hour is an edge hour, read from its tile
-            read.append(await store.blocks(conn, first, last, plan.inner_from, plan.inner_to))
-        else:
-            read.append([])
-        return read + [await store.edges(conn, lo, hi) for lo, hi in edges if lo <= hi]
+        # with no interior, every hour is an edge hour, read from its tile
+        found = (
+            await store.blocks(conn, first, last, plan.inner_from, plan.inner_to)
+            if plan.has_interior
+            else []
+        )
+        return [found, *await _edges(conn, edges)]
 
     if spare is None:
         blocks, *edges = await blocks_then(ranges)
