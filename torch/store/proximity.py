@@ -72,21 +72,30 @@ async def tracks(
     return list(by_id.values())
 
 
-WEARERS = """
+# The subjects with fixes waiting to be tiled in the hours starting from {first} to
+# {last} (SQL expressions).
+PENDING = """
+SELECT a.subject_id
+FROM track_tiles_dirty d
+JOIN device_assignments a ON a.device_id = d.device_id
+ AND a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
+WHERE d.tile_start >= {first} AND d.tile_start <= {last}
+"""
+
+WEARERS = f"""
 WITH wearers AS (
     SELECT a.subject_id, count(*) AS pieces, bool_or(a.during && tstzrange($1, $2, '[]')) AS worn
     FROM device_assignments a
     WHERE a.during && tstzrange($1 - make_interval(secs => $3), $2 + make_interval(secs => $3),
                                 '[]')
     GROUP BY a.subject_id
-), pending AS (
-    SELECT a.subject_id
-    FROM track_tiles_dirty d
-    JOIN device_assignments a ON a.device_id = d.device_id
-     AND a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
-    WHERE d.tile_start >= date_bin('1 hour', $1 - make_interval(secs => $3),
-                                   TIMESTAMPTZ '2000-01-01 00:00:00+00')
-      AND d.tile_start <= $2 + make_interval(secs => $3)
+), pending AS ({
+    PENDING.format(
+        first="date_bin('1 hour', $1 - make_interval(secs => $3), "
+        "TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+        last="$2 + make_interval(secs => $3)",
+    )
+}
     UNION ALL  -- interior hours whose blocks wait for a rebuild
     SELECT subject_id FROM track_blocks_dirty
     WHERE tile_start >= to_timestamp($4) AND tile_start < to_timestamp($5)
@@ -215,13 +224,11 @@ FROM device_assignments
 WHERE during && tstzrange(to_timestamp($1), to_timestamp($2), '[]')
 """
 
-PENDING = """
-SELECT DISTINCT a.subject_id
-FROM track_tiles_dirty d
-JOIN device_assignments a ON a.device_id = d.device_id
- AND a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
-WHERE d.tile_start >= to_timestamp($1) AND d.tile_start <= to_timestamp($2)
-"""
+SPAN_PENDING = (
+    "SELECT DISTINCT subject_id FROM ("
+    + PENDING.format(first="to_timestamp($1)", last="to_timestamp($2)")
+    + ") p"
+)
 
 
 class Span(NamedTuple):
@@ -238,7 +245,7 @@ async def span(conn: asyncpg.Connection, first: float, last: float) -> Span:
     return Span(
         await conn.fetch(TILE_SUMMARIES, first, last),
         await conn.fetch(ASSIGNMENTS, first, last + 3600),
-        [r[0] for r in await conn.fetch(PENDING, first, last)],
+        [r[0] for r in await conn.fetch(SPAN_PENDING, first, last)],
     )
 
 
