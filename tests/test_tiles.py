@@ -417,6 +417,22 @@ async def from_the_tiles(conn: asyncpg.Connection, scene: Scene) -> dict[int, Ne
     return await nearby.closest_from_tiles(conn, who, scene, plan)
 
 
+async def both_ways(
+    conn: asyncpg.Connection, spare: asyncpg.Connection | None, scene: Scene
+) -> int:
+    """Every wearer's verdict from the tiles is the method's on every fix; the number of
+    closest approaches the tiles settled."""
+    start = datetime.fromtimestamp(scene.start, UTC)
+    end = datetime.fromtimestamp(scene.end, UTC)
+    settled = len(await from_the_tiles(conn, scene))
+    fast = await nearby.verdicts(conn, scene, P, spare)
+    slow = await store.tracks(conn, start, end, P.max_gap_s)
+    assert [v.subject_id for v in fast] == [t.subject_id for t in slow]
+    for v, t in zip(fast, slow, strict=True):
+        same(v.assessment, assess(t.fixes, scene, P), t.fixes, scene)
+    return settled
+
+
 def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
     rng = random.Random(20261123)
 
@@ -429,15 +445,7 @@ def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
         from_tiles = 0
         spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
         for k, scene in enumerate(scenes(rng, 40)):
-            start = datetime.fromtimestamp(scene.start, UTC)
-            end = datetime.fromtimestamp(scene.end, UTC)
-            from_tiles += len(await from_the_tiles(conn, scene))
-            fast = await nearby.verdicts(conn, scene, P, spare if k % 2 else None)
-            slow = await store.tracks(conn, start, end, P.max_gap_s)
-            assert [v.subject_id for v in fast] == [t.subject_id for t in slow]
-            for v, t in zip(fast, slow, strict=True):
-                reference = assess(t.fixes, scene, P)
-                same(v.assessment, reference, t.fixes, scene)
+            from_tiles += await both_ways(conn, spare if k % 2 else None, scene)
         await spare.close()
         return from_tiles
 
@@ -486,15 +494,8 @@ def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) 
                 epoch(start),
                 epoch(start + rng.uniform(6, 26) * 3600),
             )
-            from_tiles += len(await from_the_tiles(conn, scene))
             # every other one with its reads split over two connections
-            fast = await nearby.verdicts(conn, scene, P, spare if k % 2 else None)
-            slow = await store.tracks(
-                conn, at(start), at(start) + timedelta(seconds=scene.end - scene.start), P.max_gap_s
-            )
-            assert [v.subject_id for v in fast] == [t.subject_id for t in slow]
-            for v, t in zip(fast, slow, strict=True):
-                same(v.assessment, assess(t.fixes, scene, P), t.fixes, scene)
+            from_tiles += await both_ways(conn, spare if k % 2 else None, scene)
         await spare.close()
         return from_tiles
 
