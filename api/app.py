@@ -6,9 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from api import (
     alerts,
@@ -17,6 +15,7 @@ from api import (
     correlations,
     errors,
     limits,
+    observe,
     proximity,
     subjects,
     web,
@@ -63,8 +62,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.throttle = auth.Throttle(settings.auth_failures_per_minute)
     app.state.jobs = set()
+    app.state.metrics = observe.ApiMetrics()
     errors.install(app)
     app.add_middleware(limits.BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(observe.Observe, metrics=app.state.metrics)  # outermost: sees all
+    app.include_router(observe.router)
     app.include_router(proximity.router)
     app.include_router(subjects.router)
     app.include_router(correlations.router)
@@ -72,19 +74,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(audit.router)
     app.include_router(web.router)
-
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"])
-    async def readyz() -> JSONResponse:
-        try:
-            async with app.state.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError) as err:
-            return JSONResponse({"status": "unavailable", "database": str(type(err).__name__)}, 503)
-        return JSONResponse({"status": "ok", "database": "ok"})
 
     web.mount(app, settings)  # last: the app at / must not shadow the routes above
     return app

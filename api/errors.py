@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from torch import logs
 from torch.errors import InvalidInput, TooManyRequests, TorchError
 
 PROBLEM = "application/problem+json"
@@ -18,6 +19,9 @@ def problem(
     status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    rid = logs.request_id.get()
+    if rid is not None:
+        body["request_id"] = rid  # what to quote when asking the operators about it
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"

@@ -28,11 +28,19 @@ class AlertPublisher:
     An entry is marked published only after its PUBACK, so a crash before that publishes
     it again after the restart."""
 
-    def __init__(self, database_url: str, worker_id: str, send: Send, poll_s: float) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        worker_id: str,
+        send: Send,
+        poll_s: float,
+        on_published: Callable[[str], None] | None = None,
+    ) -> None:
         self._url = database_url
         self._name = f"torch-{worker_id}-alerts"
         self._send = send
         self._poll_s = poll_s
+        self._on_published = on_published  # given each payload once the broker has it
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._raised = db.Wakeup(database_url, breaches.ALERTS_CHANNEL, f"{self._name}-listen")
@@ -88,5 +96,8 @@ class AlertPublisher:
                 await self._send(row["topic"], row["payload"].encode())
             if waiting:
                 await breaches.published(conn, [r["id"] for r in waiting])
+        if self._on_published is not None:
+            for row in waiting:
+                self._on_published(row["payload"])
         self.published += len(waiting)
         return len(waiting)

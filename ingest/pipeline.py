@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
+from typing import Protocol
 
 import asyncpg
 
@@ -35,6 +37,14 @@ log = logging.getLogger("torch.ingest")
 Item = tuple[Message, Decoded]
 
 
+class Observer(Protocol):
+    """Told of every committed batch (the worker's metrics)."""
+
+    def stored(
+        self, messages: int, batches: Sequence[Batch], written: ingest.Written, seconds: float
+    ) -> None: ...
+
+
 def limits_from(settings: Settings) -> Limits:
     return Limits(
         max_future=timedelta(seconds=settings.max_future_s),
@@ -55,6 +65,7 @@ class Pipeline:
         connections: int = 1,
         rules: Rules | None = None,
         battery_low_pct: int = 15,
+        observer: Observer | None = None,
     ) -> None:
         self._url = database_url
         self._worker_id = worker_id
@@ -70,6 +81,7 @@ class Pipeline:
         self._issued = 0  # batches handed to store(), and checked against zones
         self._checked = 0
         self._turns = asyncio.Condition()
+        self._observer = observer
 
     async def close(self) -> None:
         await self.flush_state()
@@ -90,7 +102,10 @@ class Pipeline:
         turn = self._issued  # taken before any await: the order the batches came in
         self._issued += 1
         stored: list[Batch] = []
+        started = time.perf_counter()
         written = await self._store_items(items, stored)
+        if self._observer is not None:
+            self._observer.stored(len(items), stored, written, time.perf_counter() - started)
         async with self._turns:
             await self._turns.wait_for(lambda: self._checked == turn)
         try:
@@ -133,6 +148,16 @@ class Pipeline:
                 return 0
             silent = await breaches.sweep_silent(conn, silent_after_s)
             return silent + await breaches.escalate(conn, escalate_after_s)
+
+    async def open_alerts(self) -> dict[tuple[str, str], int]:
+        """Alerts not closed, by (type, status)."""
+        async with self._connection() as conn:
+            return await breaches.open_counts(conn)
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        """Raises unless the database answers a query within `timeout` seconds."""
+        async with asyncio.timeout(timeout), self._connection() as conn:
+            await conn.fetchval("SELECT 1")
 
     async def reload_zones(self) -> None:
         """Take up zone and assignment changes (the worker calls this every second)."""
@@ -229,6 +254,7 @@ class Pipeline:
             try:
                 async with self._connection() as conn, conn.transaction():
                     await ingest.write_dead_letters(conn, [letter], self._worker_id)
+                stored.append(Batch(dead_letters=[letter]))
                 return ingest.Written(0, 0, 0, 1)
             except db.RETRYABLE as err:
                 delay = await self._wait_out(err, delay)

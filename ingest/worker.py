@@ -28,6 +28,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.alerts import AlertPublisher
+from ingest.health import HealthServer
+from ingest.metrics import IngestMetrics
 from ingest.pipeline import Item, Pipeline, limits_from
 from torch import memory
 from torch.breach import Rules
@@ -50,6 +52,9 @@ class Inbox:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
 
     def put(self, delivery: Delivery) -> None:
         self._queue.put(delivery)
@@ -201,6 +206,9 @@ class Worker:
         self._settings = settings
         self._inbox = Inbox()
         self._subscriber = Subscriber(settings, self._inbox)
+        self.metrics = IngestMetrics()
+        self.metrics.inbox.set_function(lambda: len(self._inbox))
+        self.metrics.broker_connected.set_function(lambda: self._subscriber.connected.is_set())
         self._pipeline = Pipeline(
             settings.database_url.get_secret_value(),
             settings.worker_id,
@@ -214,6 +222,7 @@ class Worker:
                 max_gap_s=settings.proximity_max_gap_s,
                 default_acc_m=settings.proximity_default_acc_m,
             ),
+            observer=self.metrics,
         )
         self._stopping = asyncio.Event()
         self._alerts = AlertPublisher(
@@ -221,7 +230,9 @@ class Worker:
             settings.worker_id,
             self._subscriber.publish,
             settings.alert_poll_ms / 1000,
+            on_published=self.metrics.alert_published,
         )
+        self._health = HealthServer(settings, self._readiness, self.metrics.registry)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -230,6 +241,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        await self._health.start()
         self._subscriber.start()
         log.info("ingest worker %s started", self._settings.worker_id)
         reporter = asyncio.create_task(self._report())
@@ -248,7 +260,19 @@ class Worker:
             tiler.cancel()
             self._subscriber.stop()
             await self._pipeline.close()
+            await self._health.stop()
             log.info("ingest worker stopped; stored %s", self._pipeline.totals)
+
+    async def _readiness(self) -> dict[str, str]:
+        """Ready: the database answers and the broker session is up."""
+        checks = {}
+        try:
+            await self._pipeline.ping()
+            checks["database"] = "ok"
+        except (TimeoutError, *db.RETRYABLE, asyncpg.PostgresError) as err:
+            checks["database"] = f"unavailable ({type(err).__name__})"
+        checks["broker"] = "ok" if self._subscriber.connected.is_set() else "disconnected"
+        return checks
 
     async def _consume(self) -> None:
         """Take, decode, commit, acknowledge; until asked to stop, then drain and return.
@@ -301,6 +325,7 @@ class Worker:
         while True:
             try:
                 await self._pipeline.sweep(s.silent_after_s, s.escalate_after_s)
+                self.metrics.open_alerts(await self._pipeline.open_alerts())
             except (*db.RETRYABLE, asyncpg.PostgresError) as err:
                 log.warning("alert sweep failed (%s); will try again", type(err).__name__)
             await asyncio.sleep(s.sweep_ms / 1000)

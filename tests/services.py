@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -79,6 +80,8 @@ def service_env(**extra: str) -> dict[str, str]:
         TORCH_MQTT_USERNAME=INGEST,
         TORCH_MQTT_PASSWORD=PASSWORDS[INGEST],
         TORCH_BROKER_DIR=str(BROKER_STATE),
+        TORCH_WORKER_HTTP_PORT="0",  # workers side by side: each on a free port (in its log)
+        TORCH_LOG_FORMAT="json",
     )
     env.update(extra)
     return env
@@ -187,6 +190,12 @@ class Worker:
             )
         wait_for(lambda: self.log.read_text().count("connected to") >= self._starts)
         return self
+
+    @property
+    def http(self) -> str:
+        """The base URL of this life's health and metrics server, from its log."""
+        ports = re.findall(r"health and metrics on http://127.0.0.1:(\d+)", self.log.read_text())
+        return f"http://127.0.0.1:{ports[-1]}"
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from torch import memory
+from torch import logs, memory
 from torch.errors import TorchError
 from torch.settings import Settings
 
@@ -28,15 +28,13 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     memory.keep_freed_memory()  # correlation works on large arrays (torch.memory)
     try:
         settings = Settings()
     except ValueError as err:
         print(f"error: configuration: {err}", file=sys.stderr)
         return 1
+    logs.configure(settings.log_format, settings.log_level)
     try:
         return int(args.handler(args, settings))
     except TorchError as err:
@@ -286,7 +284,13 @@ def _api(_args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # uvicorn's own lines go through torch.logs like the rest
+        access_log=False,  # the API logs each request itself, without query strings
+    )
     return 0
 
 

@@ -152,6 +152,24 @@ class Settings(BaseSettings):
     )
     proximity_default_acc_m: float = Field(20, gt=0, description="accuracy of a fix without acc")
 
+    log_format: Literal["json", "text", "auto"] = Field(
+        "auto", description="log lines as JSON objects, or text; auto: text at a terminal"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the least severe log lines written"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="bearer token that /metrics requires (API and worker); without one, "
+        "/metrics is open in development and refused in production",
+    )
+    worker_http_host: str = Field(
+        "127.0.0.1", description="the worker's health and metrics listen address"
+    )
+    worker_http_port: int = Field(
+        9108, ge=0, le=65535, description="the worker's health and metrics port (0: any free)"
+    )
+
     api_host: str = Field("127.0.0.1", description="API listen address")
     api_port: int = Field(8000, description="API listen port")
     web_dir: Path = Field(

@@ -375,6 +375,15 @@ async def act(
     return _alert(r, (await _actions(conn, [alert_id])).get(alert_id, []))
 
 
+async def open_counts(conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
+    """Alerts not closed, counted by (type, status)."""
+    rows = await conn.fetch(
+        "SELECT type, status, count(*) AS n FROM alerts WHERE status <> 'closed'"
+        " GROUP BY type, status"
+    )
+    return {(r["type"], r["status"]): int(r["n"]) for r in rows}
+
+
 # The outbox.
 
 

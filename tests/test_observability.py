@@ -1,0 +1,136 @@
+"""Health checks, Prometheus metrics and structured logs of the worker and the API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.factories import fix, fixes_topic
+from tests.services import TORCH, Api, Database, Publisher, add_user, service_env, wait_for
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus exposition, by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_worker_health_readiness_and_metrics(  # type: ignore[no-untyped-def]
+    db: Database, workers, publisher: Publisher, device
+) -> None:
+    device("T1")
+    worker = workers("metrics", TORCH_METRICS_TOKEN="scrape-secret")
+    assert httpx.get(f"{worker.http}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{worker.http}/readyz")
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {"status": "ok", "database": "ok", "broker": "ok"},
+    )
+    publisher.send(fixes_topic(), [fix(0), fix(60), fix(120)])
+    publisher.send(fixes_topic(), fix(60))  # again: stored once, counted as a duplicate
+    publisher.send(fixes_topic(), "this is not JSON")
+    publisher.send("tags/NOSUCH/fixes", fix(0))
+    publisher.flush()
+    wait_for(lambda: db.count("dead_letters") == 2 and db.count("fixes") == 3)
+
+    assert httpx.get(f"{worker.http}/metrics").status_code == 401
+    wrong = {"Authorization": "Bearer guessed"}
+    assert httpx.get(f"{worker.http}/metrics", headers=wrong).status_code == 401
+    auth = {"Authorization": "Bearer scrape-secret"}
+    m = samples(httpx.get(f"{worker.http}/metrics", headers=auth).text)
+    assert m[("torch_fixes_stored_total", ())] == 3
+    assert m[("torch_fix_duplicates_total", ())] == 1
+    assert m[("torch_dead_letters_total", (("reason", "bad_json"),))] == 1
+    assert m[("torch_dead_letters_total", (("reason", "unknown_serial"),))] == 1
+    assert m[("torch_ingest_batch_messages_sum", ())] == 4
+    assert (
+        m[("torch_ingest_commit_seconds_count", ())] == m[("torch_ingest_batch_messages_count", ())]
+    )
+    # the fixes are about an hour old (tests.factories.BASE): none committed within 900 s of
+    # its time, all within six hours; and each within 30 s of its receipt
+    fix_lag = (("le", "900.0"), ("since", "fix"))
+    assert m[("torch_ingest_lag_seconds_bucket", fix_lag)] == 0
+    assert m[("torch_ingest_lag_seconds_bucket", (("le", "21600.0"), ("since", "fix")))] == 4
+    assert m[("torch_ingest_lag_seconds_count", (("since", "fix"),))] == 4
+    assert m[("torch_ingest_lag_seconds_bucket", (("le", "30.0"), ("since", "receipt")))] == 4
+    assert m[("torch_broker_connected", ())] == 1
+    assert m[("torch_ingest_inbox_messages", ())] == 0
+
+
+def test_a_worker_without_its_broker_is_alive_but_not_ready(db: Database, tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [TORCH, "ingest"],
+            env=service_env(TORCH_WORKER_ID="lonely", TORCH_MQTT_PORT="1"),  # nothing there
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        port = wait_for(
+            lambda: next(
+                (json.loads(line)["port"] for line in log.read_text().splitlines()
+                 if '"port"' in line), None,
+            )
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        ready = httpx.get(f"{url}/readyz")
+        assert (ready.status_code, ready.json()) == (
+            503,
+            {"status": "unavailable", "database": "ok", "broker": "disconnected"},
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_api_request_ids_logs_and_metrics(db: Database, broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    token = add_user("obs", "supervisor")
+    db.execute("INSERT INTO subjects (ref) VALUES ('IOM-OBS-1')")
+    api = Api(tmp_path / "api.log", port=18041, TORCH_METRICS_TOKEN="scrape-secret")
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        given = httpx.get(
+            f"{api.url}/v1/subjects?ref=IOM-OBS-1", headers={**auth, "X-Request-ID": "case-7.1"}
+        )
+        assert (given.status_code, given.headers["x-request-id"]) == (200, "case-7.1")
+        made = httpx.get(f"{api.url}/v1/subjects", headers={**auth, "X-Request-ID": "no good!"})
+        assert made.headers["x-request-id"] != "no good!"
+        assert len(made.headers["x-request-id"]) == 32
+        missing = httpx.get(f"{api.url}/v1/subjects/999999", headers=auth)
+        assert missing.status_code == 404
+        assert missing.json()["request_id"] == missing.headers["x-request-id"]
+        ready = httpx.get(f"{api.url}/readyz")
+        assert (ready.status_code, ready.json()) == (
+            200,
+            {"status": "ok", "database": "ok", "broker": "ok"},
+        )
+
+        assert httpx.get(f"{api.url}/metrics").status_code == 401
+        m = samples(
+            httpx.get(f"{api.url}/metrics", headers={"Authorization": "Bearer scrape-secret"}).text
+        )
+        listed = (("method", "GET"), ("route", "/v1/subjects"), ("status", "200"))
+        assert m[("torch_http_requests_total", listed)] == 2
+        one = (("method", "GET"), ("route", "/v1/subjects/{subject_id}"), ("status", "404"))
+        assert m[("torch_http_requests_total", one)] == 1
+        timed = (("method", "GET"), ("route", "/v1/subjects"))
+        assert m[("torch_http_request_seconds_count", timed)] == 2
+    finally:
+        api.stop()
+    lines = [json.loads(line) for line in (tmp_path / "api.log").read_text().splitlines()]
+    answered = [e for e in lines if e.get("request_id") == "case-7.1"]
+    assert [(e["route"], e["status"], e["level"]) for e in answered] == [
+        ("/v1/subjects", 200, "info")
+    ]
+    text = (tmp_path / "api.log").read_text()
+    assert "IOM-OBS-1" not in text  # the query string is never logged
+    assert token not in text
