@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import logs, memory
-from torch.errors import TorchError
+from torch.errors import NotFound, TorchError
 from torch.settings import Settings
 
 log = logging.getLogger("torch")
@@ -52,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     up = db.add_parser("upgrade", help="run the migrations up to REVISION")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(handler=_db_upgrade)
+    bk = db.add_parser("backup", help="pg_dump the database (custom format) into FILE")
+    bk.add_argument("file", type=Path)
+    bk.set_defaults(handler=_db_backup)
+    rs = db.add_parser(
+        "restore", help="restore a `torch db backup` FILE into the (empty) configured database"
+    )
+    rs.add_argument("file", type=Path)
+    rs.set_defaults(handler=_db_restore)
 
     sub.add_parser("ingest", help="run the ingest worker (MQTT -> PostGIS)").set_defaults(
         handler=_ingest
@@ -165,6 +174,19 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
     rr.add_argument("--user", help="the user on whose authority (audited); needed unless --dry-run")
     rr.set_defaults(handler=_retention_run)
+
+    mt = sub.add_parser(
+        "maintain",
+        help="the maintenance loop: fix partitions made days ahead, retention applied",
+    )
+    mt.add_argument("--every", type=float, default=3600, help="seconds between rounds")
+    mt.add_argument("--days-ahead", type=int, default=7, help="partitions made this far ahead")
+    mt.add_argument(
+        "--user", help="the user on whose authority retention purges (audited); without one, "
+        "partitions only",
+    )  # fmt: skip
+    mt.add_argument("--once", action="store_true", help="one round, then exit (for cron)")
+    mt.set_defaults(handler=_maintain)
 
     force = sub.add_parser("force", help="forces").add_subparsers(required=True, metavar="ACTION")
     fr = force.add_parser("retention", help="how long a force keeps its subjects' fixes")
@@ -554,6 +576,65 @@ def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
         f" {purged} fixes {'to purge' if args.dry_run else 'purged'},"
         f" {kept} kept (legal hold or a longer retention)"
     )
+    return 0
+
+
+def _shown(verb: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        print(f"\r{verb} table {done} of {total}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _db_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import backup
+
+    url = settings.admin_database_url.get_secret_value()
+    tables = run_on_db(settings, backup.tables_with_data, admin=True)
+    backup.dump(url, args.file, tables, _shown("dumped"))
+    print(file=sys.stderr)
+    print(f"{args.file}: {args.file.stat().st_size:,} bytes, {tables} tables")
+    return 0
+
+
+def _db_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import backup
+
+    if not args.file.is_file():
+        raise NotFound(f"no backup at {args.file}")
+    backup.restore(settings.admin_database_url.get_secret_value(), args.file, _shown("restored"))
+    print(file=sys.stderr)
+    print(f"restored {args.file} into the configured database")
+    return 0
+
+
+def _maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from torch import maintenance
+
+    url = settings.admin_database_url.get_secret_value()  # DDL needs the owner
+    if args.once:
+        r = run_on_db(
+            settings,
+            lambda c: maintenance.once(c, args.days_ahead, settings.retention_days, args.user),
+            admin=True,
+        )
+        applied = (
+            "retention not applied" if r.purged_days is None
+            else f"{r.purged_days} days past retention, {r.purged_fixes} fixes purged,"
+            f" {r.kept_fixes} kept"
+        )  # fmt: skip
+        print(f"{r.made} partitions made ({args.days_ahead} days ahead); {applied}")
+        return 0 if r.purged_days is not None or args.user is None else 1
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await maintenance.loop(
+            url, args.every, args.days_ahead, settings.retention_days, args.user, stop
+        )
+
+    asyncio.run(forever())
     return 0
 
 

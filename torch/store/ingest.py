@@ -130,10 +130,12 @@ async def prepare(conn: asyncpg.Connection) -> None:
     await conn.execute(CREATE_STAGE)
 
 
-async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[date]) -> None:
-    """Create the daily partitions of fixes for these days where missing."""
+async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[date]) -> int:
+    """Create the daily partitions of fixes for these days where missing; how many made."""
+    made = 0
     for first, last in _runs(sorted(set(days))):
-        await conn.execute("SELECT torch_ensure_fix_partitions($1, $2)", first, last)
+        made += await conn.fetchval("SELECT torch_ensure_fix_partitions($1, $2)", first, last)
+    return made
 
 
 def _runs(days: Sequence[date]) -> list[tuple[date, date]]:

@@ -1,0 +1,59 @@
+"""The maintenance loop makes the day partitions of fixes ahead and applies retention."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+from tests.services import TORCH, Database, add_user, service_env, torch_cli, wait_for
+from tests.test_retention import OLD, TODAY, fixes_on, name, partitions
+
+
+def test_one_round_makes_partitions_ahead_and_purges_past_retention(db: Database) -> None:
+    for partition in partitions(db):  # days left by other tests, empty
+        db.execute(f'DROP TABLE "{partition}"')
+    fixes_on(db, [OLD])
+    ahead = [name(TODAY + timedelta(days=k)) for k in range(4)]
+
+    out = torch_cli("maintain", "--once", "--days-ahead", "3").stdout
+    assert out.strip() == "4 partitions made (3 days ahead); retention not applied"
+    assert partitions(db) == [name(OLD), *ahead]
+
+    add_user("ops", "admin")
+    out = torch_cli("maintain", "--once", "--days-ahead", "3", "--user", "ops").stdout
+    assert out.strip() == (
+        "0 partitions made (3 days ahead); 1 days past retention, 4 fixes purged, 0 kept"
+    )
+    assert partitions(db) == ahead
+    purge = db.fetch("SELECT u.name, a.method FROM audit_log a JOIN users u ON u.id = a.user_id")
+    assert [(r["name"], r["method"]) for r in purge] == [("ops", "PURGE")]
+
+    refused = torch_cli("maintain", "--once", "--user", "nobody", check=False)
+    assert refused.returncode == 1
+
+
+def test_the_loop_runs_rounds_until_told_to_stop(db: Database, tmp_path: Path) -> None:
+    for partition in partitions(db):
+        db.execute(f'DROP TABLE "{partition}"')
+    log = tmp_path / "maintain.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [TORCH, "maintain", "--every", "0.2", "--days-ahead", "2"],
+            env=service_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: log.read_text().count("maintenance:") >= 2)
+        db.execute(f'DROP TABLE "{name(TODAY + timedelta(days=2))}"')  # made again next round
+        wait_for(lambda: name(TODAY + timedelta(days=2)) in partitions(db))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    rounds = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rounds[0]["partitions_made"] == 3
+    assert rounds[1]["partitions_made"] == 0
+    assert partitions(db) == [name(TODAY + timedelta(days=k)) for k in range(3)]

@@ -1,0 +1,75 @@
+"""The maintenance loop: day partitions of fixes made ahead of time, and retention applied.
+
+The ingest worker makes a missing partition itself when a fix needs one, but that puts a
+DDL statement (and its lock on `fixes`) into the ingest path at midnight; made days ahead,
+it never does. Retention detaches and drops the days past it (torch.store.retention), on
+the authority of a named user, and is audited like a purge from the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from torch.store import db, ingest, retention, users
+
+log = logging.getLogger("torch.maintenance")
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    made: int  # partitions created
+    purged_days: int | None  # None: retention not applied (no user named for it)
+    purged_fixes: int
+    kept_fixes: int
+
+
+async def once(
+    conn: asyncpg.Connection, days_ahead: int, retention_days: int, user_name: str | None
+) -> Round:
+    today = datetime.now(UTC).date()
+    ahead = [today + timedelta(days=k) for k in range(days_ahead + 1)]
+    made = await ingest.ensure_partitions(conn, ahead)
+    if user_name is None:
+        return Round(made, None, 0, 0)
+    user = await users.user_named(conn, user_name)
+    if user is None:
+        log.error("retention not applied: no active user named %s", user_name)
+        return Round(made, None, 0, 0)
+    days = await retention.plan(conn, today, retention_days)
+    if days:
+        await retention.purge(conn, days, today, retention_days, user)
+    purged, kept = retention.totals(days)
+    return Round(made, len(days), purged, kept)
+
+
+async def loop(
+    url: str, every_s: float, days_ahead: int, retention_days: int, user_name: str | None,
+    stop: asyncio.Event,
+) -> None:  # fmt: skip
+    """A round every `every_s` seconds until `stop` is set; a failed round is logged and
+    tried again at the next."""
+    while not stop.is_set():
+        try:
+            conn = await db.connect(url, application_name="torch-maintain")
+            try:
+                r = await once(conn, days_ahead, retention_days, user_name)
+            finally:
+                await conn.close()
+            log.info(
+                "maintenance: %d partitions made; %s",
+                r.made,
+                "retention not applied (no --user)" if r.purged_days is None
+                else f"{r.purged_days} days past retention, {r.purged_fixes} fixes purged,"
+                f" {r.kept_fixes} kept",
+                extra={"partitions_made": r.made, "purged_fixes": r.purged_fixes},
+            )  # fmt: skip
+        except (OSError, asyncpg.PostgresError) as err:
+            log.warning("maintenance round failed (%s); next in %.0f s", err, every_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
