@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -230,24 +231,35 @@ async def count_fixes() -> int:
         await conn.close()
 
 
-def measure_worker(msgs: list[tuple[str, bytes]], n: int, batch_size: int) -> float:
+def measure_worker(
+    msgs: list[tuple[str, bytes]], n: int, batch_size: int, workers: int = 1
+) -> float:
+    """Fixes a second through `workers` workers; more than one share one subscription
+    ($share/bench/...), and each must have stored its own part, none twice."""
     asyncio.run(truncate())
-    worker_id = f"bench-{os.getpid()}"
-    env = dict(
-        os.environ,
-        TORCH_DATABASE_URL=DATABASE_URL,
-        TORCH_ADMIN_DATABASE_URL=DATABASE_URL,
-        TORCH_MQTT_PORT=str(PORT),
-        TORCH_WORKER_ID=worker_id,
-        TORCH_BATCH_SIZE=str(batch_size),
-        TORCH_MQTT_USERNAME="bench-ingest",
-    )
-    worker = subprocess.Popen(
-        [str(ROOT / ".venv/bin/torch"), "ingest"], env=env, stderr=subprocess.PIPE, text=True
-    )
-    assert worker.stderr is not None
-    while "connected to" not in worker.stderr.readline():
-        pass
+    ids = [f"bench-{os.getpid()}-{k}" for k in range(workers)]
+    procs = []
+    for worker_id in ids:
+        env = dict(
+            os.environ,
+            TORCH_DATABASE_URL=DATABASE_URL,
+            TORCH_ADMIN_DATABASE_URL=DATABASE_URL,
+            TORCH_MQTT_PORT=str(PORT),
+            TORCH_WORKER_ID=worker_id,
+            TORCH_BATCH_SIZE=str(batch_size),
+            TORCH_MQTT_USERNAME="bench-ingest",
+            TORCH_WORKER_HTTP_PORT="0",
+            TORCH_LOG_FORMAT="text",
+        )
+        if workers > 1:
+            env["TORCH_MQTT_SHARE_GROUP"] = "bench"
+        worker = subprocess.Popen(
+            [str(ROOT / ".venv/bin/torch"), "ingest"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        assert worker.stderr is not None
+        while "connected to" not in worker.stderr.readline():
+            pass
+        procs.append(worker)
     try:
         last_topic, last_payload = msgs[-1]
         last = json.loads(last_payload)
@@ -262,9 +274,20 @@ def measure_worker(msgs: list[tuple[str, bytes]], n: int, batch_size: int) -> fl
         assert stored == n, f"stored {stored} of {n}"
         return n / (ended - started)
     finally:
-        worker.terminate()
-        worker.wait(60)
-        end_session(f"torch-{worker_id}")
+        shares = []
+        for worker in procs:
+            worker.terminate()
+            out, _ = worker.communicate(timeout=60)
+            found = re.findall(r"stored Written\(fixes=(\d+), duplicates=(\d+)", out)
+            shares.append((int(found[-1][0]), int(found[-1][1])) if found else (0, 0))
+        for worker_id in ids:
+            end_session(f"torch-{worker_id}")
+        if workers > 1:
+            log(
+                "    shares: "
+                + ", ".join(f"{f:,} fixes ({d} duplicates)" for f, d in shares)
+                + f"; {sum(f for f, _ in shares):,} in all"
+            )
 
 
 def end_session(client_id: str) -> None:
@@ -306,6 +329,9 @@ def main() -> None:
     parser.add_argument(
         "--phases", default="raw,copy,single,array", help="which of raw,copy,single,array to run"
     )
+    parser.add_argument(
+        "--workers", default="1", help="worker counts to run the worker phases with, e.g. 1,2"
+    )
     parser.add_argument("--raw-subscriber", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_subscriber:
@@ -327,6 +353,8 @@ def main() -> None:
     log(f"building {n:,} fixes for {DEVICES:,} devices ...")
     singles, arrays = messages(n, 1), messages(n, 10)
     phases = set(args.phases.split(","))
+    counts = [int(c) for c in args.workers.split(",")]
+    by_count: dict[tuple[str, int], float] = {}
     figures = dict.fromkeys(
         ("raw_subscriber", "raw_copy", "worker_single", "worker_array10"), math.nan
     )
@@ -344,12 +372,14 @@ def main() -> None:
     ):
         if name.split("_")[1].rstrip("10") not in phases:
             continue
-        runs = []
-        for r in range(args.repeat):
-            log(f"{step} (run {r + 1} of {args.repeat}) ...")
-            runs.append(measure_worker(msgs, n, args.batch_size))
-            log(f"    {runs[-1]:,.0f} fixes/s")
-        figures[name] = sorted(runs)[len(runs) // 2]  # the median run
+        for count in counts:
+            runs = []
+            for r in range(args.repeat):
+                log(f"{step}, {count} worker(s) (run {r + 1} of {args.repeat}) ...")
+                runs.append(measure_worker(msgs, n, args.batch_size, count))
+                log(f"    {runs[-1]:,.0f} fixes/s")
+            by_count[name, count] = sorted(runs)[len(runs) // 2]  # the median run
+        figures[name] = by_count[name, counts[0]]
 
     print(
         f"fixes: {n:,} ({DEVICES:,} devices), worker batch size {args.batch_size}, "
@@ -367,6 +397,17 @@ def main() -> None:
         f"  = {figures['worker_array10'] / figures['raw_copy']:.0%} of raw COPY"
         "  (target 50,000 fixes/s)"
     )
+    for count in counts[1:]:
+        for name, what in (
+            ("worker_single", "1 fix per message"),
+            ("worker_array10", "arrays of 10"),
+        ):
+            if (name, count) in by_count:
+                ratio = by_count[name, count] / by_count[name, counts[0]]
+                print(
+                    f"{count} workers, {what + ':':20} {by_count[name, count]:>9,.0f} fixes/s"
+                    f"  = {ratio:.2f} x {counts[0]} worker(s)"
+                )
 
 
 if __name__ == "__main__":
