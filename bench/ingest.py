@@ -277,7 +277,7 @@ def measure_worker(
         shares = []
         for worker in procs:
             worker.terminate()
-            out, _ = worker.communicate(timeout=60)
+            _, out = worker.communicate(timeout=60)
             found = re.findall(r"stored Written\(fixes=(\d+), duplicates=(\d+)", out)
             shares.append((int(found[-1][0]), int(found[-1][1])) if found else (0, 0))
         for worker_id in ids:
