@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from datetime import timedelta
@@ -57,3 +58,27 @@ def test_the_loop_runs_rounds_until_told_to_stop(db: Database, tmp_path: Path) -
     assert rounds[0]["partitions_made"] == 3
     assert rounds[1]["partitions_made"] == 0
     assert partitions(db) == [name(TODAY + timedelta(days=k)) for k in range(3)]
+
+
+def test_every_table_has_a_place_in_the_citus_layout(db: Database) -> None:
+    from torch.store import citus
+
+    tables = {
+        r["relname"]
+        for r in db.fetch(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind IN ('r', 'p') AND NOT relispartition AND relname <> 'spatial_ref_sys'"
+        )
+    }
+    placed = set(re.findall(r"create_\w+_table\('(\w+)'", citus.DISTRIBUTE))
+    assert tables == placed | set(citus.COORDINATOR_ONLY)
+    assert "create_distributed_table('fixes', 'device_id')" in citus.DISTRIBUTE
+
+
+def test_distribute_refuses_a_database_without_citus(db: Database) -> None:
+    refused = torch_cli("db", "distribute", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "error: the citus extension is not installed in this database: this is not a Citus"
+        " coordinator (docs/citus.md)"
+    )

@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("file", type=Path)
     rs.set_defaults(handler=_db_restore)
+    ds = db.add_parser(
+        "distribute", help="distribute the tables over a Citus cluster (docs/citus.md)"
+    )
+    ds.add_argument("--print", action="store_true", help="print the statements, run nothing")
+    ds.set_defaults(handler=_db_distribute)
 
     sub.add_parser("ingest", help="run the ingest worker (MQTT -> PostGIS)").set_defaults(
         handler=_ingest
@@ -605,6 +610,17 @@ def _db_restore(args: argparse.Namespace, settings: Settings) -> int:
     backup.restore(settings.admin_database_url.get_secret_value(), args.file, _shown("restored"))
     print(file=sys.stderr)
     print(f"restored {args.file} into the configured database")
+    return 0
+
+
+def _db_distribute(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import citus
+
+    if args.print:
+        print(citus.DISTRIBUTE.strip())
+        return 0
+    tables = run_on_db(settings, citus.distribute, admin=True)
+    print(f"{tables} tables distributed or made reference tables")
     return 0
 
 
