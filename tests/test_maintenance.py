@@ -26,7 +26,7 @@ def test_one_round_makes_partitions_ahead_and_purges_past_retention(db: Database
     add_user("ops", "admin")
     out = torch_cli("maintain", "--once", "--days-ahead", "3", "--user", "ops").stdout
     assert out.strip() == (
-        "0 partitions made (3 days ahead); 1 days past retention, 4 fixes purged, 0 kept"
+        "0 partitions made (3 days ahead); 1 day past retention, 4 fixes purged, 0 kept"
     )
     assert partitions(db) == ahead
     purge = db.fetch("SELECT u.name, a.method FROM audit_log a JOIN users u ON u.id = a.user_id")

@@ -634,12 +634,7 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
             lambda c: maintenance.once(c, args.days_ahead, settings.retention_days, args.user),
             admin=True,
         )
-        applied = (
-            "retention not applied" if r.purged_days is None
-            else f"{r.purged_days} days past retention, {r.purged_fixes} fixes purged,"
-            f" {r.kept_fixes} kept"
-        )  # fmt: skip
-        print(f"{r.made} partitions made ({args.days_ahead} days ahead); {applied}")
+        print(r.summary(args.days_ahead))
         return 0 if r.purged_days is not None or args.user is None else 1
 
     async def forever() -> None:

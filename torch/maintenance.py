@@ -28,6 +28,17 @@ class Round:
     purged_fixes: int
     kept_fixes: int
 
+    def summary(self, days_ahead: int) -> str:
+        plural = "" if self.made == 1 else "s"
+        made = f"{self.made} partition{plural} made ({days_ahead} days ahead)"
+        if self.purged_days is None:
+            return f"{made}; retention not applied"
+        days = f"{self.purged_days} day{'' if self.purged_days == 1 else 's'}"
+        return (
+            f"{made}; {days} past retention, {self.purged_fixes} fixes purged,"
+            f" {self.kept_fixes} kept"
+        )
+
 
 async def once(
     conn: asyncpg.Connection, days_ahead: int, retention_days: int, user_name: str | None
@@ -62,13 +73,10 @@ async def loop(
             finally:
                 await conn.close()
             log.info(
-                "maintenance: %d partitions made; %s",
-                r.made,
-                "retention not applied (no --user)" if r.purged_days is None
-                else f"{r.purged_days} days past retention, {r.purged_fixes} fixes purged,"
-                f" {r.kept_fixes} kept",
+                "maintenance: %s",
+                r.summary(days_ahead),
                 extra={"partitions_made": r.made, "purged_fixes": r.purged_fixes},
-            )  # fmt: skip
+            )
         except (OSError, asyncpg.PostgresError) as err:
             log.warning("maintenance round failed (%s); next in %.0f s", err, every_s)
         with contextlib.suppress(TimeoutError):

@@ -46,12 +46,12 @@ def pg_env(url: str) -> dict[str, str]:
 
 
 async def tables_with_data(conn: asyncpg.Connection) -> int:
-    """The tables of the public schema (partitions included) whose rows a dump holds."""
+    """The tables of the public schema (partitions and PostGIS's own included) whose rows
+    a dump holds."""
     return int(
         await conn.fetchval(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = 'public' AND c.relkind = 'r'"
-            " AND c.relname <> 'spatial_ref_sys'"  # PostGIS's, restored with the extension
         )
     )
 
@@ -108,7 +108,7 @@ def _run(cmd: list[str], env: dict[str, str], step: re.Pattern[str], total: int,
     for line in proc.stderr:
         if step.search(line):
             done += 1
-            progress(done, total)
+            progress(min(done, total), total)
         elif "error" in line.lower() or "fatal" in line.lower():
             errors.append(line.strip())
     if proc.wait() != 0:
