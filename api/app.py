@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api import (
     alerts,
+    associations,
     audit,
     auth,
     correlations,
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(observe.Observe, metrics=app.state.metrics)  # outermost: sees all
     app.include_router(observe.router)
     app.include_router(proximity.router)
+    app.include_router(associations.router)
     app.include_router(subjects.router)
     app.include_router(correlations.router)
     app.include_router(zones.router)

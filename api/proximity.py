@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -52,11 +52,11 @@ class ProximityRequest(BaseModel):
     to: AwareDatetime = Field(description="end of the window, RFC 3339")
 
 
-def check_window(body: ProximityRequest, settings: Settings) -> None:
-    if body.to <= body.from_:
+def check_window(start: datetime, end: datetime, settings: Settings) -> None:
+    if end <= start:
         raise InvalidInput("to must be after from", "to")
     longest = timedelta(days=settings.proximity_max_window_days)
-    if body.to - body.from_ > longest:
+    if end - start > longest:
         raise InvalidInput(f"the window may be at most {longest.days} days long", "to")
 
 
@@ -95,7 +95,7 @@ async def proximity(
     user: User = Depends(require("officer", "probation", "supervisor")),
 ) -> Response:
     settings: Settings = request.app.state.settings
-    check_window(body, settings)
+    check_window(body.from_, body.to, settings)
     geometry = scene.to_grid(body.scene, settings.service_area)
     params = params_of(settings)
     window = Scene(geometry, body.radius_m, body.from_.timestamp(), body.to.timestamp())
