@@ -19,6 +19,7 @@ from api import (
     observe,
     proximity,
     subjects,
+    victims,
     web,
     zones,
 )
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(zones.router)
     app.include_router(alerts.router)
     app.include_router(audit.router)
+    app.include_router(victims.router)
     app.include_router(web.router)
 
     web.mount(app, settings)  # last: the app at / must not shadow the routes above

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from ingest.victims import VictimGuard
 from torch import grid
 from torch.breach import Detection, Episode, EpisodeKind, Event, Fix, Rules, Watch
 from torch.intake import Batch
@@ -61,6 +62,12 @@ class Guard:
     episode_ids: dict[tuple[int, int], uuid.UUID] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)  # last fix checked, by subject
     primed: bool = False
+    victims: VictimGuard = field(default_factory=lambda: VictimGuard())
+
+    def __post_init__(self) -> None:
+        self.victims.open_after = self.rules.open_after
+        self.victims.close_after = self.rules.close_after
+        self.victims.default_acc_m = self.rules.default_acc_m
 
     async def reload(self, conn: asyncpg.Connection) -> None:
         """Take up zone and assignment changes; cheap when there are none."""
@@ -82,6 +89,7 @@ class Guard:
                 "SELECT count(*), max(id), max(upper(during)) FROM device_assignments"
             )
         )
+        await self.victims.reload(conn)
         if mark != self.assignment_mark:
             rows = await conn.fetch(
                 "SELECT a.device_id, a.subject_id, lower(a.during) AS start,"
@@ -111,6 +119,7 @@ class Guard:
             )
             self.watches[key] = w
             self.episode_ids[key] = r["id"]
+        await self.victims.prime(conn)
         self.primed = True
 
     def _subject(self, device_id: int, t: datetime) -> int | None:
@@ -129,14 +138,16 @@ class Guard:
     def concerns(self, batch: Batch) -> bool:
         """Whether the batch has anything to check: events, a low battery, or a fix of a
         subject with zones. Most batches of most fleets have none, and cost no query."""
-        if batch.events:
+        if batch.events or batch.victim_fixes:
             return True
         low = self.battery_low_pct
         for s in batch.fixes:
             if s.fix.batt is not None and s.fix.batt <= low:
                 return True
             subject_id = self._subject(s.device_id, s.fix.ts)
-            if subject_id is not None and subject_id in self.zones_of:
+            if subject_id is not None and (
+                subject_id in self.zones_of or subject_id in self.victims.links_of
+            ):
                 return True
         return False
 
@@ -161,6 +172,7 @@ class Guard:
                 self.last[subject_id] = live[-1].t
             if late:
                 found += await self._late(conn, subject_id, late)
+        raised += await self.victims.check(conn, batch, self._subject)
         return raised + (await breaches.record(conn, found) if found else 0)
 
     def _device_alerts(self, batch: Batch) -> list[breaches.DeviceAlert]:

@@ -28,9 +28,10 @@ from torch.intake import (
     assemble,
     merge_newest,
     serials,
+    victim_refs,
 )
 from torch.settings import Settings
-from torch.store import breaches, db, deadletters, ingest, registry, tiles
+from torch.store import breaches, db, deadletters, ingest, registry, tiles, victims
 
 log = logging.getLogger("torch.ingest")
 
@@ -73,6 +74,7 @@ class Pipeline:
         self._connections = connections
         self._pool: asyncpg.Pool | None = None
         self._device_ids: dict[str, int] = {}
+        self._victim_ids: dict[str, int] = {}  # protected persons' references
         self._days: set[date] = set()  # days whose partition is known to exist
         self._state: dict[int, DeviceState] = {}  # newest fix per device, not yet written
         self.totals = ingest.Written(0, 0, 0, 0)
@@ -228,6 +230,7 @@ class Pipeline:
                 if not refused_once:  # a stale cache (a dropped partition) gets one more try
                     refused_once = True
                     self._device_ids.clear()
+                    self._victim_ids.clear()
                     self._days.clear()
                     continue
                 return await self._isolate(items, err, stored)
@@ -272,7 +275,10 @@ class Pipeline:
         unknown = serials(d for _, d in items) - self._device_ids.keys()
         if unknown:
             self._device_ids.update(await registry.device_ids(conn, unknown))
-        batch: Batch = assemble(items, self._device_ids)
+        unknown = victim_refs(d for _, d in items) - self._victim_ids.keys()
+        if unknown:
+            self._victim_ids.update(await victims.ids(conn, unknown))
+        batch: Batch = assemble(items, self._device_ids, self._victim_ids)
         missing = batch.days() - self._days
         if missing:
             await ingest.ensure_partitions(conn, missing)

@@ -119,7 +119,7 @@ class Subscriber:
 
     def topics(self) -> list[str]:
         s = self._settings
-        filters = [s.fix_topics, s.event_topics, s.owntracks_topics]
+        filters = [s.fix_topics, s.event_topics, s.owntracks_topics, s.victim_topics]
         if s.mqtt_share_group:
             return [f"$share/{s.mqtt_share_group}/{f}" for f in filters]
         return filters

@@ -41,6 +41,11 @@ ACCOUNTS = {INGEST: "ingest", RELAY: "relay", LISTENER: "listener"}
 PASSWORDS = {name: secrets.token_urlsafe(24) for name in ACCOUNTS}
 
 DATA_TABLES = (
+    "victim_episodes",
+    "victim_fixes",
+    "victim_links",
+    "victim_officers",
+    "victims",
     "proximity_queries",
     "audit_log",
     "api_tokens",

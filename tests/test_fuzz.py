@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from api.app import create_app
-from tests.services import Api, Database, add_user, service_env
+from tests.services import Api, Broker, Database, add_user, service_env
 from torch.settings import Settings
 
 # The schema as the application publishes it at /openapi.json, without a server to ask.
@@ -21,7 +21,9 @@ SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None)).ope
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def target(
+    tmp_path_factory: pytest.TempPathFactory, broker: Broker
+) -> Iterator[dict[str, Any]]:  # the broker: /readyz asks for it
     db = Database()
     db.reset()
     db.execute("INSERT INTO subjects (ref) VALUES ('IOM-FUZZ')")

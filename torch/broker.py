@@ -30,6 +30,10 @@ class AccountKind(StrEnum):
     INGEST = "ingest"  # the ingest worker: reads what tags publish, publishes alerts
     LISTENER = "listener"  # a consumer of alerts, e.g. a control room's display
     RELAY = "relay"  # a trusted gateway that forwards many tags (a vendor's platform)
+    VICTIM = "victim"  # a protected person's device, as victim.{ref}: victims/{ref}/fixes
+
+
+VICTIM_PREFIX = "victim."
 
 
 # What each kind may do; {name} is the account's name.
@@ -43,6 +47,7 @@ RULES: dict[AccountKind, tuple[tuple[str, str], ...]] = {
     ),
     AccountKind.LISTENER: (("read", "torch/alerts/#"),),
     AccountKind.RELAY: (("write", "tags/#"), ("write", "owntracks/#")),
+    AccountKind.VICTIM: (("write", "victims/{name}/fixes"),),
 }
 
 
@@ -74,7 +79,8 @@ def acl_file(accounts: Iterable[Account]) -> str:
     lines = ["# Written by `torch broker sync`; edits here are overwritten.", ""]
     for a in accounts:
         lines.append(f"user {a.name}")
-        lines += [f"topic {access} {topic.format(name=a.name)}" for access, topic in RULES[a.kind]]
+        name = a.name.removeprefix(VICTIM_PREFIX) if a.kind is AccountKind.VICTIM else a.name
+        lines += [f"topic {access} {topic.format(name=name)}" for access, topic in RULES[a.kind]]
         if a.kind is AccountKind.DEVICE:
             lines += [f"topic write {t}" for t in owntracks_topics(a.name)]
         lines.append("")

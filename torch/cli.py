@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     ta.add_argument("--force", required=True, help="the force; its supervisors see the team")
     ta.set_defaults(handler=_team_add)
 
+    victim = sub.add_parser("victim", help="protected persons").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    va = victim.add_parser(
+        "add",
+        help="register a protected person by pseudonymous reference, with a broker account "
+        "for their device (user name victim.REF); prints its password as the last line",
+    )
+    va.add_argument("ref")
+    va.add_argument("--officer", action="append", default=[], help="a named officer (user)")
+    va.set_defaults(handler=_victim_add)
+
     device = sub.add_parser("device", help="devices").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -364,6 +376,30 @@ def _device_add(args: argparse.Namespace, settings: Settings) -> int:
 
     device_id, password = run_on_db(settings, work)
     print(f"device {args.serial} added (id {device_id}); broker user {args.serial}, password:")
+    print(password)
+    return 0
+
+
+def _victim_add(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.broker import VICTIM_PREFIX, AccountKind
+    from torch.store import broker, victims
+
+    account = VICTIM_PREFIX + args.ref
+
+    async def work(conn: Any) -> tuple[int, str]:
+        async with conn.transaction():
+            victim_id = await victims.add(conn, args.ref)
+            for name in args.officer:
+                await victims.name_officer(conn, victim_id, name)
+            password = await broker.set_account(conn, account, AccountKind.VICTIM)
+        await _sync(conn, settings)
+        return victim_id, password
+
+    victim_id, password = run_on_db(settings, work)
+    print(
+        f"protected person {args.ref} added (id {victim_id}); their device publishes on"
+        f" victims/{args.ref}/fixes as broker user {account}, password:"
+    )
     print(password)
     return 0
 

@@ -69,6 +69,7 @@ def decode(topic: str, payload: bytes, received_at: datetime, limits: Limits) ->
     try:
         kind, serial = _route(topic)
         out.serial = serial
+        out.victim = kind == "victim"
         if kind == "fixes" and _fast_fixes(payload, serial, received_at, limits, out):
             return out
         body = _parse_json(payload, limits)
@@ -161,6 +162,8 @@ def _route(topic: str) -> tuple[str, str]:
     parts = topic.split("/")
     if len(parts) == 3 and parts[0] == "tags" and parts[2] in ("fixes", "events"):
         return parts[2], _serial(parts[1])
+    if len(parts) == 3 and parts[0] == "victims" and parts[2] == "fixes":
+        return "victim", _serial(parts[1])
     if len(parts) == 3 and parts[0] == "owntracks":
         return "owntracks", _serial(f"{parts[1]}-{parts[2]}")
     raise Invalid(RejectCode.BAD_TOPIC, f"topic {'/'.join(parts)!r} is not part of the contract")
@@ -255,7 +258,22 @@ def _owntracks(item: Any, serial: str, received_at: datetime, limits: Limits, ou
 
 
 Handler = Callable[[Any, str, datetime, Limits, Decoded], None]
-_HANDLERS: dict[str, Handler] = {"fixes": _fix, "events": _event, "owntracks": _owntracks}
+
+
+def _victim(item: Any, serial: str, received_at: datetime, limits: Limits, out: Decoded) -> None:
+    """A protected person's fix: the tags' payload, or an OwnTracks location from a phone."""
+    if isinstance(item, dict) and "_type" in item:
+        _owntracks(item, serial, received_at, limits, out)
+    else:
+        _fix(item, serial, received_at, limits, out)
+
+
+_HANDLERS: dict[str, Handler] = {
+    "fixes": _fix,
+    "events": _event,
+    "owntracks": _owntracks,
+    "victim": _victim,
+}
 
 
 def _object(item: Any) -> dict[str, Any]:

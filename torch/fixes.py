@@ -89,3 +89,4 @@ class Decoded:
     fixes: list[FixReport]
     events: list[DeviceEvent]
     rejections: list[Rejection]
+    victim: bool = False  # victims/{ref}/fixes: `serial` is a protected person's reference

@@ -27,6 +27,12 @@ class DeadLetter:
     serial: str | None = None
 
 
+class VictimFix(NamedTuple):
+    victim_id: int
+    received_at: datetime
+    fix: FixReport
+
+
 class StoredFix(NamedTuple):
     device_id: int
     received_at: datetime
@@ -64,6 +70,7 @@ class Batch:
     fixes: list[StoredFix] = field(default_factory=list)
     events: list[StoredEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    victim_fixes: list[VictimFix] = field(default_factory=list)
 
     def days(self) -> set[date]:
         """The UTC days the fixes fall on: each needs its partition."""
@@ -71,17 +78,28 @@ class Batch:
 
 
 def serials(decoded: Iterable[Decoded]) -> set[str]:
-    return {d.serial for d in decoded if d.serial is not None}
+    return {d.serial for d in decoded if d.serial is not None and not d.victim}
 
 
-def assemble(messages: Iterable[tuple[Message, Decoded]], device_ids: Mapping[str, int]) -> Batch:
-    """Route each decoded message to fixes, events or dead letters.
+def victim_refs(decoded: Iterable[Decoded]) -> set[str]:
+    return {d.serial for d in decoded if d.serial is not None and d.victim}
+
+
+def assemble(
+    messages: Iterable[tuple[Message, Decoded]],
+    device_ids: Mapping[str, int],
+    victim_ids: Mapping[str, int] | None = None,
+) -> Batch:
+    """Route each decoded message to fixes, events, victims' fixes or dead letters.
 
     A message from a serial that is not registered is kept whole, so it can be
-    replayed once the device is registered.
+    replayed once the device is registered; so is one for a protected person not known.
     """
     batch = Batch()
     for msg, dec in messages:
+        if dec.victim:
+            _victim(batch, msg, dec, victim_ids or {})
+            continue
         device_id = device_ids.get(dec.serial) if dec.serial is not None else None
         if dec.serial is not None and device_id is None:
             batch.dead_letters.append(_unknown_serial(msg, dec.serial))
@@ -102,6 +120,29 @@ def assemble(messages: Iterable[tuple[Message, Decoded]], device_ids: Mapping[st
             batch.fixes.extend(StoredFix(device_id, msg.received_at, f) for f in dec.fixes)
             batch.events.extend(StoredEvent(device_id, msg.received_at, e) for e in dec.events)
     return batch
+
+
+def _victim(batch: Batch, msg: Message, dec: Decoded, victim_ids: Mapping[str, int]) -> None:
+    victim_id = victim_ids.get(dec.serial or "")
+    if victim_id is None:
+        reason = "no protected person is registered with this reference"
+        batch.dead_letters.append(
+            DeadLetter(
+                msg.received_at,
+                msg.topic,
+                msg.payload,
+                RejectCode.UNKNOWN_SERIAL,
+                reason,
+                None,
+                dec.serial,
+            )
+        )
+        return
+    for rej in dec.rejections:
+        batch.dead_letters.append(
+            DeadLetter(msg.received_at, msg.topic, msg.payload, rej.code, rej.reason, rej.index)
+        )
+    batch.victim_fixes.extend(VictimFix(victim_id, msg.received_at, f) for f in dec.fixes)
 
 
 def _unknown_serial(msg: Message, serial: str) -> DeadLetter:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     )
     fix_topics: str = Field("tags/+/fixes", description="topic filter for tag fixes")
     event_topics: str = Field("tags/+/events", description="topic filter for tag events")
+    victim_topics: str = Field(
+        "victims/+/fixes", description="topic filter for protected persons' fixes"
+    )
     owntracks_topics: str = Field(
         "owntracks/+/+", description="topic filter for OwnTracks location messages"
     )

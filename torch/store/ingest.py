@@ -10,7 +10,7 @@ import asyncpg
 
 from torch import grid
 from torch.intake import Batch, DeadLetter, DeviceState
-from torch.store import tiles
+from torch.store import tiles, victims
 
 STAGE_COLUMNS = (
     "device_id",
@@ -157,6 +157,7 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) ->
         )
         stored = int(await conn.fetchval(INSERT_FROM_STAGE))
     events = await _write_events(conn, batch) if batch.events else 0
+    await victims.write_fixes(conn, batch.victim_fixes)
     await write_dead_letters(conn, batch.dead_letters, worker_id)
     return Written(stored, len(batch.fixes) - stored, events, len(batch.dead_letters))
 

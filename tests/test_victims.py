@@ -1,0 +1,159 @@
+"""Mobile victim zones end to end: a protected person's phone and two subjects' tags over
+MQTT, the worker's staged alerts at the right moments, and who may see the person."""
+
+from __future__ import annotations
+
+import json
+import queue
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories import grid_fix
+from tests.services import (
+    LISTENER,
+    MQTT_PORT,
+    Api,
+    Database,
+    Publisher,
+    add_user,
+    mqtt_client,
+    torch_cli,
+    wait_for,
+    wearer,
+)
+
+T = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+VICTIM0 = (515_000.0, 207_000.0)
+
+
+def at(t: float) -> datetime:
+    return T + timedelta(seconds=t)
+
+
+def victim_x(t: float) -> float:
+    return VICTIM0[0] + 1.5 * t  # walking east
+
+
+def subject_x(t: float) -> float:
+    return VICTIM0[0] + 3500 - 10 * t  # driving west, past the protected person
+
+
+@pytest.fixture
+def alerts_heard() -> Iterator[queue.Queue[dict[str, Any]]]:
+    heard: queue.Queue[dict[str, Any]] = queue.Queue()
+    client = mqtt_client(f"test-alerts-{uuid.uuid4().hex[:6]}", LISTENER)
+    client.on_message = lambda _c, _u, m: heard.put({"topic": m.topic, **json.loads(m.payload)})
+    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("torch/alerts/#", qos=1)
+    client.connect("127.0.0.1", MQTT_PORT)
+    client.loop_start()
+    yield heard
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture
+def world(db: Database, workers, publisher: Publisher, tmp_path: Path) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    since = (T - timedelta(days=1)).isoformat()
+    wearer("IOM-V1", "VT1", since)
+    wearer("IOM-V2", "VT2", since)
+    tokens = {
+        "named": add_user("nora", "officer"),
+        "other": add_user("otto", "officer"),
+        "chief": add_user("sam", "supervisor"),
+        "probation": add_user("pip", "probation"),
+    }
+    password = torch_cli("victim", "add", "VIC-1", "--officer", "nora").stdout.splitlines()[-1]
+    api = Api(tmp_path / "api.log", port=18044)
+    ids = {r["ref"]: r["id"] for r in db.fetch("SELECT id, ref FROM subjects")}
+    yield {"api": api, "tokens": tokens, "password": password, "ids": ids}
+    api.stop()
+
+
+def link(w: dict[str, Any], ref: str, token: str, **body: Any) -> httpx.Response:
+    return httpx.post(
+        f"{w['api'].url}/v1/subjects/{w['ids'][ref]}/victim-links",
+        json={"victim_ref": "VIC-1", "warning_m": 2000, "breach_m": 500, **body},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def test_an_approach_raises_the_warning_then_the_breach_and_a_pass_at_3_km_nothing(
+    world: dict[str, Any],
+    db: Database,
+    workers,
+    publisher: Publisher,
+    alerts_heard,  # type: ignore[no-untyped-def]
+) -> None:
+    assert link(world, "IOM-V1", world["tokens"]["chief"]).status_code == 201
+    assert link(world, "IOM-V2", world["tokens"]["probation"]).status_code == 201
+    refused = link(world, "IOM-V2", world["tokens"]["chief"], breach_m=3000)
+    assert (refused.status_code, refused.json()["errors"][0]["field"]) == (422, "breach_m")
+    workers(TORCH_SILENT_AFTER_S="315360000")  # the tags are new: not silent ones
+    phone = mqtt_client("vic-phone", "victim.VIC-1", world["password"])
+    phone.connect("127.0.0.1", MQTT_PORT)
+    phone.loop_start()
+    for t in range(-20, 641, 30):  # the phone, every 30 s, 10 s off the tags' clock
+        fix = grid_fix(at(t), victim_x(t), VICTIM0[1])
+        phone.publish("victims/VIC-1/fixes", json.dumps(fix), qos=1).wait_for_publish(10)
+    phone.disconnect()
+    phone.loop_stop()
+    wait_for(lambda: db.count("victim_fixes") == 23)
+    for t in range(0, 601, 30):
+        publisher.send("tags/VT1/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1]))
+        publisher.send("tags/VT2/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1] + 3000))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == 42)
+    wait_for(
+        lambda: db.fetchval("SELECT count(*) FROM victim_episodes WHERE left_at IS NOT NULL") == 2
+    )
+
+    # distance 3500 - 11.5 t, accuracies 5 + 5: certainly within 2000 m from t = 131.3 s, so
+    # from the fix at 150 s (and 180 s: two); within 500 m from the fix at 270 s; clearly
+    # beyond 500 m again at 360 and 390 s, beyond 2000 m at 480 and 510 s
+    episodes = db.fetch(
+        "SELECT s.ref, e.stage, e.entered_at, e.left_at FROM victim_episodes e"
+        " JOIN subjects s ON s.id = e.subject_id ORDER BY e.entered_at"
+    )
+    assert [(r["ref"], r["stage"], r["entered_at"], r["left_at"]) for r in episodes] == [
+        ("IOM-V1", "warning", at(150), at(510)),
+        ("IOM-V1", "breach", at(270), at(390)),
+    ]
+    heard = [alerts_heard.get(timeout=10) for _ in range(2)]
+    assert [(h["topic"], h["type"], h["severity"], h["entered_at"]) for h in heard] == [
+        ("torch/alerts/IOM-V1", "victim_proximity_warning", "high", at(150).isoformat()),
+        ("torch/alerts/IOM-V1", "victim_proximity_breach", "critical", at(270).isoformat()),
+    ]
+    for h in heard:  # how close, never where the protected person is
+        assert not {"lat", "lon", "position", "where"} & set(h)
+    # the closest of the two fixes that opened each: 1430 m at 180 s, 50 m at 300 s
+    assert [h["distance_m"] for h in heard] == [1430, 50]
+    with pytest.raises(queue.Empty):
+        alerts_heard.get(timeout=1)
+
+    # only supervisors and the named officer see the protected person; each read audited
+    api, tokens = world["api"], world["tokens"]
+
+    def where(token: str) -> httpx.Response:
+        return httpx.get(
+            f"{api.url}/v1/victims/VIC-1/position",
+            params={"at": at(300).isoformat()},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    for who in ("chief", "named"):
+        seen = where(tokens[who])
+        assert seen.status_code == 200
+        assert seen.json()["fix_time"] == at(280).isoformat()
+    assert where(tokens["other"]).status_code == 403
+    assert where(tokens["probation"]).status_code == 403
+    audit = db.fetch("SELECT u.name, a.route FROM audit_log a JOIN users u ON u.id = a.user_id")
+    assert sorted((r["name"], r["route"]) for r in audit) == [
+        ("nora", "/v1/victims/VIC-1/position"),
+        ("sam", "/v1/victims/VIC-1/position"),
+    ]

@@ -1,0 +1,238 @@
+"""Protected persons, their officers, the subjects linked to them, their fixes and the
+episodes and alerts of a subject coming near them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from torch import grid
+from torch.errors import Conflict, NotFound
+from torch.intake import VictimFix
+from torch.victim import ALERT_TYPES, Episode, Link, Position, Stage
+
+SEVERITY = {Stage.WARNING: "high", Stage.BREACH: "critical"}
+
+
+async def add(conn: asyncpg.Connection, ref: str) -> int:
+    try:
+        return int(await conn.fetchval("INSERT INTO victims (ref) VALUES ($1) RETURNING id", ref))
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"a protected person {ref} exists already") from None
+
+
+async def name_officer(conn: asyncpg.Connection, victim_id: int, user_name: str) -> int:
+    user_id = await conn.fetchval(
+        "SELECT id FROM users WHERE name = $1 AND disabled_at IS NULL", user_name
+    )
+    if user_id is None:
+        raise NotFound(f"no active user named {user_name}")
+    await conn.execute(
+        "INSERT INTO victim_officers (victim_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        victim_id,
+        user_id,
+    )
+    return int(user_id)
+
+
+async def exists(conn: asyncpg.Connection, victim_id: int) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM victims WHERE id = $1", victim_id))
+
+
+async def may_see(conn: asyncpg.Connection, victim_id: int, user_id: int) -> bool:
+    """Whether this user is one of the protected person's named officers."""
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM victim_officers WHERE victim_id = $1 AND user_id = $2",
+            victim_id,
+            user_id,
+        )
+    )
+
+
+async def link(
+    conn: asyncpg.Connection,
+    subject_id: int,
+    victim_id: int,
+    warning_m: float,
+    breach_m: float,
+    user_id: int,
+) -> int:
+    try:
+        return int(
+            await conn.fetchval(
+                "INSERT INTO victim_links (subject_id, victim_id, warning_m, breach_m,"
+                " created_by) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                subject_id,
+                victim_id,
+                warning_m,
+                breach_m,
+                user_id,
+            )
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict("the subject is linked to this protected person already") from None
+
+
+async def ids(conn: asyncpg.Connection, refs: Iterable[str]) -> dict[str, int]:
+    rows = await conn.fetch("SELECT ref, id FROM victims WHERE ref = ANY($1::text[])", list(refs))
+    return {r["ref"]: r["id"] for r in rows}
+
+
+async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[VictimFix]) -> int:
+    """Store a batch's protected-person fixes (a fix sent twice is stored once)."""
+    if not fixes:
+        return 0
+    xs, ys = grid.fix_positions([f.fix.lon for f in fixes], [f.fix.lat for f in fixes])
+    status = await conn.execute(
+        """
+        INSERT INTO victim_fixes (victim_id, fix_time, received_at, lat, lon, position, acc)
+        SELECT v, t, r, la, lo, ST_SetSRID(ST_MakePoint(x, y), 27700), a
+        FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
+                    $5::float8[], $6::float8[], $7::float8[], $8::real[])
+             AS u(v, t, r, la, lo, x, y, a)
+        ON CONFLICT DO NOTHING
+        """,
+        [f.victim_id for f in fixes],
+        [f.fix.ts for f in fixes],
+        [f.received_at for f in fixes],
+        [f.fix.lat for f in fixes],
+        [f.fix.lon for f in fixes],
+        list(xs),
+        list(ys),
+        [f.fix.acc for f in fixes],
+    )
+    return int(status.split()[-1])
+
+
+async def live_links(conn: asyncpg.Connection) -> list[Link]:
+    rows = await conn.fetch(
+        "SELECT id, subject_id, victim_id, warning_m, breach_m FROM victim_links"
+        " WHERE ended_at IS NULL"
+    )
+    return [Link(*r) for r in rows]
+
+
+async def links_mark(conn: asyncpg.Connection) -> tuple[object, ...]:
+    return tuple(await conn.fetchrow("SELECT count(*), max(id), max(ended_at) FROM victim_links"))
+
+
+async def recent(conn: asyncpg.Connection, seconds: float) -> list[tuple[int, Position]]:
+    """Every protected person's fixes of the last `seconds`, in time order."""
+    rows = await conn.fetch(
+        "SELECT victim_id, extract(epoch FROM fix_time)::float8 AS t, ST_X(position) AS x,"
+        " ST_Y(position) AS y, acc FROM victim_fixes"
+        " WHERE fix_time > now() - make_interval(secs => $1) ORDER BY fix_time",
+        seconds,
+    )
+    return [(r["victim_id"], Position(r["t"], r["x"], r["y"], r["acc"] or 0.0)) for r in rows]
+
+
+async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT id, link_id, stage, extract(epoch FROM entered_at)::float8 AS entered,"
+            " closest_m, fixes_inside FROM victim_episodes WHERE left_at IS NULL"
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    id: uuid.UUID
+    link: Link
+    victim_ref: str
+    episode: Episode
+    opened: bool
+
+
+def _at(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
+    """Store episodes (new or changed) and, for each new one, its alert and outbox entry;
+    in the transaction of the batch. The alert says how close, never where the protected
+    person is. Returns alerts raised."""
+    raised = 0
+    for f in found:
+        e = f.episode
+        await conn.execute(
+            """
+            INSERT INTO victim_episodes (id, link_id, subject_id, victim_id, stage, entered_at,
+                                         left_at, closest_m, fixes_inside)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (id) DO UPDATE SET left_at = EXCLUDED.left_at,
+                closest_m = EXCLUDED.closest_m, fixes_inside = EXCLUDED.fixes_inside
+            """,
+            f.id, f.link.id, f.link.subject_id, f.link.victim_id, e.stage.value,
+            _at(e.entered), _at(e.left), e.closest_m, e.fixes_inside,
+        )  # fmt: skip
+        if not f.opened:
+            continue
+        detail = {
+            "victim_ref": f.victim_ref,
+            "stage": e.stage.value,
+            "distance_m": round(e.closest_m),
+            "radius_m": f.link.radius(e.stage),
+            "entered_at": _at(e.entered).isoformat(),  # type: ignore[union-attr]
+            "episode_id": str(f.id),
+        }
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO alerts (id, subject_id, type, severity, occurred_at, victim_episode_id,
+                                detail)
+            VALUES ($1, $2, $3, $4, $5, $1, $6::jsonb)
+            ON CONFLICT (id) DO NOTHING RETURNING id
+            """,
+            f.id, f.link.subject_id, ALERT_TYPES[e.stage], SEVERITY[e.stage], _at(e.entered),
+            json.dumps(detail),
+        )  # fmt: skip
+        if inserted is None:
+            continue
+        await conn.execute(
+            """
+            INSERT INTO alert_outbox (alert_id, topic, payload)
+            SELECT a.id, 'torch/alerts/' || s.ref,
+                   jsonb_build_object('alert_id', a.id, 'type', a.type, 'severity', a.severity,
+                                      'subject_ref', s.ref, 'occurred_at', a.occurred_at,
+                                      'escalations', a.escalations) || a.detail
+            FROM alerts a JOIN subjects s ON s.id = a.subject_id WHERE a.id = $1
+            """,
+            f.id,
+        )
+        raised += 1
+    return raised
+
+
+async def refs(conn: asyncpg.Connection) -> dict[int, str]:
+    return {r["id"]: r["ref"] for r in await conn.fetch("SELECT id, ref FROM victims")}
+
+
+async def position(
+    conn: asyncpg.Connection, victim_id: int, at: datetime | None
+) -> asyncpg.Record | None:
+    """The protected person's fix at or before `at` (the newest without one)."""
+    return await conn.fetchrow(
+        "SELECT fix_time, lat, lon, acc, received_at FROM victim_fixes"
+        " WHERE victim_id = $1 AND ($2::timestamptz IS NULL OR fix_time <= $2)"
+        " ORDER BY fix_time DESC LIMIT 1",
+        victim_id,
+        at,
+    )
+
+
+async def episodes(conn: asyncpg.Connection, subject_id: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT e.id, v.ref AS victim_ref, e.stage, e.entered_at, e.left_at, e.closest_m,"
+            " e.fixes_inside FROM victim_episodes e JOIN victims v ON v.id = e.victim_id"
+            " WHERE e.subject_id = $1 ORDER BY e.entered_at, e.stage",
+            subject_id,
+        )
+    )
