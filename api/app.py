@@ -17,6 +17,7 @@ from api import (
     errors,
     limits,
     observe,
+    patterns,
     proximity,
     subjects,
     victims,
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(observe.router)
     app.include_router(proximity.router)
     app.include_router(associations.router)
+    app.include_router(patterns.router)
     app.include_router(subjects.router)
     app.include_router(correlations.router)
     app.include_router(zones.router)
