@@ -87,7 +87,7 @@ def test_a_bad_token_is_refused_and_the_role_decides_the_views(page: Any) -> Non
     page.click("#signout")
     sign_in(page, "probation")
     tabs = page.locator("#tabs button").all_inner_texts()
-    views = ["Crime scene", "Zones & tracks", "Alerts", "Devices"]
+    views = ["Crime scene", "Zones & tracks", "Alerts", "Devices", "Patterns"]
     assert [t.split("\n")[0] for t in tabs] == views
 
 
@@ -214,3 +214,31 @@ def test_a_drawn_zone_is_saved_and_its_breach_alert_arrives_live(
     message.wait_for()
     assert message.inner_text() == f"5 fixes; 1 breach episode(s), {marked} fixes marked."
     assert page.locator("path.breach-fix").count() == marked
+
+
+def test_a_subjects_places_and_week_and_the_cohort_hotspots(page: Any, db: Database) -> None:
+    from tests.services import torch_cli
+    from tests.test_pattern_method import MONDAY
+    from tests.test_patterns_api import store_week
+
+    off_loop(lambda: [store_week(db, f"IOM-W{k}", f"WT{k}", k) for k in (1, 2, 3)])
+    torch_cli("tiles", "rebuild")
+    sign_in(page, "supervisor")
+    page.click("#tab-patterns")
+    page.select_option("#pattern-subject", label="IOM-W1")
+    page.fill("#pattern-from", MONDAY.date().isoformat())
+    page.fill("#pattern-to", (MONDAY + timedelta(days=6)).date().isoformat())
+    page.click("#pattern-form button[type=submit]")
+    page.wait_for_selector("#pattern-places li")
+    assert page.locator("#pattern-places li").all_inner_texts()[0].startswith("Home · 8 visits")
+    assert page.locator("#pattern-week tr").count() == 7
+    # Tuesday noon: at work (place 2's colour, the second of the palette)
+    cell = page.locator("#pattern-week tr").nth(1).locator("td").nth(12)
+    assert "mostly place 2" in cell.get_attribute("title")
+    page.fill("#hot-from", MONDAY.date().isoformat())
+    page.fill("#hot-to", (MONDAY + timedelta(days=6)).date().isoformat())
+    page.click("#hot-form button[type=submit]")
+    page.wait_for_selector("#hot-message:has-text('cells with three subjects or more')")
+    page.locator("#hot-hour").fill("3")
+    page.wait_for_selector("#hot-hour-label:has-text('03:00')")
+    assert page.locator("path.leaflet-interactive").count() >= 1  # the cell of the homes

@@ -8,7 +8,7 @@ import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } 
 const [header, ...lines] = readFileSync('../simulators/data/hertfordshire-towns.csv', 'utf8')
   .trim().split('\n').map((line) => line.split(','));
 const towns = lines.map((cells) => Object.fromEntries(header.map((name, i) => [name, cells[i]])))
-  .map((t) => ({ town: t.town, lat: Number(t.lat), lon: Number(t.lon) }));
+  .map((t) => ({ district: t.district, town: t.town, lat: Number(t.lat), lon: Number(t.lon) }));
 
 const out = 'dist';
 rmSync(out, { recursive: true, force: true });

@@ -6,6 +6,7 @@ import { view as sceneView } from './scene.js';
 import { view as zonesView } from './zones.js';
 import { Inbox, alertsView } from './alerts.js';
 import { view as devicesView } from './devices.js';
+import { view as patternsView } from './patterns.js';
 
 const $ = (id) => document.getElementById(id);
 let session = null; // { me, map, inbox, unmount }
@@ -50,7 +51,7 @@ async function start() {
       if (tabs.alerts) tabs.alerts.dataset.count = n ? String(n) : '';
     });
   }
-  const views = [sceneView, zonesView, ...(session.inbox ? [alertsView(session.inbox)] : []), devicesView]
+  const views = [sceneView, zonesView, ...(session.inbox ? [alertsView(session.inbox)] : []), devicesView, patternsView]
     .filter((v) => has(v.roles));
   $('tabs').replaceChildren(...views.map((v) => {
     tabs[v.id] = h('button', { type: 'button', role: 'tab', id: `tab-${v.id}`, onclick: () => open(v) }, v.title);
@@ -59,7 +60,7 @@ async function start() {
   function open(v) {
     if (session.unmount) session.unmount();
     for (const [id, tab] of Object.entries(tabs)) tab.setAttribute('aria-selected', String(id === v.id));
-    session.unmount = v.mount($('panel'), map) || null;
+    session.unmount = v.mount($('panel'), map, me) || null;
   }
   if (views.length) open(views[0]);
   else $('panel').replaceChildren(h('p', {}, `The ${me.role} role has no views here; the command line serves it.`));
