@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.proximity import check_window
+from api.windows import check_window
 from torch import association, scene
 from torch.errors import InvalidInput
 from torch.proximity import iso
@@ -90,7 +90,7 @@ async def associations(
     settings: Settings = request.app.state.settings
     if body.crime_ref is None and not user.has("supervisor"):
         raise InvalidInput("crime_ref is required: officers query for a crime", "crime_ref")
-    check_window(body.from_, body.to, settings)
+    check_window(body.from_, body.to, settings.proximity_max_window_days)
     area = None
     if body.area is not None:
         if body.area.get("type") not in ("Polygon", "MultiPolygon"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime
 
 from api.auth import require
+from api.windows import check_window
 from simulators.world import towns
 from torch import association, pattern, scene
 from torch.errors import InvalidInput, NotFound
@@ -23,13 +24,6 @@ from torch.store.users import User
 router = APIRouter(prefix="/v1", tags=["pattern of life"])
 
 LONGEST_DAYS = 31  # a subject's places and routine: up to a month
-
-
-def _window(start: datetime, end: datetime, days: float) -> None:
-    if end <= start:
-        raise InvalidInput("to must be after from", "to")
-    if end - start > timedelta(days=days):
-        raise InvalidInput(f"the window may be at most {days:g} days long", "to")
 
 
 async def _subject_track(
@@ -63,7 +57,7 @@ async def places(
     min_minutes: float = Query(10, ge=1, le=720, description="a stay lasts at least this"),
     user: User = Depends(require("probation", "supervisor")),
 ) -> dict[str, Any]:
-    _window(start, end, LONGEST_DAYS)
+    check_window(start, end, LONGEST_DAYS)
     tr = await _subject_track(request, subject_id, start, end, user, "/v1/subjects/{id}/places")
     found = pattern.places(pattern.stays(tr, radius_m, min_minutes * 60), radius_m)
     home = pattern.home_of(found)
@@ -96,7 +90,7 @@ async def routine(
     user: User = Depends(require("probation", "supervisor")),
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
-    _window(start, end, LONGEST_DAYS)
+    check_window(start, end, LONGEST_DAYS)
     tr = await _subject_track(request, subject_id, start, end, user, "/v1/subjects/{id}/routine")
     found = pattern.places(pattern.stays(tr))
     home = pattern.home_of(found)
@@ -126,7 +120,7 @@ async def hotspots(
     user: User = Depends(require("supervisor")),
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
-    _window(start, end, settings.proximity_max_window_days)
+    check_window(start, end, settings.proximity_max_window_days)
     centres = {t.district: (t.centre.x, t.centre.y) for t in towns()}
     if district is not None and district not in centres:
         raise InvalidInput(f"district must be one of: {', '.join(sorted(centres))}", "district")

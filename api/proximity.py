@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -13,8 +12,9 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import require
+from api.windows import check_window
 from torch import __version__, nearby, scene
-from torch.errors import InvalidInput, NotFound
+from torch.errors import NotFound
 from torch.evidence import files, pack
 from torch.proximity import Assessment, Scene, Verdict, iso, params_of
 from torch.settings import Settings
@@ -52,14 +52,6 @@ class ProximityRequest(BaseModel):
     to: AwareDatetime = Field(description="end of the window, RFC 3339")
 
 
-def check_window(start: datetime, end: datetime, settings: Settings) -> None:
-    if end <= start:
-        raise InvalidInput("to must be after from", "to")
-    longest = timedelta(days=settings.proximity_max_window_days)
-    if end - start > longest:
-        raise InvalidInput(f"the window may be at most {longest.days} days long", "to")
-
-
 def result(subject_id: int, ref: str, a: Assessment) -> dict[str, Any]:
     shows = a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE)
     return {
@@ -95,7 +87,7 @@ async def proximity(
     user: User = Depends(require("officer", "probation", "supervisor")),
 ) -> Response:
     settings: Settings = request.app.state.settings
-    check_window(body.from_, body.to, settings)
+    check_window(body.from_, body.to, settings.proximity_max_window_days)
     geometry = scene.to_grid(body.scene, settings.service_area)
     params = params_of(settings)
     window = Scene(geometry, body.radius_m, body.from_.timestamp(), body.to.timestamp())

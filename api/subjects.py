@@ -13,8 +13,9 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from api.auth import require
+from api.windows import check_window
 from torch import scene
-from torch.errors import InvalidInput, NotFound
+from torch.errors import NotFound
 from torch.proximity import TrackFix, iso, params_of, position_at
 from torch.settings import Settings
 from torch.store import subjects as store
@@ -96,12 +97,7 @@ async def track(
     user: User = Depends(require("probation", "supervisor")),
 ) -> Response:
     settings: Settings = request.app.state.settings
-    if end <= start:
-        raise InvalidInput("to must be after from", "to")
-    if end - start > timedelta(days=settings.proximity_max_window_days):
-        raise InvalidInput(
-            f"the window may be at most {settings.proximity_max_window_days:g} days long", "to"
-        )
+    check_window(start, end, settings.proximity_max_window_days)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         if await store.one(conn, subject_id, user) is None:
             raise NotFound(f"no subject with id {subject_id}")

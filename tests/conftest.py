@@ -1,14 +1,29 @@
 from __future__ import annotations
 
+import json
+import queue
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.services import BROKER_STATE, TORCH, Broker, Database, Publisher, Worker, service_env
+from tests.services import (
+    BROKER_STATE,
+    LISTENER,
+    MQTT_PORT,
+    TORCH,
+    Broker,
+    Database,
+    Publisher,
+    Worker,
+    mqtt_client,
+    service_env,
+)
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +91,17 @@ def device(db: Database) -> Callable[..., int]:
         return int(device_id)
 
     return make
+
+
+@pytest.fixture
+def alerts_heard() -> Iterator[queue.Queue[dict[str, Any]]]:
+    """Every alert published on torch/alerts/#, as the listener account hears it."""
+    heard: queue.Queue[dict[str, Any]] = queue.Queue()
+    client = mqtt_client(f"test-alerts-{uuid.uuid4().hex[:6]}", LISTENER)
+    client.on_message = lambda _c, _u, m: heard.put({"topic": m.topic, **json.loads(m.payload)})
+    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("torch/alerts/#", qos=1)
+    client.connect("127.0.0.1", MQTT_PORT)
+    client.loop_start()
+    yield heard
+    client.disconnect()
+    client.loop_stop()

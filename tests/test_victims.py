@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import queue
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 
 from tests.factories import grid_fix
 from tests.services import (
-    LISTENER,
     MQTT_PORT,
     Api,
     Database,
@@ -42,19 +40,6 @@ def victim_x(t: float) -> float:
 
 def subject_x(t: float) -> float:
     return VICTIM0[0] + 3500 - 10 * t  # driving west, past the protected person
-
-
-@pytest.fixture
-def alerts_heard() -> Iterator[queue.Queue[dict[str, Any]]]:
-    heard: queue.Queue[dict[str, Any]] = queue.Queue()
-    client = mqtt_client(f"test-alerts-{uuid.uuid4().hex[:6]}", LISTENER)
-    client.on_message = lambda _c, _u, m: heard.put({"topic": m.topic, **json.loads(m.payload)})
-    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("torch/alerts/#", qos=1)
-    client.connect("127.0.0.1", MQTT_PORT)
-    client.loop_start()
-    yield heard
-    client.disconnect()
-    client.loop_stop()
 
 
 @pytest.fixture

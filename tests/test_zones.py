@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import queue
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,14 +16,11 @@ import pytest
 
 from tests.factories import grid_fix as fix
 from tests.services import (
-    LISTENER,
-    MQTT_PORT,
     Api,
     Database,
     Publisher,
     Worker,
     add_user,
-    mqtt_client,
     wait_for,
     wearer,
 )
@@ -142,19 +138,6 @@ def test_bad_zones_are_refused_with_the_field_and_the_reason(api: dict[str, Any]
         == 403
     )
     assert call("POST", "/v1/subjects/999999/zones", json=zone_body()).status_code == 404
-
-
-@pytest.fixture
-def alerts_heard() -> Iterator[queue.Queue[dict[str, Any]]]:
-    heard: queue.Queue[dict[str, Any]] = queue.Queue()
-    client = mqtt_client(f"test-alerts-{uuid.uuid4().hex[:6]}", LISTENER)
-    client.on_message = lambda _c, _u, m: heard.put({"topic": m.topic, **json.loads(m.payload)})
-    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("torch/alerts/#", qos=1)
-    client.connect("127.0.0.1", MQTT_PORT)
-    client.loop_start()
-    yield heard
-    client.disconnect()
-    client.loop_stop()
 
 
 def test_breaches_found_by_the_worker_raise_one_alert_each(
