@@ -301,6 +301,32 @@ async def stored() -> tuple[int, int, int]:
         await conn.close()
 
 
+async def wal_bytes() -> int:
+    """The WAL the soak cluster has written since it was made."""
+    conn = await asyncpg.connect(OWNER_URL)
+    try:
+        return int(await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
+    finally:
+        await conn.close()
+
+
+async def sizes() -> dict[str, int]:
+    """Bytes on disk: the fixes (all partitions, indexes included), and the track tiles and
+    blocks (with their TOAST and indexes)."""
+    conn = await asyncpg.connect(OWNER_URL)
+    try:
+        fixes = await conn.fetchval(
+            "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+            " WHERE inhparent = 'fixes'::regclass"
+        )
+        tiles = await conn.fetchval(
+            "SELECT pg_total_relation_size('track_tiles') + pg_total_relation_size('track_blocks')"
+        )
+        return {"fixes": int(fixes or 0), "tiles": int(tiles or 0)}
+    finally:
+        await conn.close()
+
+
 def slope_mb_per_hour(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of (minutes, MB) points, in MB an hour."""
     if len(points) < 3:
@@ -406,6 +432,7 @@ def main() -> None:
     env["TORCH_MQTT_PASSWORD"] = broker.account("soak-ingest", "ingest", state, OWNER_URL)
     relay = broker.account("soak-relay", "relay", state, OWNER_URL)
     asyncio.run(register(args.tags))
+    wal_before = asyncio.run(wal_bytes())
 
     events: list[tuple[float, str]] = [(seconds / 3, "postgres"), (2 * seconds / 3, "mosquitto")]
     t = 0.0
@@ -493,6 +520,13 @@ def main() -> None:
         w.writerows(samples.rows)
     plot(samples, args.out / "rss.svg")
     report(args, samples, expected, n, distinct, dead, worker.lives)
+    wal = asyncio.run(wal_bytes()) - wal_before
+    disk = asyncio.run(sizes())
+    print(
+        f"WAL written: {wal / 1e9:.2f} GB, {wal / max(n, 1):,.0f} bytes a fix stored;"
+        f" on disk: fixes {disk['fixes'] / max(n, 1):,.0f} bytes a fix (indexes included),"
+        f" track tiles and blocks {disk['tiles'] / max(n, 1):,.0f} bytes a fix"
+    )
 
 
 def report(
