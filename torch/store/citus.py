@@ -34,6 +34,9 @@ SELECT create_reference_table('users');
 SELECT create_reference_table('zones');
 SELECT create_reference_table('zone_versions');
 SELECT create_reference_table('legal_holds');
+SELECT create_reference_table('victims');
+SELECT create_reference_table('victim_officers');
+SELECT create_reference_table('victim_links');
 
 -- by device (fixes is partitioned by day: its partitions, present and future, follow it)
 SELECT create_distributed_table('fixes', 'device_id');
@@ -51,7 +54,7 @@ SELECT create_distributed_table('track_blocks_dirty', 'subject_id', colocate_wit
 COORDINATOR_ONLY = (
     "alembic_version", "audit_log", "api_tokens", "proximity_queries", "correlation_jobs",
     "dead_letters", "alerts", "alert_actions", "alert_outbox", "breach_episodes",
-    "broker_accounts",
+    "broker_accounts", "victim_fixes", "victim_episodes",
 )  # fmt: skip
 
 
