@@ -327,16 +327,6 @@ async def sizes() -> dict[str, int]:
         await conn.close()
 
 
-def slope_mb_per_hour(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (minutes, MB) points, in MB an hour."""
-    if len(points) < 3:
-        return float("nan")
-    mx = sum(p[0] for p in points) / len(points)
-    my = sum(p[1] for p in points) / len(points)
-    den = sum((p[0] - mx) ** 2 for p in points)
-    return 60 * sum((p[0] - mx) * (p[1] - my) for p in points) / den if den else float("nan")
-
-
 def plot(samples: Samples, path: Path) -> None:
     """Three panels (worker, Mosquitto, PostgreSQL) of memory against time, with the events."""
     names = ["ingest worker (RSS)", "Mosquitto (RSS)", "PostgreSQL, all processes (PSS)"]
@@ -546,27 +536,19 @@ def report(
     print(f"fixes published and acknowledged by the broker: {expected:,}")
     print(f"fixes stored: {n:,}; distinct (device, fix time): {distinct:,}; dead letters: {dead}")
     print(f"lost: {expected - distinct:,}; stored twice: {n - distinct:,}")
-    warm = [r for r in samples.rows if r[0] >= min(10.0, args.minutes / 6)]
-    restarts = {kind: t for t, kind in samples.events if kind != "kill"}
-    for k, name in enumerate(["worker RSS", "Mosquitto RSS", "PostgreSQL PSS"]):
-        values = [(r[0], v) for r in warm if (v := r[k + 1]) is not None]
-        if not values:
-            continue
-        lo, hi = min(v for _, v in values), max(v for _, v in values)
-        line = f"{name}: {lo:.0f} to {hi:.0f} MB after warm-up"
-        if k == 0:  # the worker's lives: the slope within the longest one
-            cuts = sorted(t for t, kind in samples.events if kind == "kill")
-            bounds = list(zip([0.0, *cuts], [*cuts, float("inf")], strict=True))
-            a, b = max(bounds, key=lambda ab: min(ab[1], args.minutes) - ab[0])
-            life = [(t, v) for t, v in values if a + 2 < t < b]
-            line += f"; {slope_mb_per_hour(life):+.1f} MB/h within its longest life"
-            line += f" ({a:.0f} to {min(b, args.minutes):.0f} min)"
-        else:
-            after = restarts["postgres" if k == 2 else "mosquitto"]
-            line += f"; {slope_mb_per_hour(values):+.1f} MB/h over the run"
-            later = [(t, v) for t, v in values if t > after + 2]
-            line += f", {slope_mb_per_hour(later):+.1f} MB/h after its restart"
-        print(line)
+    # memory: each process's median and peak in each tenth of the run (flat is the goal; the
+    # worker starts again from nothing after each kill, so its peak per tenth is what counts)
+    names = ["worker RSS", "Mosquitto RSS", "PostgreSQL PSS"]
+    print("memory (MB), median / peak in each tenth of the run:")
+    print("  minutes      " + "".join(f"{n:>20}" for n in names))
+    tenth = args.minutes / 10
+    for k in range(10):
+        part = [r for r in samples.rows if k * tenth <= r[0] < (k + 1) * tenth]
+        cells = []
+        for col in range(1, 4):
+            vals = sorted(v for r in part if (v := r[col]) is not None)
+            cells.append(f"{vals[len(vals) // 2]:.0f} / {vals[-1]:.0f}" if vals else "n/a")
+        print(f"  {k * tenth:5.1f}-{(k + 1) * tenth:5.1f}  " + "".join(f"{c:>20}" for c in cells))
     print(f"samples: {args.out / 'rss.csv'}; plot: {args.out / 'rss.svg'}")
 
 
