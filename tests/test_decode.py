@@ -288,6 +288,22 @@ def test_owntracks_location_maps_units_and_serial() -> None:
     assert out.fixes == [FixReport("alice-phone", T_UTC, 51.65, -0.39, 12.0, 5.0, 45.0, 80)]
 
 
+def test_a_protected_persons_fix_comes_as_a_tag_fix_or_an_owntracks_location() -> None:
+    phone = json.dumps(
+        {"_type": "location", "tst": int(T_UTC.timestamp()), "lat": 51.65, "lon": -0.39, "acc": 9}
+    ).encode()
+    out = decode("victims/VIC-1/fixes", phone, RECEIVED, LIMITS)
+    assert (out.victim, out.serial, out.rejections) == (True, "VIC-1", [])
+    assert out.fixes == [FixReport("VIC-1", T_UTC, 51.65, -0.39, 9.0)]
+    tag = json.dumps([{"ts": T_UTC.isoformat(), "lat": 51.65, "lon": -0.39}, {"lat": 51, "lon": 0}])
+    out = decode("victims/VIC-1/fixes", tag.encode(), RECEIVED, LIMITS)
+    assert [f.lat for f in out.fixes] == [51.65]
+    assert [(r.code, r.index) for r in out.rejections] == [(RejectCode.MISSING_FIELD, 1)]
+    assert decode("victims/VIC-1/events", tag.encode(), RECEIVED, LIMITS).rejections[0].code == (
+        RejectCode.BAD_TOPIC
+    )
+
+
 def test_five_minutes_ahead_is_accepted_one_second_more_is_not() -> None:
     edge = (RECEIVED + timedelta(minutes=5)).isoformat()
     out = decode(

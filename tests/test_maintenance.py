@@ -24,13 +24,26 @@ def test_one_round_makes_partitions_ahead_and_purges_past_retention(db: Database
     assert partitions(db) == [name(OLD), *ahead]
 
     add_user("ops", "admin")
+    # a protected person's fixes: one 91 days old (past TORCH_VICTIM_RETENTION_DAYS), one new
+    torch_cli("victim", "add", "VIC-OLD")
+    for age in (91, 1):
+        db.execute(
+            "INSERT INTO victim_fixes (victim_id, fix_time, received_at, lat, lon, position)"
+            " SELECT id, now() - make_interval(days => $1), now(), 51.75, -0.34,"
+            " ST_SetSRID(ST_MakePoint(515000, 207000), 27700) FROM victims",
+            age,
+        )
     out = torch_cli("maintain", "--once", "--days-ahead", "3", "--user", "ops").stdout
     assert out.strip() == (
-        "0 partitions made (3 days ahead); 1 day past retention, 4 fixes purged, 0 kept"
+        "0 partitions made (3 days ahead); 1 day past retention, 4 fixes purged, 0 kept;"
+        " 1 protected persons' fixes purged"
     )
     assert partitions(db) == ahead
-    purge = db.fetch("SELECT u.name, a.method FROM audit_log a JOIN users u ON u.id = a.user_id")
-    assert [(r["name"], r["method"]) for r in purge] == [("ops", "PURGE")]
+    assert db.count("victim_fixes") == 1
+    purge = db.fetch(
+        "SELECT u.name, a.method FROM audit_log a JOIN users u ON u.id = a.user_id ORDER BY a.id"
+    )
+    assert [(r["name"], r["method"]) for r in purge] == [("ops", "PURGE"), ("ops", "PURGE")]
 
     refused = torch_cli("maintain", "--once", "--user", "nobody", check=False)
     assert refused.returncode == 1

@@ -667,7 +667,13 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
     if args.once:
         r = run_on_db(
             settings,
-            lambda c: maintenance.once(c, args.days_ahead, settings.retention_days, args.user),
+            lambda c: maintenance.once(
+                c,
+                args.days_ahead,
+                settings.retention_days,
+                args.user,
+                settings.victim_retention_days,
+            ),
             admin=True,
         )
         print(r.summary(args.days_ahead))
@@ -678,8 +684,9 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await maintenance.loop(
-            url, args.every, args.days_ahead, settings.retention_days, args.user, stop
-        )
+            url, args.every, args.days_ahead, settings.retention_days, args.user, stop,
+            settings.victim_retention_days,
+        )  # fmt: skip
 
     asyncio.run(forever())
     return 0

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from torch.store import db, ingest, retention, users
+from torch.store import db, ingest, retention, users, victims
 
 log = logging.getLogger("torch.maintenance")
 
@@ -27,6 +27,7 @@ class Round:
     purged_days: int | None  # None: retention not applied (no user named for it)
     purged_fixes: int
     kept_fixes: int
+    victim_fixes: int = 0  # protected persons' fixes purged
 
     def summary(self, days_ahead: int) -> str:
         plural = "" if self.made == 1 else "s"
@@ -36,12 +37,16 @@ class Round:
         days = f"{self.purged_days} day{'' if self.purged_days == 1 else 's'}"
         return (
             f"{made}; {days} past retention, {self.purged_fixes} fixes purged,"
-            f" {self.kept_fixes} kept"
+            f" {self.kept_fixes} kept; {self.victim_fixes} protected persons' fixes purged"
         )
 
 
 async def once(
-    conn: asyncpg.Connection, days_ahead: int, retention_days: int, user_name: str | None
+    conn: asyncpg.Connection,
+    days_ahead: int,
+    retention_days: int,
+    user_name: str | None,
+    victim_days: int = 90,
 ) -> Round:
     today = datetime.now(UTC).date()
     ahead = [today + timedelta(days=k) for k in range(days_ahead + 1)]
@@ -56,12 +61,13 @@ async def once(
     if days:
         await retention.purge(conn, days, today, retention_days, user)
     purged, kept = retention.totals(days)
-    return Round(made, len(days), purged, kept)
+    gone = await victims.purge(conn, datetime.now(UTC) - timedelta(days=victim_days), user)
+    return Round(made, len(days), purged, kept, gone)
 
 
 async def loop(
     url: str, every_s: float, days_ahead: int, retention_days: int, user_name: str | None,
-    stop: asyncio.Event,
+    stop: asyncio.Event, victim_days: int = 90,
 ) -> None:  # fmt: skip
     """A round every `every_s` seconds until `stop` is set; a failed round is logged and
     tried again at the next."""
@@ -69,7 +75,7 @@ async def loop(
         try:
             conn = await db.connect(url, application_name="torch-maintain")
             try:
-                r = await once(conn, days_ahead, retention_days, user_name)
+                r = await once(conn, days_ahead, retention_days, user_name, victim_days)
             finally:
                 await conn.close()
             log.info(

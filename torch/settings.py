@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         5 * 1024 * 1024, ge=1024, description="largest HTTP request body the API accepts"
     )
+    victim_retention_days: int = Field(
+        90, ge=1, le=3650, description="how long protected persons' fixes are kept"
+    )
     retention_days: int = Field(
         365, ge=1, description="fixes older than this are purged by `torch retention run`"
     )

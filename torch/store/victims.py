@@ -14,6 +14,7 @@ import asyncpg
 from torch import grid
 from torch.errors import Conflict, NotFound
 from torch.intake import VictimFix
+from torch.store.users import User, audit
 from torch.victim import ALERT_TYPES, Episode, Link, Position, Stage
 
 SEVERITY = {Stage.WARNING: "high", Stage.BREACH: "critical"}
@@ -208,6 +209,17 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
         )
         raised += 1
     return raised
+
+
+async def purge(conn: asyncpg.Connection, before: datetime, user: User) -> int:
+    """Delete protected persons' fixes older than `before`, audited; how many went."""
+    async with conn.transaction():
+        status = await conn.execute("DELETE FROM victim_fixes WHERE fix_time < $1", before)
+        gone = int(status.split()[-1])
+        if gone:
+            reason = f"{gone} protected persons' fixes before {before.isoformat()} purged"
+            await audit(conn, user, "PURGE", "torch maintain", [], reason=reason)
+    return gone
 
 
 async def refs(conn: asyncpg.Connection) -> dict[int, str]:
