@@ -20,8 +20,8 @@ from typing import Any
 
 import asyncpg
 
+from ingest.tracks import subject_tracks
 from ingest.victims import VictimGuard
-from torch import grid
 from torch.breach import Detection, Episode, EpisodeKind, Event, Fix, Rules, Watch
 from torch.intake import Batch
 from torch.store import breaches
@@ -196,19 +196,7 @@ class Guard:
 
     def _tracks(self, batch: Batch) -> dict[int, list[Fix]]:
         """The batch's fixes by subject with zones, on the grid, in time order."""
-        mine = []
-        for s in batch.fixes:
-            subject_id = self._subject(s.device_id, s.fix.ts)
-            if subject_id is not None and subject_id in self.zones_of:
-                mine.append((subject_id, s.fix))
-        if not mine:
-            return {}
-        xs, ys = grid.to_grid([f.lon for _, f in mine], [f.lat for _, f in mine])
-        out: dict[int, dict[float, Fix]] = defaultdict(dict)
-        for (subject_id, f), x, y in zip(mine, xs, ys, strict=True):
-            t = f.ts.timestamp()
-            out[subject_id][t] = Fix(t, x, y, f.acc)
-        return {k: sorted(v.values(), key=lambda f: f.t) for k, v in out.items()}
+        return subject_tracks(batch, self._subject, self.zones_of)
 
     def _watch(self, subject_id: int, zone_id: int) -> Watch:
         key = (subject_id, zone_id)

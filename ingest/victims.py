@@ -1,5 +1,6 @@
 """The ingest worker's mobile victim zones: each linked subject's fixes against where the
-protected person is at the same moment (torch.victim), in arrival order.
+protected person is at the same moment (torch.victim), batch by batch, each subject's in
+time order.
 
 A protected person's fixes are kept in memory for an hour (and taken from the database at
 start); links are reloaded when they change, with the zones. Episodes left open by an
@@ -11,20 +12,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 import asyncpg
 
+from ingest.tracks import SubjectOf, subject_tracks
 from torch import grid
 from torch.intake import Batch
 from torch.store import victims as store
 from torch.victim import Episode, Link, Position, Positions, Stage, Watch
 
 log = logging.getLogger("torch.ingest.victims")
-
-SubjectOf = Callable[[int, datetime], int | None]
 
 
 @dataclass(slots=True)
@@ -72,29 +70,26 @@ class VictimGuard:
             for v, x, y in zip(vf, xs, ys, strict=True):
                 acc = self.default_acc_m if v.fix.acc is None else v.fix.acc
                 self.positions[v.victim_id].add(Position(v.fix.ts.timestamp(), x, y, acc))
-        mine = []
-        for s in batch.fixes:
-            subject_id = subject_of(s.device_id, s.fix.ts)
-            if subject_id is not None and subject_id in self.links_of:
-                mine.append((subject_id, s.fix))
-        if not mine:
-            return 0
-        mine.sort(key=lambda m: m[1].ts)
-        xs, ys = grid.fix_positions([f.lon for _, f in mine], [f.lat for _, f in mine])
         found: list[store.Found] = []
-        for (subject_id, f), x, y in zip(mine, xs, ys, strict=True):
-            t = f.ts.timestamp()
-            here = Position(t, x, y, self.default_acc_m if f.acc is None else f.acc)
-            for link in self.links_of[subject_id]:
-                there = self.positions[link.victim_id].at(t)
-                if there is None:
-                    continue  # no position of the protected person within 2 minutes
-                for change in self.watches[link.id].step(t, here, there):
-                    key = (link.id, change.stage)
-                    episode_id = self.episode_ids.setdefault(key, uuid.uuid4())
-                    if change.episode.left is not None:
-                        del self.episode_ids[key]
-                    ref = self.refs.get(link.victim_id, "")
-                    now = replace(change.episode)  # as it stands after this fix
-                    found.append(store.Found(episode_id, link, ref, now, change.opened))
+        for subject_id, track in subject_tracks(batch, subject_of, self.links_of).items():
+            for f in track:
+                here = Position(f.t, f.x, f.y, self.default_acc_m if f.acc is None else f.acc)
+                found += self._step(subject_id, here)
         return await store.record(conn, found) if found else 0
+
+    def _step(self, subject_id: int, here: Position) -> list[store.Found]:
+        """A subject's fix against each protected person they are linked to."""
+        found: list[store.Found] = []
+        for link in self.links_of[subject_id]:
+            there = self.positions[link.victim_id].at(here.t)
+            if there is None:
+                continue  # no position of the protected person within 2 minutes
+            for change in self.watches[link.id].step(here.t, here, there):
+                key = (link.id, change.stage)
+                episode_id = self.episode_ids.setdefault(key, uuid.uuid4())
+                if change.episode.left is not None:
+                    del self.episode_ids[key]
+                ref = self.refs.get(link.victim_id, "")
+                now = replace(change.episode)  # as it stands after this fix
+                found.append(store.Found(episode_id, link, ref, now, change.opened))
+        return found

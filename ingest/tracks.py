@@ -1,0 +1,34 @@
+"""A committed batch's fixes as each subject's track on the grid: what the zone checks and
+the mobile victim zones both step through."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Container
+from datetime import datetime
+
+from torch import grid
+from torch.breach import Fix
+from torch.intake import Batch
+
+SubjectOf = Callable[[int, datetime], int | None]  # (device id, fix time) -> the wearer
+
+
+def subject_tracks(
+    batch: Batch, subject_of: SubjectOf, wanted: Container[int]
+) -> dict[int, list[Fix]]:
+    """The batch's fixes of the wanted subjects, on the grid, in time order (a fix sent
+    twice counts once)."""
+    mine = []
+    for s in batch.fixes:
+        subject_id = subject_of(s.device_id, s.fix.ts)
+        if subject_id is not None and subject_id in wanted:
+            mine.append((subject_id, s.fix))
+    if not mine:
+        return {}
+    xs, ys = grid.to_grid([f.lon for _, f in mine], [f.lat for _, f in mine])
+    out: dict[int, dict[float, Fix]] = defaultdict(dict)
+    for (subject_id, f), x, y in zip(mine, xs, ys, strict=True):
+        t = f.ts.timestamp()
+        out[subject_id][t] = Fix(t, x, y, f.acc)
+    return {k: sorted(v.values(), key=lambda f: f.t) for k, v in out.items()}
