@@ -24,7 +24,8 @@ ALERT_TYPES = {
 }
 
 
-def _at(t: float | None) -> datetime | None:
+def at(t: float | None) -> datetime | None:
+    """A Unix time as a UTC datetime (None stays None)."""
     return None if t is None else datetime.fromtimestamp(t, UTC)
 
 
@@ -59,8 +60,8 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             e.zone_id,
             e.version,
             e.kind.value,
-            _at(e.entered),
-            _at(e.left),
+            at(e.entered),
+            at(e.left),
             e.deepest_m,
             e.fixes_inside,
             e.detection.value,
@@ -71,7 +72,7 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             "zone_id": e.zone_id,
             "zone_version": e.version,
             "zone_label": f.label,
-            "entered_at": _at(e.entered).isoformat(),  # type: ignore[union-attr]
+            "entered_at": at(e.entered).isoformat(),  # type: ignore[union-attr]
             "detection": e.detection.value,
             "episode_id": str(f.id),
         }
@@ -85,12 +86,12 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             f.id,
             f.subject_id,
             alert_type,
-            _at(e.entered),
+            at(e.entered),
             json.dumps(detail),
         )
         if inserted is None:
             continue  # written already, by an earlier try of this transaction's batch
-        await _outbox(conn, f.id)
+        await outbox(conn, f.id)
         raised += 1
     return raised
 
@@ -128,12 +129,12 @@ async def raise_device_alerts(conn: asyncpg.Connection, found: Sequence[DeviceAl
         )
         if row is None:
             continue
-        await _outbox(conn, row["id"])
+        await outbox(conn, row["id"])
         raised += 1
     return raised
 
 
-async def _outbox(conn: asyncpg.Connection, alert_id: UUID) -> None:
+async def outbox(conn: asyncpg.Connection, alert_id: UUID) -> None:
     """Queue an alert, as it now stands, for publishing on torch/alerts/{subject_ref}."""
     await conn.execute(
         """
@@ -208,7 +209,7 @@ async def escalate(conn: asyncpg.Connection, after_s: float) -> int:
         after_s,
     )
     for r in rows:
-        await _outbox(conn, r["id"])
+        await outbox(conn, r["id"])
     return len(rows)
 
 

@@ -7,13 +7,14 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
 from torch import grid
 from torch.errors import Conflict, NotFound
 from torch.intake import VictimFix
+from torch.store import breaches
 from torch.store.users import User, audit
 from torch.victim import ALERT_TYPES, Episode, Link, Position, Stage
 
@@ -39,10 +40,6 @@ async def name_officer(conn: asyncpg.Connection, victim_id: int, user_name: str)
         user_id,
     )
     return int(user_id)
-
-
-async def exists(conn: asyncpg.Connection, victim_id: int) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM victims WHERE id = $1", victim_id))
 
 
 async def may_see(conn: asyncpg.Connection, victim_id: int, user_id: int) -> bool:
@@ -152,10 +149,6 @@ class Found:
     opened: bool
 
 
-def _at(t: float | None) -> datetime | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC)
-
-
 async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
     """Store episodes (new or changed) and, for each new one, its alert and outbox entry;
     in the transaction of the batch. The alert says how close, never where the protected
@@ -172,7 +165,7 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
                 closest_m = EXCLUDED.closest_m, fixes_inside = EXCLUDED.fixes_inside
             """,
             f.id, f.link.id, f.link.subject_id, f.link.victim_id, e.stage.value,
-            _at(e.entered), _at(e.left), e.closest_m, e.fixes_inside,
+            breaches.at(e.entered), breaches.at(e.left), e.closest_m, e.fixes_inside,
         )  # fmt: skip
         if not f.opened:
             continue
@@ -181,7 +174,7 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             "stage": e.stage.value,
             "distance_m": round(e.closest_m),
             "radius_m": f.link.radius(e.stage),
-            "entered_at": _at(e.entered).isoformat(),  # type: ignore[union-attr]
+            "entered_at": breaches.at(e.entered).isoformat(),  # type: ignore[union-attr]
             "episode_id": str(f.id),
         }
         inserted = await conn.fetchval(
@@ -191,22 +184,12 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             VALUES ($1, $2, $3, $4, $5, $1, $6::jsonb)
             ON CONFLICT (id) DO NOTHING RETURNING id
             """,
-            f.id, f.link.subject_id, ALERT_TYPES[e.stage], SEVERITY[e.stage], _at(e.entered),
-            json.dumps(detail),
+            f.id, f.link.subject_id, ALERT_TYPES[e.stage], SEVERITY[e.stage],
+            breaches.at(e.entered), json.dumps(detail),
         )  # fmt: skip
         if inserted is None:
             continue
-        await conn.execute(
-            """
-            INSERT INTO alert_outbox (alert_id, topic, payload)
-            SELECT a.id, 'torch/alerts/' || s.ref,
-                   jsonb_build_object('alert_id', a.id, 'type', a.type, 'severity', a.severity,
-                                      'subject_ref', s.ref, 'occurred_at', a.occurred_at,
-                                      'escalations', a.escalations) || a.detail
-            FROM alerts a JOIN subjects s ON s.id = a.subject_id WHERE a.id = $1
-            """,
-            f.id,
-        )
+        await breaches.outbox(conn, f.id)
         raised += 1
     return raised
 
@@ -236,15 +219,4 @@ async def position(
         " ORDER BY fix_time DESC LIMIT 1",
         victim_id,
         at,
-    )
-
-
-async def episodes(conn: asyncpg.Connection, subject_id: int) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            "SELECT e.id, v.ref AS victim_ref, e.stage, e.entered_at, e.left_at, e.closest_m,"
-            " e.fixes_inside FROM victim_episodes e JOIN victims v ON v.id = e.victim_id"
-            " WHERE e.subject_id = $1 ORDER BY e.entered_at, e.stage",
-            subject_id,
-        )
     )
