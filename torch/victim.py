@@ -17,7 +17,6 @@ inside it; closing the warning closes the breach too.
 from __future__ import annotations
 
 import bisect
-from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from math import hypot
@@ -58,22 +57,21 @@ class Positions:
     def __init__(self, stale_s: float = 120.0, keep_s: float = 3600.0) -> None:
         self.stale_s = stale_s
         self.keep_s = keep_s
-        self._fixes: deque[Position] = deque()
-        self._times: list[float] = []
+        self._fixes: list[Position] = []
 
     def add(self, p: Position) -> None:
-        if self._fixes and p.t <= self._fixes[-1].t:
-            items = sorted({f.t: f for f in [*self._fixes, p]}.values(), key=lambda f: f.t)
-            self._fixes = deque(items)
+        i = bisect.bisect_left(self._fixes, p.t, key=_time)
+        if i < len(self._fixes) and self._fixes[i].t == p.t:
+            self._fixes[i] = p  # the same moment again: the newer report stands
         else:
-            self._fixes.append(p)
-        while self._fixes and self._fixes[0].t < self._fixes[-1].t - self.keep_s:
-            self._fixes.popleft()
-        self._times = [f.t for f in self._fixes]
+            self._fixes.insert(i, p)
+        del self._fixes[
+            : bisect.bisect_left(self._fixes, self._fixes[-1].t - self.keep_s, key=_time)
+        ]
 
     def at(self, t: float) -> Position | None:
         """Where the person was at t, or None when no fix within stale_s says so."""
-        i = bisect.bisect_right(self._times, t)
+        i = bisect.bisect_right(self._fixes, t, key=_time)
         before = self._fixes[i - 1] if i > 0 else None
         after = self._fixes[i] if i < len(self._fixes) else None
         if before is not None and before.t == t:
@@ -93,6 +91,10 @@ class Positions:
         if near_after and after is not None:
             return Position(t, after.x, after.y, after.acc)
         return None
+
+
+def _time(p: Position) -> float:
+    return p.t
 
 
 @dataclass(slots=True)
