@@ -37,14 +37,8 @@ async def _subject_track(
             conn, start, end, settings.proximity_max_gap_s, only=[subject_id]
         ) or [track_store.SubjectTrack(subject_id, "")]
         await users.audit(conn, user, "GET", route, [subject_id])
-    f = [x for x in found.fixes if start.timestamp() <= x.t <= end.timestamp()]
-    return association.Track(
-        subject_id,
-        np.array([x.t for x in f]),
-        np.array([x.x for x in f]),
-        np.array([x.y for x in f]),
-        np.array([np.nan if x.acc is None else x.acc for x in f]),
-    )
+    inside = [f for f in found.fixes if start.timestamp() <= f.t <= end.timestamp()]
+    return association.Track.of(subject_id, inside)
 
 
 @router.get("/subjects/{subject_id}/places", summary="Where the subject stays")
@@ -160,5 +154,9 @@ async def hotspots(
     return {
         "type": "FeatureCollection",
         "features": features,
-        "parameters": {"cell_m": cell_m, "hours": [hour_from, hour_to], "min_subjects": 3},
+        "parameters": {
+            "cell_m": cell_m,
+            "hours": [hour_from, hour_to],
+            "min_subjects": pattern.MIN_SUBJECTS,
+        },
     }

@@ -31,6 +31,7 @@ import shapely.prepared
 from shapely.geometry.base import BaseGeometry
 
 from torch.approach import fix_rows
+from torch.proximity import TrackFix
 from torch.store import proximity as store
 
 BIN_S = 300.0
@@ -44,6 +45,17 @@ class Track:
     x: np.ndarray
     y: np.ndarray
     acc: np.ndarray  # NaN where the fix had none
+
+    @classmethod
+    def of(cls, subject_id: int, fixes: Sequence[TrackFix]) -> Track:
+        """A subject's track from their fixes as the store reads them, in time order."""
+        return cls(
+            subject_id,
+            np.array([f.t for f in fixes], np.float64),
+            np.array([f.x for f in fixes], np.float64),
+            np.array([f.y for f in fixes], np.float64),
+            np.array([np.nan if f.acc is None else f.acc for f in fixes], np.float64),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +144,7 @@ def episodes(
     a, b, k = _candidates(boxes, rules.distance_m)
     pieces = _solve(fleet, edges, a, b, k, rules)
     if area is not None:
-        pieces = _within(pieces, area, fleet, rules)
+        pieces = _within(pieces, area, fleet)
     return _episodes(pieces, fleet, rules)
 
 
@@ -325,7 +337,7 @@ def _within_segment(
     return ok
 
 
-def _within(pieces: Pieces, area: BaseGeometry, fleet: Fleet, rules: Rules) -> Pieces:
+def _within(pieces: Pieces, area: BaseGeometry, fleet: Fleet) -> Pieces:
     """The parts of each piece when the pair's midpoint is inside the area (exactly: in a
     piece both move linearly, so their midpoint does too)."""
     keep: dict[str, list[float]] = defaultdict(list)
@@ -439,15 +451,5 @@ async def load(
         rows = fix_rows(raw)
         rows = rows[(rows[:, 0] >= a) & (rows[:, 0] <= b)]
         tracks.append(Track(subject_id, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]))
-    for st in rest:
-        f = st.fixes
-        tracks.append(
-            Track(
-                st.subject_id,
-                np.array([x.t for x in f]),
-                np.array([x.x for x in f]),
-                np.array([x.y for x in f]),
-                np.array([np.nan if x.acc is None else x.acc for x in f]),
-            )
-        )
+    tracks += [Track.of(st.subject_id, st.fixes) for st in rest]
     return tracks, {w.subject_id: w.ref for w in who}

@@ -27,6 +27,7 @@ import numpy as np
 from torch.association import Track
 
 LONDON = ZoneInfo("Europe/London")
+MIN_SUBJECTS = 3  # a hotspot cell shows only the time of at least this many subjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,7 @@ def hotspots(
     cell_m: float,
     max_gap_s: float,
     hours: tuple[int, int] = (0, 24),
-    min_subjects: int = 3,
+    min_subjects: int = MIN_SUBJECTS,
 ) -> list[Cell]:
     """Time spent by cell, counting intervals whose midpoint falls in the hours of the day
     [hours[0], hours[1]) (Europe/London; wrapping past midnight when the first is later).
