@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from torch import logs
-from torch.observe import metrics_refusal
+from torch.observe import metrics_refusal, readiness
 from torch.settings import Settings
 
 log = logging.getLogger("torch.api")
@@ -150,9 +150,8 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = f"unavailable ({type(err).__name__})"
     ok = await broker_reachable(settings.mqtt_host, settings.mqtt_port)
     checks["broker"] = "ok" if ok else "unreachable"
-    ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ok" if ready else "unavailable", **checks}
-    return JSONResponse(body, 200 if ready else 503)
+    status, body = readiness(checks)
+    return JSONResponse(body, status)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from torch.observe import metrics_refusal
+from torch.observe import metrics_refusal, readiness
 from torch.settings import Settings
 
 log = logging.getLogger("torch.ingest.health")
@@ -76,10 +76,7 @@ class HealthServer:
         if path == "/healthz":
             return _json(200, {"status": "ok"})
         if path == "/readyz":
-            checks = await self._checks()
-            ready = all(v == "ok" for v in checks.values())
-            return _json(200 if ready else 503, {"status": "ok" if ready else "unavailable",
-                                                 **checks})  # fmt: skip
+            return _json(*readiness(await self._checks()))
         if path == "/metrics":
             headers = dict(_header(h) for h in header_lines if ":" in h)
             refused = metrics_refusal(self._settings, headers.get("authorization"))
@@ -94,5 +91,5 @@ def _header(line: str) -> tuple[str, str]:
     return name.strip().lower(), value.strip()
 
 
-def _json(status: int, body: dict[str, object]) -> tuple[int, str, bytes]:
+def _json(status: int, body: dict[str, str]) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()

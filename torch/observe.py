@@ -1,4 +1,5 @@
-"""Who may read the services' metrics: one rule for the API and the ingest worker."""
+"""What the API and the ingest worker tell their operators, decided once for both: who may
+read the metrics, and what a readiness check answers."""
 
 from __future__ import annotations
 
@@ -20,3 +21,9 @@ def metrics_refusal(settings: Settings, authorization: str | None) -> tuple[int,
     if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
         return 401, "/metrics needs `Authorization: Bearer <metrics token>`"
     return None
+
+
+def readiness(checks: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """/readyz's status and body: 200 when every check is "ok", else 503 with each check."""
+    ready = all(v == "ok" for v in checks.values())
+    return (200 if ready else 503), {"status": "ok" if ready else "unavailable", **checks}
