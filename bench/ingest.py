@@ -257,7 +257,7 @@ def measure_worker(
             [str(ROOT / ".venv/bin/torch"), "ingest"], env=env, stderr=subprocess.PIPE, text=True
         )
         assert worker.stderr is not None
-        while "connected to" not in worker.stderr.readline():
+        while "subscribed to" not in worker.stderr.readline():
             pass
         procs.append(worker)
     try:

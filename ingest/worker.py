@@ -114,6 +114,7 @@ class Subscriber:
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client._on_message_filtered = NoTopicCallbacks()  # type: ignore[assignment]
 
@@ -176,6 +177,22 @@ class Subscriber:
             self._settings.mqtt_port,
             "resumed" if flags.session_present else "new",
         )
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
+        """The broker has the subscriptions: from now on it queues for this session (on a new
+        session, what was published before this is not the worker's)."""
+        topics = self.topics()
+        refused = [t for t, r in zip(topics, reasons, strict=False) if r.is_failure]
+        for topic in refused:
+            log.error("broker refused the subscription to %s", topic)
+        log.info("subscribed to %d topics", len(topics) - len(refused))
         self.connected.set()
 
     def _on_disconnect(

@@ -193,7 +193,7 @@ class Worker:
             self.proc = subprocess.Popen(
                 [TORCH, "ingest"], env=self._env, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_for(lambda: self.log.read_text().count("connected to") >= self._starts)
+        wait_for(lambda: self.log.read_text().count("subscribed to") >= self._starts)
         return self
 
     @property
