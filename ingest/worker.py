@@ -141,15 +141,6 @@ class Subscriber:
         self._client.disconnect()
         self._client.loop_stop()
 
-    async def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> None:
-        """Publish at QoS 1 and return once the broker has acknowledged it."""
-        info = self._client.publish(topic, payload, qos=1)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not info.is_published():
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the broker did not acknowledge an alert on {topic}")
-            await asyncio.sleep(0.005)
-
     def ack(self, deliveries: list[Delivery]) -> None:
         with self._lock:
             session = self._session
@@ -218,6 +209,65 @@ class Subscriber:
         )
 
 
+class AlertLink:
+    """The worker's second MQTT connection, which only publishes alerts.
+
+    On the subscriber's connection an alert and its PUBACK queued behind the thousands
+    of messages a second coming in, and the paho thread that hands them over: at 5,000
+    fixes/s the broker's acknowledgement took 70 ms at the median and 0.6 s at p99.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"torch-{settings.worker_id}-alerts",
+            protocol=mqtt.MQTTv5,
+        )
+        if settings.mqtt_username:
+            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            self._client.username_pw_set(settings.mqtt_username, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client.on_publish = self._on_publish
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+
+    def start(self) -> None:
+        s = self._settings
+        self._client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=s.mqtt_keepalive_s)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    async def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> None:
+        """Publish at QoS 1 and return once the broker has acknowledged it. Always called
+        from the same event loop (the alert publisher's)."""
+        self._loop = asyncio.get_running_loop()
+        done = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=1)
+        # the acknowledgement is resolved on this loop, so not before this line has run
+        self._waiting[info.mid] = done
+        try:
+            async with asyncio.timeout(timeout):
+                await done
+        except TimeoutError:
+            raise TimeoutError(f"the broker did not acknowledge an alert on {topic}") from None
+        finally:
+            self._waiting.pop(info.mid, None)
+
+    def _on_publish(self, *args: object) -> None:
+        mid = cast(int, args[2])  # (client, userdata, mid, reason code, properties)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._acknowledged, mid)
+
+    def _acknowledged(self, mid: int) -> None:
+        done = self._waiting.pop(mid, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -242,10 +292,11 @@ class Worker:
             observer=self.metrics,
         )
         self._stopping = asyncio.Event()
+        self._alert_link = AlertLink(settings)
         self._alerts = AlertPublisher(
             settings.database_url.get_secret_value(),
             settings.worker_id,
-            self._subscriber.publish,
+            self._alert_link.publish,
             settings.alert_poll_ms / 1000,
             on_published=self.metrics.alert_published,
         )
@@ -264,6 +315,7 @@ class Worker:
         reporter = asyncio.create_task(self._report())
         state = asyncio.create_task(self._flush_state())
         if self._settings.publish_alerts:  # otherwise the outbox waits for a worker that does
+            self._alert_link.start()
             self._alerts.start()
         sweeper = asyncio.create_task(self._sweep())
         tiler = asyncio.create_task(self._refresh_tiles())
@@ -273,6 +325,7 @@ class Worker:
             reporter.cancel()
             state.cancel()
             self._alerts.stop()
+            self._alert_link.stop()
             sweeper.cancel()
             tiler.cancel()
             self._subscriber.stop()
