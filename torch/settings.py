@@ -95,7 +95,11 @@ class Settings(BaseSettings):
         1000, ge=10, le=60_000, description="how often device_state gets each device's newest fix"
     )
     flush_interval_ms: int = Field(
-        100, ge=1, le=60_000, description="longest a message waits for its batch to fill"
+        25,
+        ge=1,
+        le=60_000,
+        description="longest a message waits for its batch to fill (under load, batches "
+        "fill while the previous ones commit; 100 ms cost alerts 50 ms at the median)",
     )
 
     breach_open_after: int = Field(
