@@ -275,7 +275,7 @@ def test_blocks_hold_six_hours_of_sketches_and_follow_their_tiles(run: Run) -> N
     run(work)
 
 
-def test_the_hour_not_yet_over_waits_for_its_block_and_is_read_from_its_tile(run: Run) -> None:
+def test_the_hour_still_running_is_not_tiled_and_is_read_from_its_fixes(run: Run) -> None:
     if (left := 3600 - time.time() % 3600) < 10:  # the hour would turn during the test
         time.sleep(left + 1)
     now = datetime.now(UTC)
@@ -284,26 +284,36 @@ def test_the_hour_not_yet_over_waits_for_its_block_and_is_read_from_its_tile(run
 
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await wearer(conn, 60)
-        # two hours of fixes a minute apart, up to now, walking east
-        fixes = [(offset - 60 * i, 520000.0 + i, 210000.0, 5.0) for i in range(120, -1, -1)]
-        await send(pipeline, "TT0060", fixes)
+        # two hours of fixes a minute apart, up to a minute ago, walking west
+        fixes = [(offset - 60 * i, 520000.0 + i, 210000.0, 5.0) for i in range(121, 0, -1)]
+        await send(pipeline, "TT0060", fixes[:60])
+        await send(pipeline, "TT0060", fixes[60:])
         await tiles.refresh(conn)
-        waiting = await conn.fetch("SELECT tile_start FROM track_blocks_dirty")
-        assert [r["tile_start"] for r in waiting] == [hour]
+        built = await conn.fetch("SELECT tile_start FROM track_tiles ORDER BY 1")
+        assert [r["tile_start"] for r in built] == [hour - timedelta(hours=h) for h in (2, 1)]
+        # the running hour is queued once, from its first fix, until it is over
+        first = min(at(f[0]) for f in fixes if at(f[0]) >= hour)
+        queued = await conn.fetch("SELECT tile_start, first_new FROM track_tiles_dirty")
+        assert [tuple(r) for r in queued] == [(hour, first)]
+        await send(pipeline, "TT0060", [(offset, 520000.0, 210000.0, 5.0)])
+        await tiles.refresh(conn)
+        queued = await conn.fetch("SELECT tile_start, first_new FROM track_tiles_dirty")
+        assert [tuple(r) for r in queued] == [(hour, first)]
+        assert await tiles.pending(conn) == 0  # nothing a refresh would tile yet
         blocks = await conn.fetch("SELECT hours FROM track_blocks")
         starts = {h[0] for r in blocks for h in np.frombuffer(r["hours"], ">f8").reshape(-1, 8)}
-        # the hour before is over: its block is built (a block rebuilt for one of its hours
-        # takes whatever its other tiles hold, the running hour's too; a query never reads
-        # the running hour from a block)
         assert (hour - timedelta(hours=1)).timestamp() in starts
+        assert hour.timestamp() not in starts
 
-        scene = Scene(Point(stored(525000, 210000)), 100, epoch(offset - 6000), epoch(offset - 30))
+        # the query measures the running hour on its fixes, as the method does: the
+        # nearest to a scene to the west is the newest fix
+        scene = Scene(Point(stored(515000, 210000)), 100, epoch(offset - 6000), epoch(offset))
         (near,) = (await from_the_tiles(conn, scene)).values()
-        start, end = at(offset - 6000), at(offset - 30)
+        start, end = at(offset - 6000), at(offset)
         (track,) = await store.tracks(conn, start, end, P.max_gap_s)
         reference = assess(track.fixes, scene, P)
         assert near.distance == pytest.approx(reference.closest_m, abs=1e-6)
-        assert near.t == reference.closest_at
+        assert near.t == reference.closest_at == epoch(offset)
 
     run(work)
 
@@ -413,7 +423,8 @@ async def from_the_tiles(conn: asyncpg.Connection, scene: Scene) -> dict[int, Ne
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     plan = approach.plan(scene.start, scene.end, P.max_gap_s, time.time())
-    who = await store.wearers(conn, start, end, P.max_gap_s, (plan.inner_from, plan.inner_to))
+    inner = (plan.inner_from, plan.inner_to)
+    who = await store.wearers(conn, start, end, P.max_gap_s, inner, plan.live_hour)
     return await nearby.closest_from_tiles(conn, who, scene, plan)
 
 

@@ -58,6 +58,7 @@ class Plan:
     last_hour: float
     inner_from: float
     inner_to: float
+    live_hour: float  # the hour still running at the time of the query: not tiled yet
 
     @property
     def has_interior(self) -> bool:
@@ -76,13 +77,14 @@ class Plan:
 
 
 def plan(start: float, end: float, max_gap_s: float, now: float) -> Plan:
-    """The hour not yet over at `now`, and any after it, are edge hours: their blocks are
-    rebuilt only once the hour is over (torch.store.tiles)."""
+    """The hour not yet over at `now`, and any after it, are edge hours, read from their
+    fixes: they are tiled only once they are over (torch.store.tiles)."""
     first_hour = math.floor((start - max_gap_s) / HOUR) * HOUR
     last_hour = math.floor((end + max_gap_s) / HOUR) * HOUR
     inner_from = math.ceil(start / HOUR) * HOUR
     inner_to = math.floor(min(end, now) / HOUR) * HOUR
-    return Plan(start, end, max_gap_s, first_hour, last_hour, inner_from, inner_to)
+    live_hour = math.floor(now / HOUR) * HOUR if math.isfinite(now) else math.inf
+    return Plan(start, end, max_gap_s, first_hour, last_hour, inner_from, inner_to, live_hour)
 
 
 class Spans(NamedTuple):

@@ -18,6 +18,7 @@ A pair together at some moment meets in the bin of that moment, so nothing is mi
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -440,7 +441,8 @@ async def load(
     snapshot."""
     a, b = start.timestamp() - max_gap_s, end.timestamp() + max_gap_s
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        who = await store.wearers(conn, start, end, max_gap_s, (a, a))
+        # the hour still running has no tiles: its wearers' tracks come from the fixes
+        who = await store.wearers(conn, start, end, max_gap_s, (a, a), math.inf)
         tiled = [w.subject_id for w in who if w.tiled]
         packed = await store.tile_tracks(conn, tiled, a, b)
         rest = await store.tracks(

@@ -66,7 +66,9 @@ async def _verdicts(
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     plan = approach.plan(scene.start, scene.end, p.max_gap_s, time.time())
-    who = await store.wearers(conn, start, end, p.max_gap_s, (plan.inner_from, plan.inner_to))
+    who = await store.wearers(
+        conn, start, end, p.max_gap_s, (plan.inner_from, plan.inner_to), plan.live_hour
+    )
     found = {
         w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
         for w, a in await _from_tiles(conn, spare, who, scene, plan, p)
@@ -97,21 +99,23 @@ async def _read(
             if plan.has_interior
             else []
         )
-        return [found, *await _edges(conn, edges)]
+        return [found, *await _edges(conn, edges, plan.live_hour)]
 
     if spare is None:
         blocks, *edges = await blocks_then(ranges)
     else:
         mine, theirs = ([], ranges) if plan.has_interior else (ranges[:1], ranges[1:])
-        (blocks, *edges), more = await asyncio.gather(blocks_then(mine), _edges(spare, theirs))
+        (blocks, *edges), more = await asyncio.gather(
+            blocks_then(mine), _edges(spare, theirs, plan.live_hour)
+        )
         edges += more
     return blocks, [r for rows in edges for r in rows]
 
 
 async def _edges(
-    conn: asyncpg.Connection, ranges: list[tuple[float, float]]
+    conn: asyncpg.Connection, ranges: list[tuple[float, float]], live: float
 ) -> list[list[asyncpg.Record]]:
-    return [await store.edges(conn, lo, hi) for lo, hi in ranges if lo <= hi]
+    return [await store.edges(conn, lo, hi, live) for lo, hi in ranges if lo <= hi]
 
 
 async def closest_from_tiles(

@@ -82,6 +82,7 @@ JOIN device_assignments a ON a.device_id = d.device_id
 WHERE d.tile_start >= {first} AND d.tile_start <= {last}
 """
 
+# (The hours from $6 on are read from their fixes, LIVE, never from tiles.)
 WEARERS = f"""
 WITH wearers AS (
     SELECT a.subject_id, count(*) AS pieces, bool_or(a.during && tstzrange($1, $2, '[]')) AS worn
@@ -93,7 +94,7 @@ WITH wearers AS (
     PENDING.format(
         first="date_bin('1 hour', $1 - make_interval(secs => $3), "
         "TIMESTAMPTZ '2000-01-01 00:00:00+00')",
-        last="$2 + make_interval(secs => $3)",
+        last="least($2 + make_interval(secs => $3), to_timestamp($6) - interval '1 hour')",
     )
 }
     UNION ALL  -- interior hours whose blocks wait for a rebuild
@@ -122,6 +123,7 @@ CROSS JOIN LATERAL (
 WHERE b.block_start >= to_timestamp($1) AND b.block_start <= to_timestamp($2)
 """
 
+# The tiles of the hours starting in [$1, $2] (Unix times), in subject and time order.
 EDGES = """
 SELECT subject_id, extract(epoch FROM tile_start)::float8 AS hour,
        extract(epoch FROM first_at)::float8 AS first_t,
@@ -129,6 +131,32 @@ SELECT subject_id, extract(epoch FROM tile_start)::float8 AS hour,
 FROM track_tiles
 WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
 ORDER BY subject_id, tile_start
+"""
+
+# What EDGES gives for hours not tiled yet (the hour still running), made from the fixes of
+# the hours starting in [$1, $2] as the tile refresh would make them (torch.store.tiles).
+LIVE = """
+SELECT subject_id, hour, min(t) AS first_t, max(t) AS last_t,
+       coalesce(max(step), 0) AS longest_s,
+       string_agg(float8send(t) || float8send(x) || float8send(y) || float8send(acc),
+                  ''::bytea ORDER BY t) AS track
+FROM (
+    SELECT a.subject_id, h.hour, f.t, f.x, f.y, f.acc,
+           f.t - lag(f.t) OVER (PARTITION BY a.subject_id, h.hour ORDER BY f.t) AS step
+    FROM (SELECT $1::float8 + 3600 * k AS hour
+          FROM generate_series(0, (($2::float8 - $1::float8) / 3600)::int) AS k) h
+    JOIN device_assignments a
+      ON a.during && tstzrange(to_timestamp(h.hour), to_timestamp(h.hour + 3600))
+    CROSS JOIN LATERAL (
+        SELECT extract(epoch FROM f.fix_time)::float8 AS t,
+               ST_X(f.position) AS x, ST_Y(f.position) AS y,
+               coalesce(f.acc::numeric::float8, 'NaN') AS acc
+        FROM fixes f
+        WHERE f.device_id = a.device_id AND a.during @> f.fix_time
+          AND f.fix_time >= to_timestamp(h.hour) AND f.fix_time < to_timestamp(h.hour + 3600)
+    ) f
+) fixes
+GROUP BY 1, 2
 """
 
 # Single fixes of tiles, by (subject, hour start, index in the hour), in the order asked.
@@ -167,10 +195,12 @@ async def wearers(
     end: datetime,
     max_gap_s: float,
     inner: tuple[float, float],
+    live: float,
 ) -> list[Wearer]:
     """Who wore a device in [start, end]; tiled where one device only and their tiles, and
-    the blocks of the interior hours [inner) (Unix times), are up to date."""
-    rows = await conn.fetch(WEARERS, start, end, max_gap_s, *inner)
+    the blocks of the interior hours [inner) (Unix times), are up to date. The hours from
+    `live` on are not tiled yet: the query reads them from their fixes (`edges`)."""
+    rows = await conn.fetch(WEARERS, start, end, max_gap_s, *inner, live)
     return [Wearer(*r) for r in rows]
 
 
@@ -182,10 +212,18 @@ async def blocks(
     return await conn.fetch(BLOCKS, first, last, inner_from, inner_to)  # type: ignore[no-any-return]
 
 
-async def edges(conn: asyncpg.Connection, first: float, last: float) -> list[asyncpg.Record]:
+async def edges(
+    conn: asyncpg.Connection, first: float, last: float, live: float
+) -> list[asyncpg.Record]:
     """(subject_id, hour, first_t, last_t, longest_s, track) of the tiles of the hours
-    starting in [first, last], in subject and time order."""
-    return await conn.fetch(EDGES, first, last)  # type: ignore[no-any-return]
+    starting in [first, last]; the hours from `live` on, not tiled yet, made from their
+    fixes. In no set order."""
+    rows: list[asyncpg.Record] = []
+    if first < live:
+        rows += await conn.fetch(EDGES, first, min(last, live - 3600))
+    if last >= live:
+        rows += await conn.fetch(LIVE, max(first, live), last)
+    return rows
 
 
 async def fixes(

@@ -10,10 +10,14 @@ whose track covers the window (see torch.store.proximity and torch.approach).
 
 Storing fixes queues the hours they fall in (`track_tiles_dirty`, in the same
 transaction); `refresh` drains the queue in one statement, so it sees exactly
-the fixes whose queue entries it removes. An hour whose new fixes all come
-after its last one is extended; an hour that received a late fix is rebuilt.
-The blocks of the hours written are rebuilt in the same transaction, once the hour
-is over.
+the fixes whose queue entries it removes. An hour is tiled once it is over: its
+fixes come a few seconds apart for every tag at once, and a tile rewritten whole
+each time it grew cost the write-ahead log and the commits of the ingest path
+far more than the fixes themselves (the crime-scene query reads the hour still
+running from its fixes). Until then its queue entries are put back, one for each
+device. An hour whose new fixes all come after its last one is extended; an hour
+that received a late fix is rebuilt. The blocks of the hours written are rebuilt
+in the same transaction.
 """
 
 from __future__ import annotations
@@ -34,16 +38,27 @@ SELECT device_id, date_bin('1 hour', fix_time, TIMESTAMPTZ '2000-01-01 00:00:00+
 FROM stored GROUP BY 1, 2
 """
 
-REFRESH = """
+# The start of the hour still running.
+RUNNING = "date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+
+REFRESH = f"""
 WITH drained AS (
+    -- the oldest hours first
     DELETE FROM track_tiles_dirty
-    WHERE ctid = ANY (ARRAY(SELECT ctid FROM track_tiles_dirty LIMIT $1))
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM track_tiles_dirty ORDER BY tile_start LIMIT $1))
     RETURNING device_id, tile_start, first_new
+), requeued AS (
+    -- the hour still running waits until it is over, with one entry for each device
+    INSERT INTO track_tiles_dirty (device_id, tile_start, first_new)
+    SELECT device_id, tile_start, min(first_new) FROM drained
+    WHERE tile_start >= {RUNNING}
+    GROUP BY 1, 2
 ), touched AS (
     SELECT a.subject_id, d.tile_start, min(d.first_new) AS first_new
     FROM drained d
     JOIN device_assignments a ON a.device_id = d.device_id
      AND a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
+    WHERE d.tile_start < {RUNNING}
     GROUP BY 1, 2
 ), plan AS (
     SELECT t.subject_id, t.tile_start, t.tile_start + interval '1 hour' AS tile_end,
@@ -153,8 +168,7 @@ SELECT subject_id, tile_start, false FROM emptied
 
 # The six-hour blocks that hold the given hours (subject, hour start), rebuilt from
 # their hourly tiles; a block whose hours are all gone is removed. An hour not yet over
-# changes every few seconds: its block waits in track_blocks_dirty until the hour is
-# over (a query reads such hours from the tiles: torch.approach.plan).
+# (a fix stamped ahead of the database's clock) waits in track_blocks_dirty until it is.
 BLOCKS = """
 WITH given AS (
     SELECT k.subject_id, k.tile_start, k.tile_start >= date_bin('1 hour', now(), TIMESTAMPTZ
@@ -238,7 +252,10 @@ async def rebuild_blocks(conn: asyncpg.Connection, hours: list[tuple[int, dateti
 
 
 async def pending(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM track_tiles_dirty"))
+    """Queued hours that are over: those the next refreshes will tile."""
+    return int(
+        await conn.fetchval(f"SELECT count(*) FROM track_tiles_dirty WHERE tile_start < {RUNNING}")
+    )
 
 
 async def mark_hours(
