@@ -43,22 +43,25 @@ RUNNING = "date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
 REFRESH = f"""
 WITH drained AS (
-    -- the oldest hours first
+    -- hours that are over, the oldest first
     DELETE FROM track_tiles_dirty
-    WHERE ctid = ANY (ARRAY(SELECT ctid FROM track_tiles_dirty ORDER BY tile_start LIMIT $1))
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM track_tiles_dirty WHERE tile_start < {RUNNING}
+                            ORDER BY tile_start LIMIT $1))
+    RETURNING device_id, tile_start, first_new
+), running AS (
+    -- the hour still running is tiled once it is over: its entries are folded into one a
+    -- device (the ingest write queues one for each batch)
+    DELETE FROM track_tiles_dirty WHERE tile_start >= {RUNNING}
     RETURNING device_id, tile_start, first_new
 ), requeued AS (
-    -- the hour still running waits until it is over, with one entry for each device
     INSERT INTO track_tiles_dirty (device_id, tile_start, first_new)
-    SELECT device_id, tile_start, min(first_new) FROM drained
-    WHERE tile_start >= {RUNNING}
+    SELECT device_id, tile_start, min(first_new) FROM running
     GROUP BY 1, 2
 ), touched AS (
     SELECT a.subject_id, d.tile_start, min(d.first_new) AS first_new
     FROM drained d
     JOIN device_assignments a ON a.device_id = d.device_id
      AND a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
-    WHERE d.tile_start < {RUNNING}
     GROUP BY 1, 2
 ), plan AS (
     SELECT t.subject_id, t.tile_start, t.tile_start + interval '1 hour' AS tile_end,
@@ -227,8 +230,9 @@ ON CONFLICT (block_start, subject_id) DO UPDATE SET
 LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('torch_track_tiles'))"
 
 
-# Queue entries (a device's hour each) taken by one refresh: a backlog (after a restore,
-# a migration or an outage) is worked through a bounded statement at a time.
+# Queue entries of hours that are over (a device's hour each) taken by one refresh: a
+# backlog (after a restore, a migration or an outage) is worked through a bounded
+# statement at a time.
 REFRESH_LIMIT = 10_000
 
 
