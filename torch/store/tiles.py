@@ -48,15 +48,17 @@ WITH drained AS (
     WHERE ctid = ANY (ARRAY(SELECT ctid FROM track_tiles_dirty WHERE tile_start < {RUNNING}
                             ORDER BY tile_start LIMIT $1))
     RETURNING device_id, tile_start, first_new
-), running AS (
-    -- the hour still running is tiled once it is over: its entries are folded into one a
-    -- device (the ingest write queues one for each batch)
-    DELETE FROM track_tiles_dirty WHERE tile_start >= {RUNNING}
-    RETURNING device_id, tile_start, first_new
-), requeued AS (
-    INSERT INTO track_tiles_dirty (device_id, tile_start, first_new)
-    SELECT device_id, tile_start, min(first_new) FROM running
-    GROUP BY 1, 2
+), folded AS (
+    -- the hour still running is tiled once it is over: of its entries (the ingest write
+    -- adds one in each batch) only the earliest of each device stays
+    DELETE FROM track_tiles_dirty
+    WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM (
+            SELECT ctid, row_number() OVER (PARTITION BY device_id, tile_start
+                                            ORDER BY first_new, ctid) AS k
+            FROM track_tiles_dirty WHERE tile_start >= {RUNNING}
+        ) e
+        WHERE k > 1))
 ), touched AS (
     SELECT a.subject_id, d.tile_start, min(d.first_new) AS first_new
     FROM drained d
