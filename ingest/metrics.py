@@ -104,6 +104,11 @@ class IngestMetrics:
         self.broker_connected = Gauge(
             "torch_broker_connected", "1 while the worker's MQTT session is up", registry=r
         )
+        self.alert_link_connected = Gauge(
+            "torch_alert_link_connected",
+            "1 while the worker's MQTT connection for publishing alerts is up",
+            registry=r,
+        )
         self.inbox = Gauge(
             "torch_ingest_inbox_messages", "messages received and not yet in a batch", registry=r
         )

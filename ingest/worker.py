@@ -229,6 +229,9 @@ class AlertLink:
             self._client.username_pw_set(settings.mqtt_username, password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.on_publish = self._on_publish
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self.connected = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[None]] = {}
 
@@ -257,6 +260,16 @@ class AlertLink:
         finally:
             self._waiting.pop(info.mid, None)
 
+    def _on_connect(self, *args: object) -> None:
+        reason = cast(ReasonCode, args[3])  # (client, userdata, flags, reason code, properties)
+        if reason.is_failure:
+            log.error("broker refused the alert connection: %s", reason)
+            return
+        self.connected.set()
+
+    def _on_disconnect(self, *args: object) -> None:
+        self.connected.clear()
+
     def _on_publish(self, *args: object) -> None:
         mid = cast(int, args[2])  # (client, userdata, mid, reason code, properties)
         if self._loop is not None:
@@ -276,6 +289,8 @@ class Worker:
         self.metrics = IngestMetrics()
         self.metrics.inbox.set_function(lambda: len(self._inbox))
         self.metrics.broker_connected.set_function(lambda: self._subscriber.connected.is_set())
+        self._alert_link = AlertLink(settings)
+        self.metrics.alert_link_connected.set_function(lambda: self._alert_link.connected.is_set())
         self._pipeline = Pipeline(
             settings.database_url.get_secret_value(),
             settings.worker_id,
@@ -292,7 +307,6 @@ class Worker:
             observer=self.metrics,
         )
         self._stopping = asyncio.Event()
-        self._alert_link = AlertLink(settings)
         self._alerts = AlertPublisher(
             settings.database_url.get_secret_value(),
             settings.worker_id,

@@ -61,6 +61,7 @@ def test_worker_health_readiness_and_metrics(  # type: ignore[no-untyped-def]
     assert m[("torch_ingest_lag_seconds_count", (("since", "fix"),))] == 4
     assert m[("torch_ingest_lag_seconds_bucket", (("le", "30.0"), ("since", "receipt")))] == 4
     assert m[("torch_broker_connected", ())] == 1
+    assert m[("torch_alert_link_connected", ())] == 1
     assert m[("torch_ingest_inbox_messages", ())] == 0
 
 
