@@ -93,6 +93,21 @@ class NoTopicCallbacks:
         return iter(())
 
 
+def client(settings: Settings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
+    """An MQTT v5 client of the worker's, with its broker account, reconnecting by itself."""
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if settings.mqtt_username:
+        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+        c.username_pw_set(settings.mqtt_username, password)
+    c.reconnect_delay_set(min_delay=1, max_delay=5)
+    return c
+
+
 class Subscriber:
     """A persistent MQTT v5 session at QoS 1 with manual acknowledgement."""
 
@@ -102,16 +117,7 @@ class Subscriber:
         self._session = 0
         self._lock = threading.Lock()
         self.connected = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"torch-{settings.worker_id}",
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if settings.mqtt_username:
-            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-            self._client.username_pw_set(settings.mqtt_username, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client = client(settings, f"torch-{settings.worker_id}", manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -219,15 +225,7 @@ class AlertLink:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"torch-{settings.worker_id}-alerts",
-            protocol=mqtt.MQTTv5,
-        )
-        if settings.mqtt_username:
-            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-            self._client.username_pw_set(settings.mqtt_username, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client = client(settings, f"torch-{settings.worker_id}-alerts")
         self._client.on_publish = self._on_publish
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
