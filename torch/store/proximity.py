@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from torch.proximity import TrackFix
+from torch.store import tiles
 
 
 @dataclass(slots=True)
@@ -135,22 +136,19 @@ ORDER BY subject_id, tile_start
 
 # What EDGES gives for hours not tiled yet (the hour still running), made from the fixes of
 # the hours starting in [$1, $2] as the tile refresh would make them (torch.store.tiles).
-LIVE = """
+LIVE = f"""
 SELECT subject_id, hour, min(t) AS first_t, max(t) AS last_t,
        coalesce(max(step), 0) AS longest_s,
-       string_agg(float8send(t) || float8send(x) || float8send(y) || float8send(acc),
-                  ''::bytea ORDER BY t) AS track
+       string_agg({tiles.PACKED_FIX}, ''::bytea ORDER BY fix_time) AS track
 FROM (
-    SELECT a.subject_id, h.hour, f.t, f.x, f.y, f.acc,
+    SELECT a.subject_id, h.hour, f.fix_time, f.position, f.acc, f.t,
            f.t - lag(f.t) OVER (PARTITION BY a.subject_id, h.hour ORDER BY f.t) AS step
     FROM (SELECT $1::float8 + 3600 * k AS hour
           FROM generate_series(0, (($2::float8 - $1::float8) / 3600)::int) AS k) h
     JOIN device_assignments a
       ON a.during && tstzrange(to_timestamp(h.hour), to_timestamp(h.hour + 3600))
     CROSS JOIN LATERAL (
-        SELECT extract(epoch FROM f.fix_time)::float8 AS t,
-               ST_X(f.position) AS x, ST_Y(f.position) AS y,
-               coalesce(f.acc::numeric::float8, 'NaN') AS acc
+        SELECT f.fix_time, f.position, f.acc, extract(epoch FROM f.fix_time)::float8 AS t
         FROM fixes f
         WHERE f.device_id = a.device_id AND a.during @> f.fix_time
           AND f.fix_time >= to_timestamp(h.hour) AND f.fix_time < to_timestamp(h.hour + 3600)

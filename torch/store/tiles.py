@@ -14,10 +14,10 @@ the fixes whose queue entries it removes. An hour is tiled once it is over: its
 fixes come a few seconds apart for every tag at once, and a tile rewritten whole
 each time it grew cost the write-ahead log and the commits of the ingest path
 far more than the fixes themselves (the crime-scene query reads the hour still
-running from its fixes). Until then its queue entries are put back, one for each
-device. An hour whose new fixes all come after its last one is extended; an hour
-that received a late fix is rebuilt. The blocks of the hours written are rebuilt
-in the same transaction.
+running from its fixes). Until then each refresh keeps only the earliest of its
+queue entries for each device. An hour whose new fixes all come after its last one
+is extended; an hour that received a late fix is rebuilt. The blocks of the hours
+written are rebuilt in the same transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ INSERT INTO track_tiles_dirty (device_id, tile_start, first_new)
 SELECT device_id, date_bin('1 hour', fix_time, TIMESTAMPTZ '2000-01-01 00:00:00+00'), min(fix_time)
 FROM stored GROUP BY 1, 2
 """
+
+# A fix as a tile's `track` holds it (time, easting, northing, accuracy or NaN, as
+# float8; torch.approach.fix_rows reads them), from the columns of `fixes`. The
+# accuracy is as the fixes are read for a query (torch.store.proximity).
+PACKED_FIX = """float8send(extract(epoch FROM fix_time)::float8)
+    || float8send(ST_X(position)) || float8send(ST_Y(position))
+    || float8send(coalesce(acc::numeric::float8, 'NaN'))"""
 
 # The start of the hour still running.
 RUNNING = "date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')"
@@ -107,11 +114,7 @@ WITH drained AS (
            min(ST_X(position)) AS min_x, min(ST_Y(position)) AS min_y,
            max(ST_X(position)) AS max_x, max(ST_Y(position)) AS max_y,
            max(acc::numeric::float8) AS max_acc,
-           -- the accuracy as the fixes are read for a query (torch.store.proximity)
-           string_agg(float8send(extract(epoch FROM fix_time)::float8)
-                      || float8send(ST_X(position)) || float8send(ST_Y(position))
-                      || float8send(coalesce(acc::numeric::float8, 'NaN')),
-                      ''::bytea ORDER BY fix_time) AS track,
+           string_agg({PACKED_FIX}, ''::bytea ORDER BY fix_time) AS track,
            -- whether the sketch holds every position exactly (torch.grid's lattice)
            bool_and((ST_X(position) - origin_x)::float4::float8 = ST_X(position) - origin_x
                     AND (ST_Y(position) - origin_y)::float4::float8
@@ -174,10 +177,9 @@ SELECT subject_id, tile_start, false FROM emptied
 # The six-hour blocks that hold the given hours (subject, hour start), rebuilt from
 # their hourly tiles; a block whose hours are all gone is removed. An hour not yet over
 # (a fix stamped ahead of the database's clock) waits in track_blocks_dirty until it is.
-BLOCKS = """
+BLOCKS = f"""
 WITH given AS (
-    SELECT k.subject_id, k.tile_start, k.tile_start >= date_bin('1 hour', now(), TIMESTAMPTZ
-               '2000-01-01 00:00:00+00') AS open
+    SELECT k.subject_id, k.tile_start, k.tile_start >= {RUNNING} AS open
     FROM unnest($1::bigint[], $2::timestamptz[]) AS k (subject_id, tile_start)
 ), deferred AS (
     INSERT INTO track_blocks_dirty (subject_id, tile_start)
@@ -185,7 +187,7 @@ WITH given AS (
     ON CONFLICT DO NOTHING
 ), due AS (
     DELETE FROM track_blocks_dirty
-    WHERE tile_start < date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')
+    WHERE tile_start < {RUNNING}
     RETURNING subject_id, tile_start
 ), keys AS (
     SELECT DISTINCT subject_id,
