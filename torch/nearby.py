@@ -10,8 +10,10 @@ tiles not yet up to date) has their fixes read and assessed in full.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -19,7 +21,15 @@ import asyncpg
 import numpy as np
 
 from torch import approach
-from torch.proximity import Assessment, Params, Scene, accuracy_between, assess, far_and_covered
+from torch.proximity import (
+    Assessment,
+    Params,
+    Scene,
+    TrackFix,
+    accuracy_between,
+    assess,
+    far_and_covered,
+)
 from torch.store import proximity as store
 
 # Settings for the sessions that run these queries: the plans are many small steps
@@ -73,11 +83,61 @@ async def _verdicts(
         w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
         for w, a in await _from_tiles(conn, spare, who, scene, plan, p)
     }
-    rest = [w.subject_id for w in who if w.subject_id not in found]
-    if rest:
-        for t in await store.tracks(conn, start, end, p.max_gap_s, rest):
-            found[t.subject_id] = SubjectVerdict(t.subject_id, t.ref, assess(t.fixes, scene, p))
+    rest = [w for w in who if w.subject_id not in found]
+    for t in await _tracks(conn, rest, scene, plan):
+        a = assess(t.fixes, scene, p)
+        found[t.subject_id] = SubjectVerdict(t.subject_id, t.ref, a)
+    await _reported(conn, [found[w.subject_id] for w in rest])
     return [found[i] for i in sorted(found)]
+
+
+async def _tracks(
+    conn: asyncpg.Connection, rest: Sequence[store.Wearer], scene: Scene, plan: approach.Plan
+) -> list[store.SubjectTrack]:
+    """The fixes of the subjects to assess in full: from their tiles where these are up to
+    date (packed together, where the fixes lie scattered over the table), with the hours not
+    tiled yet and every other subject's from the fixes. Tiles hold positions in grid metres
+    only: their fixes' latitude and longitude are NaN until `_reported`."""
+    if not rest:
+        return []
+    start = datetime.fromtimestamp(scene.start, UTC)
+    end = datetime.fromtimestamp(scene.end, UTC)
+    tiled = {w.subject_id: w.ref for w in rest if w.tiled}
+    loose = [w.subject_id for w in rest if not w.tiled]
+    out = await store.tracks(conn, start, end, plan.max_gap_s, loose) if loose else []
+    if not tiled:
+        return out
+    lo, hi = scene.start - plan.max_gap_s, scene.end + plan.max_gap_s
+    by_id = {i: store.SubjectTrack(i, ref) for i, ref in tiled.items()}
+    for subject_id, packed in (await store.tile_tracks(conn, list(tiled), lo, hi)).items():
+        rows = approach.fix_rows(packed)
+        rows = rows[(rows[:, 0] >= lo) & (rows[:, 0] <= hi) & (rows[:, 0] < plan.live_hour)]
+        by_id[subject_id].fixes = [
+            TrackFix(t, x, y, None if math.isnan(acc) else acc, math.nan, math.nan)
+            for t, x, y, acc in rows.tolist()
+        ]
+    if plan.live_hour <= hi:
+        live = datetime.fromtimestamp(plan.live_hour, UTC)
+        for t in await store.tracks(conn, live, max(end, live), plan.max_gap_s, list(tiled)):
+            by_id[t.subject_id].fixes += [f for f in t.fixes if f.t >= plan.live_hour]
+    return out + list(by_id.values())
+
+
+async def _reported(conn: asyncpg.Connection, judged: Sequence[SubjectVerdict]) -> None:
+    """Put the reported latitude and longitude into the evidence fixes read from tiles."""
+    wanted = [
+        (v.subject_id, f.t) for v in judged for f in v.assessment.evidence if math.isnan(f.lat)
+    ]
+    if not wanted:
+        return
+    found = await store.reported(conn, wanted)
+    for v in judged:
+        v.assessment.evidence = [
+            replace(f, lat=found[v.subject_id, f.t][0], lon=found[v.subject_id, f.t][1])
+            if math.isnan(f.lat)
+            else f
+            for f in v.assessment.evidence
+        ]
 
 
 async def _read(

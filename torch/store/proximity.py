@@ -306,6 +306,26 @@ async def tile_tracks(
     return {s: b"".join(parts) for s, parts in packed.items()}
 
 
+# The fixes as reported (lat, lon) of subjects at fix times (Unix), by the device each wore then.
+REPORTED = """
+SELECT k.subject_id, k.t, f.lat, f.lon
+FROM unnest($1::bigint[], $2::float8[]) AS k (subject_id, t)
+JOIN device_assignments a ON a.subject_id = k.subject_id AND a.during @> to_timestamp(k.t)
+JOIN fixes f ON f.device_id = a.device_id AND f.fix_time = to_timestamp(k.t)
+"""
+
+
+async def reported(
+    conn: asyncpg.Connection, wanted: Sequence[tuple[int, float]]
+) -> dict[tuple[int, float], tuple[float, float]]:
+    """The latitude and longitude, as reported, of each (subject_id, fix time) that the
+    tiles give in grid metres only."""
+    if not wanted:
+        return {}
+    rows = await conn.fetch(REPORTED, [w[0] for w in wanted], [w[1] for w in wanted])
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
 async def refs(conn: asyncpg.Connection, subjects: Sequence[int]) -> dict[int, str]:
     rows = await conn.fetch("SELECT id, ref FROM subjects WHERE id = ANY($1::bigint[])", subjects)
     return {r["id"]: r["ref"] for r in rows}
