@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from itertools import pairwise
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import Point, Polygon
 
-from torch.proximity import Params, Scene, TrackFix, Verdict, assess
+from torch.proximity import Params, Scene, TrackFix, Verdict, _clock, _clocks, assess, iso, isos
 
 P = Params()
 
@@ -162,3 +163,33 @@ def test_closest_matches_brute_force_over_every_fix_pair(points, sx, sy) -> None
     else:
         assert a.closest_m is not None
         assert brute - finest - 1e-6 <= a.closest_m <= brute + 1e-6
+
+
+def test_times_written_many_at_once_read_as_one_at_a_time() -> None:
+    """`isos` and `_clocks` give what `iso` and `_clock` give, time by time: whole seconds,
+    milliseconds truncated, microseconds rounded up to the next second."""
+    times = [
+        1793851200.0,  # 2026-11-05T04:00:00Z
+        1793851200.1,
+        1793851200.0999,
+        1793851259.9999996,  # rounds to the next second: 04:01:00
+        1793851259.9995,
+        1793851200.0000001,  # not whole: written with milliseconds, .000
+        946684800.5,
+    ]
+    assert isos(np.array(times)) == [iso(t) for t in times]
+    assert _clocks(np.array(times)) == [_clock(t) for t in times]
+    assert isos(np.array(times[:4])) == [
+        "2026-11-05T04:00:00Z",
+        "2026-11-05T04:00:00.100Z",
+        "2026-11-05T04:00:00.099Z",
+        "2026-11-05T04:01:00.000Z",
+    ]
+    assert _clocks(np.array(times[3:4])) == ["2026-11-05T04:01:00Z"]
+
+
+@given(st.floats(min_value=946684800, max_value=4102444800, allow_nan=False))
+@settings(max_examples=300, deadline=None)
+def test_any_time_written_at_once_is_written_as_alone(t: float) -> None:
+    assert isos(np.array([t])) == [iso(t)]
+    assert _clocks(np.array([t])) == [_clock(t)]

@@ -26,7 +26,6 @@ from torch.proximity import (
     Params,
     Scene,
     TrackFix,
-    accuracy_between,
     assess,
     far_and_covered,
 )
@@ -237,10 +236,7 @@ async def _from_tiles(
     p: Params,
 ) -> list[tuple[store.Wearer, Assessment]]:
     """The subjects whose verdict the tiles settle: excluded, far from the scene."""
-    out = []
-    for i, n in (await closest_from_tiles(conn, who, scene, plan, spare)).items():
-        acc = accuracy_between(n.acc_a, n.acc_b, p)
-        a = far_and_covered(n.distance, n.t, (n.x, n.y), acc, scene, p)
-        if a is not None:
-            out.append((who[i], a))
-    return out
+    found = list((await closest_from_tiles(conn, who, scene, plan, spare)).values())
+    d, t, x, y, acc_a, acc_b = (np.fromiter((n[k] for n in found), float) for k in range(1, 7))
+    judged = far_and_covered(d, t, x, y, acc_a, acc_b, scene, p)
+    return [(who[n.subject], a) for n, a in zip(found, judged, strict=True) if a is not None]

@@ -376,26 +376,58 @@ def iso(t: float) -> str:
     return f"{text}Z" if t == int(t) else f"{text}.{us // 1000:03d}Z"
 
 
+def _micros(t: np.ndarray) -> np.ndarray:
+    """Unix times t as whole microseconds, rounded as `_split` rounds them."""
+    whole = np.trunc(t)
+    us: np.ndarray = whole.astype(np.int64) * 1_000_000 + np.round((t - whole) * 1e6).astype(
+        np.int64
+    )
+    return us
+
+
+def isos(t: np.ndarray) -> list[str]:
+    """`iso` of many times at once."""
+    us = _micros(np.asarray(t, float)).astype("datetime64[us]")
+    whole = np.datetime_as_string(us.astype("datetime64[s]"), unit="s")
+    ms = np.datetime_as_string(us.astype("datetime64[ms]"), unit="ms")
+    text = np.where(t == np.trunc(t), whole, ms).tolist()
+    return [f"{x}Z" for x in text]
+
+
+def _clocks(t: np.ndarray) -> list[str]:
+    """`_clock` of many times at once."""
+    us = _micros(np.asarray(t, float)).astype("datetime64[us]")
+    text = np.datetime_as_string(us.astype("datetime64[s]"), unit="s").tolist()
+    return [f"{x}Z" for x in text]
+
+
+ACCOUNTED = "every moment of the window is accounted for away from the scene"
+
+
+def _approach_reason(d: float, u: float, clock: str, r: float) -> str:
+    """What the closest approach, d metres with accuracy u at `clock`, says for a radius r."""
+    if d + u <= r:
+        return (
+            f"closest approach {d:.0f} m at {clock}: within {r:.0f} m "
+            f"even allowing for an accuracy of {u:.0f} m"
+        )
+    if d - u <= r:
+        return (
+            f"closest approach {d:.0f} m at {clock}: within {r:.0f} m "
+            f"only within the accuracy of {u:.0f} m"
+        )
+    return (
+        f"closest approach {d:.0f} m at {clock}: more than {r:.0f} m "
+        f"even allowing for an accuracy of {u:.0f} m"
+    )
+
+
 def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -> list[str]:
     out = []
-    r = scene.radius_m
     if closest is not None:
-        d, u = closest.distance, closest.acc
-        if a.verdict is Verdict.PRESENT:
-            out.append(
-                f"closest approach {d:.0f} m at {_clock(closest.t)}: within {r:.0f} m "
-                f"even allowing for an accuracy of {u:.0f} m"
-            )
-        elif d - u <= r:
-            out.append(
-                f"closest approach {d:.0f} m at {_clock(closest.t)}: within {r:.0f} m "
-                f"only within the accuracy of {u:.0f} m"
-            )
-        else:
-            out.append(
-                f"closest approach {d:.0f} m at {_clock(closest.t)}: more than {r:.0f} m "
-                f"even allowing for an accuracy of {u:.0f} m"
-            )
+        out.append(
+            _approach_reason(closest.distance, closest.acc, _clock(closest.t), scene.radius_m)
+        )
     for g in a.gaps:
         span = f"{(g.end - g.start) / 60:.0f}-minute gap from {_clock(g.start)} to {_clock(g.end)}"
         if g.reachable:
@@ -405,7 +437,7 @@ def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -
         else:
             out.append(f"a {span} too short to reach the scene at {p.max_speed_ms:.0f} m/s")
     if a.verdict is Verdict.EXCLUDED:
-        out.append("every moment of the window is accounted for away from the scene")
+        out.append(ACCOUNTED)
     return out
 
 
@@ -451,14 +483,40 @@ def position_at(before: TrackFix | None, after: TrackFix | None, t: float, p: Pa
 
 
 def far_and_covered(
-    closest_m: float, t: float, xy: tuple[float, float], acc: float, scene: Scene, p: Params
-) -> Assessment | None:
-    """The assessment of a subject whose track covers the whole window with no gap, from
-    its closest approach alone: excluded when even that is beyond the radius by more than
-    the accuracy; None when the verdict needs the fixes (it is present or possible)."""
-    closest = Approach(closest_m, t, xy, acc, ())
-    if _decide(closest, [], scene) is not Verdict.EXCLUDED:
-        return None
-    a = Assessment(Verdict.EXCLUDED, closest_m, t, xy, acc, coverage=1.0)
-    a.reasons = _reasons(a, closest, scene, p)
-    return a
+    closest_m: np.ndarray,
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    acc_a: np.ndarray,
+    acc_b: np.ndarray,
+    scene: Scene,
+    p: Params,
+) -> list[Assessment | None]:
+    """The assessments of subjects whose tracks cover the whole window with no gap, from
+    their closest approaches alone (arrays: the distance, the time and the point there,
+    the accuracies of the fixes around it, NaN where none): excluded when even that is
+    beyond the radius by more than the accuracy; None when the verdict needs the fixes
+    (it is present or possible). Many at once: a query has thousands."""
+    u = np.fmax(
+        np.where(np.isnan(acc_a), p.default_acc_m, acc_a),
+        np.where(np.isnan(acc_b), p.default_acc_m, acc_b),
+    )
+    far = closest_m - u > scene.radius_m  # neither present nor possible (`_decide`)
+    out: list[Assessment | None] = [None] * len(closest_m)
+    i = np.flatnonzero(far)
+    clocks = _clocks(t[i])
+    r = scene.radius_m
+    rows = zip(i.tolist(), closest_m[i].tolist(), t[i].tolist(), x[i].tolist(), y[i].tolist(),
+               u[i].tolist(), clocks, strict=True)  # fmt: skip
+    for k, d, tk, xk, yk, uk, clock in rows:
+        out[k] = Assessment(
+            Verdict.EXCLUDED,
+            d,
+            tk,
+            (xk, yk),
+            uk,
+            1.0,
+            [],
+            [_approach_reason(d, uk, clock, r), ACCOUNTED],
+        )
+    return out
