@@ -137,7 +137,7 @@ class Sketch(NamedTuple):
 HOUR_FIELDS = len(Hours._fields) - 1
 
 
-def hours_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Hours:
+def hours_of(subjects: np.ndarray, packed: Sequence[bytes]) -> Hours:
     """Hour summaries from the blocks' `hours` columns (float8 big-endian: hour, n, first
     and last fix time, longest interval, first fix's easting and northing, exactness), one
     block a subject index."""
@@ -154,13 +154,13 @@ def spans_of(hours: Hours, p: Plan, edge: Spans) -> Spans:
     return Spans(*(a[order] for a in both))
 
 
-def edge_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Edge:
+def edge_of(subjects: np.ndarray, packed: Sequence[bytes]) -> Edge:
     """Exact fixes from tiles' `track` columns (float8 big-endian: t, x, y, acc)."""
     subject, a = _unpack(subjects, packed, ">f8", 4)
     return Edge(subject, *a.T)
 
 
-def sketch_of(subjects: Sequence[int], packed: Sequence[bytes]) -> Sketch:
+def sketch_of(subjects: np.ndarray, packed: Sequence[bytes]) -> Sketch:
     """Sketch fixes from blocks' `sketch` columns (float4 big-endian: dx, dy)."""
     subject, a = _unpack(subjects, packed, ">f4", 2)
     return Sketch(subject, a[:, 0], a[:, 1])
@@ -172,14 +172,14 @@ def fix_rows(packed: bytes) -> np.ndarray:
 
 
 def _unpack(
-    subjects: Sequence[int], packed: Sequence[bytes], dtype: str, width: int
+    subjects: np.ndarray, packed: Sequence[bytes], dtype: str, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Records of `width` numbers of `dtype`, from one packed column per subject index: the
     subject index of each record, and the records as native rows."""
     size = np.dtype(dtype).itemsize * width
-    counts = np.fromiter((len(b) // size for b in packed), np.int64, len(packed))
+    counts = np.fromiter(map(len, packed), np.int64, len(packed)) // size
     a = np.frombuffer(b"".join(packed), dtype).reshape(-1, width)
-    return np.repeat(np.asarray(subjects, np.int64), counts), a.astype(dtype.lstrip("><"))
+    return np.repeat(subjects.astype(np.int64), counts), a.astype(dtype.lstrip("><"))
 
 
 def _starts(sorted_values: np.ndarray) -> np.ndarray:

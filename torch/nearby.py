@@ -186,23 +186,21 @@ async def closest_from_tiles(
 ) -> dict[int, approach.Nearest]:
     """The exact closest approach, by subject index in `who`, of every subject whose
     tiles show a track over the whole window and who can be measured from them."""
-    index = {w.subject_id: i for i, w in enumerate(who)}
+    ids = np.fromiter((w.subject_id for w in who), np.int64, len(who))
     blocks, edges = await _read(conn, spare, plan)
-    block_rows = sorted((index[r[0]], r[1], r[2], r[3]) for r in blocks if r[0] in index)
-    edge_rows = [(index[r[0]], *r[1:]) for r in edges if r[0] in index]
-    edge_rows.sort(key=lambda r: r[:2])
-    hours = approach.hours_of([r[0] for r in block_rows], [r[2] for r in block_rows])
+    block_subject, block_rows = _in_order(ids, blocks)
+    edge_subject, edge_rows = _in_order(ids, edges)
+    hours = approach.hours_of(block_subject, [r[2] for r in block_rows])
     edge_spans = approach.Spans(
-        np.array([r[0] for r in edge_rows], np.int64),
-        *(np.array([r[i] for r in edge_rows], float) for i in range(1, 5)),
+        edge_subject, *(np.fromiter((r[i] for r in edge_rows), float) for i in range(1, 5))
     )
     spans = approach.spans_of(hours, plan, edge_spans)
     keep = approach.whole(spans, plan, len(who))
     keep &= np.fromiter((w.tiled for w in who), bool, len(who))
     if not keep.any():
         return {}
-    edge = approach.edge_of([r[0] for r in edge_rows], [r[5] for r in edge_rows])
-    sketch = approach.sketch_of([r[0] for r in block_rows], [r[3] for r in block_rows])
+    edge = approach.edge_of(edge_subject, [r[5] for r in edge_rows])
+    sketch = approach.sketch_of(block_subject, [r[3] for r in block_rows])
     inner = approach.inner_of(hours, plan)
     cx, cy, r = approach.centre(scene.geometry)
     groups = approach.pairs(edge, sketch, hours, inner, plan, keep, cx, cy)
@@ -210,7 +208,6 @@ async def closest_from_tiles(
     if len(chosen.subject) == 0:
         return {}
     ends = approach.ends(chosen, edge, sketch, hours, inner)
-    ids = np.fromiter((x.subject_id for x in who), np.int64, len(who))
 
     async def read(which: np.ndarray) -> None:
         w = ends.wanted
@@ -225,6 +222,22 @@ async def closest_from_tiles(
     found = approach.nearest(chosen, ends, best, plan, scene.geometry)
     skip = set(crowded.tolist())
     return {n.subject: n for n in found if n.subject not in skip}
+
+
+def _in_order(
+    ids: np.ndarray, rows: Sequence[asyncpg.Record]
+) -> tuple[np.ndarray, list[asyncpg.Record]]:
+    """The rows (subject_id, start, ...) of the subjects in `ids`, in (subject, start) order,
+    with each one's subject index in `ids`."""
+    if len(ids) == 0 or len(rows) == 0:
+        return np.zeros(0, np.int64), []
+    subject = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    start = np.fromiter((r[1] for r in rows), float, len(rows))
+    by_id = np.argsort(ids)
+    at = by_id[np.searchsorted(ids, subject, sorter=by_id).clip(0, len(ids) - 1)]
+    mine = np.flatnonzero(ids[at] == subject)
+    order = mine[np.lexsort((start[mine], at[mine]))]
+    return at[order], [rows[i] for i in order.tolist()]
 
 
 async def _from_tiles(
