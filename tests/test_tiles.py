@@ -562,11 +562,22 @@ def test_bulk_correlation_finds_what_each_crime_alone_finds(run: Run) -> None:
 
 
 def test_a_second_connection_is_taken_only_when_the_pool_has_one_free(db: Database) -> None:
-    """An answer reads over two connections where it can; one that holds the pool's last
-    connection goes on with one, rather than wait for a second (requests each holding one
-    and waiting for another would wait for ever)."""
+    """An answer reads over two connections where the pool has one open and idle; one that
+    holds the pool's last idle connection goes on with one, rather than wait for a second
+    (requests each holding one and waiting for another would wait for ever) or open one."""
 
     async def main() -> None:
+        pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=3)
+        try:
+            async with pool.acquire(), store_db.spare(pool) as second:
+                assert second is not None and await second.fetchval("SELECT 1") == 1
+            async with pool.acquire(), pool.acquire(), store_db.spare(pool) as second:
+                assert second is None  # none idle: the pool's third is not opened
+            assert pool.get_size() == 2
+            async with pool.acquire(timeout=1) as a, pool.acquire(timeout=1) as b:
+                assert await a.fetchval("SELECT 2") == await b.fetchval("SELECT 2") == 2
+        finally:
+            await pool.close()
         pool = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=1)
         try:
             async with pool.acquire(), store_db.spare(pool) as second:

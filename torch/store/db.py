@@ -47,13 +47,15 @@ async def pool(
     *,
     size: int,
     application_name: str,
+    open_at_least: int = 0,
     init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A pool of up to `size` connections; broken ones are replaced on the next acquire."""
+    """A pool of up to `size` connections, `open_at_least` of them kept open; broken ones
+    are replaced on the next acquire."""
     return await asyncpg.create_pool(
         dsn(url),
-        min_size=0,
+        min_size=open_at_least,
         max_size=size,
         init=init,
         timeout=10,
@@ -66,14 +68,14 @@ log = logging.getLogger("torch.store")
 
 @contextlib.asynccontextmanager
 async def spare(p: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection | None]:
-    """A second connection if the pool has one free at once, else None: a request that
+    """A second connection if the pool has one open and idle, else None: a request that
     already holds one never waits for another (requests each holding one and waiting for
-    a second would wait for each other for ever)."""
-    try:
-        conn = await p.acquire(timeout=0.001)
-    except TimeoutError:
+    a second would wait for each other for ever), nor opens one, which takes longer than
+    the read it would share."""
+    if p.get_idle_size() == 0:
         yield None
         return
+    conn = await p.acquire(timeout=1)  # an idle connection: the pool hands it over at once
     try:
         yield conn
     finally:
