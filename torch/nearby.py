@@ -142,39 +142,44 @@ async def _reported(conn: asyncpg.Connection, judged: Sequence[SubjectVerdict]) 
 async def _read(
     conn: asyncpg.Connection, spare: asyncpg.Connection | None, plan: approach.Plan
 ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    """The blocks and the edge tiles of a window; with a spare connection, the blocks on
-    one and the edges on the other at once (or, with no blocks, half the edges on each)."""
-    ranges = plan.edge_ranges()
-    if spare is not None and not plan.has_interior:
-        lo, hi = ranges[0]
-        mid = lo + (hi - lo) // 2 // approach.HOUR * approach.HOUR
-        ranges = [(lo, mid), (mid + approach.HOUR, hi)]
-
-    async def blocks_then(edges: list[tuple[float, float]]) -> list[list[asyncpg.Record]]:
-        first, last = plan.blocks()
-        # with no interior, every hour is an edge hour, read from its tile
-        found = (
-            await store.blocks(conn, first, last, plan.inner_from, plan.inner_to)
-            if plan.has_interior
-            else []
-        )
-        return [found, *await _edges(conn, edges, plan.live_hour)]
-
+    """The blocks and the edge tiles of a window. With a spare connection, each reads half
+    of them at once: the earlier blocks and edge hours on one, the later on the other (or,
+    with no blocks, half the edge hours each), so that both of PostgreSQL's processes send."""
+    edges = plan.edge_ranges()
+    blocks = [plan.blocks()] if plan.has_interior else []
     if spare is None:
-        blocks, *edges = await blocks_then(ranges)
+        return await _part(conn, blocks, edges, plan)
+    if blocks:
+        ((lo, hi),) = blocks
+        mid = lo + (hi - lo) // 2 // approach.BLOCK * approach.BLOCK
+        blocks = [(lo, mid), (mid + approach.BLOCK, hi)]
     else:
-        mine, theirs = ([], ranges) if plan.has_interior else (ranges[:1], ranges[1:])
-        (blocks, *edges), more = await asyncio.gather(
-            blocks_then(mine), _edges(spare, theirs, plan.live_hour)
-        )
-        edges += more
-    return blocks, [r for rows in edges for r in rows]
+        ((lo, hi),) = edges
+        mid = lo + (hi - lo) // 2 // approach.HOUR * approach.HOUR
+        edges = [(lo, mid), (mid + approach.HOUR, hi)]
+    (b1, e1), (b2, e2) = await asyncio.gather(
+        _part(conn, blocks[:1], edges[:1], plan), _part(spare, blocks[1:], edges[1:], plan)
+    )
+    return b1 + b2, e1 + e2
 
 
-async def _edges(
-    conn: asyncpg.Connection, ranges: list[tuple[float, float]], live: float
-) -> list[list[asyncpg.Record]]:
-    return [await store.edges(conn, lo, hi, live) for lo, hi in ranges if lo <= hi]
+async def _part(
+    conn: asyncpg.Connection,
+    blocks: list[tuple[float, float]],
+    edges: list[tuple[float, float]],
+    plan: approach.Plan,
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """The blocks starting and the edge tiles of the hours starting in these [from, to]
+    ranges (Unix times, inclusive), on one connection."""
+    found: list[asyncpg.Record] = []
+    for lo, hi in blocks:
+        if lo <= hi:
+            found += await store.blocks(conn, lo, hi, plan.inner_from, plan.inner_to)
+    tiles: list[asyncpg.Record] = []
+    for lo, hi in edges:
+        if lo <= hi:
+            tiles += await store.edges(conn, lo, hi, plan.live_hour)
+    return found, tiles
 
 
 async def closest_from_tiles(

@@ -124,14 +124,14 @@ CROSS JOIN LATERAL (
 WHERE b.block_start >= to_timestamp($1) AND b.block_start <= to_timestamp($2)
 """
 
-# The tiles of the hours starting in [$1, $2] (Unix times), in subject and time order.
+# The tiles of the hours starting in [$1, $2] (Unix times), in no set order: sorting
+# these wide rows took PostgreSQL five times as long as reading them.
 EDGES = """
 SELECT subject_id, extract(epoch FROM tile_start)::float8 AS hour,
        extract(epoch FROM first_at)::float8 AS first_t,
        extract(epoch FROM last_at)::float8 AS last_t, longest_s, track
 FROM track_tiles
 WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
-ORDER BY subject_id, tile_start
 """
 
 # What EDGES gives for hours not tiled yet (the hour still running), made from the fixes of
