@@ -33,6 +33,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from torch import bounds
 from torch.proximity import Pieces, nearest_on, piece_shapes, point_distances
 
 HOUR = 3600.0
@@ -127,9 +128,8 @@ class Edge(NamedTuple):
 
 class Sketch(NamedTuple):
     """The interior hours' fixes, in (subject, time) order: float4 offsets from the
-    first fix of their hour."""
+    first fix of their hour (whose subject `Inner` tells), each a contiguous array."""
 
-    subject: np.ndarray
     dx: np.ndarray
     dy: np.ndarray
 
@@ -160,10 +160,10 @@ def edge_of(subjects: np.ndarray, packed: Sequence[bytes]) -> Edge:
     return Edge(subject, *a.T)
 
 
-def sketch_of(subjects: np.ndarray, packed: Sequence[bytes]) -> Sketch:
+def sketch_of(packed: Sequence[bytes]) -> Sketch:
     """Sketch fixes from blocks' `sketch` columns (float4 big-endian: dx, dy)."""
-    subject, a = _unpack(subjects, packed, ">f4", 2)
-    return Sketch(subject, a[:, 0], a[:, 1])
+    a = np.frombuffer(b"".join(packed), ">f4").reshape(-1, 2)
+    return Sketch(a[:, 0].astype(np.float32), a[:, 1].astype(np.float32))
 
 
 def fix_rows(packed: bytes) -> np.ndarray:
@@ -250,28 +250,43 @@ def centre(geometry: BaseGeometry) -> tuple[float, float, float]:
 
 
 class Pairs(NamedTuple):
-    """Pieces of track, from fix a to fix b, as float4 offsets from the scene's centre.
-    A fix is named by a reference: its index in `Edge` (>= 0), or -1 - its index in
-    `Sketch`; a sketch fix's time is not known here (None: every one is inside the
-    window). `order` ranks each subject's pieces in time."""
+    """Pieces of track, from fix a to fix b, as offsets from the scene's centre. A fix is
+    named by a reference: its index in `Edge` (>= 0), or -1 - its index in `Sketch`. `order`
+    ranks each subject's pieces in time."""
 
     subject: np.ndarray
     xa: np.ndarray
     ya: np.ndarray
     xb: np.ndarray
     yb: np.ndarray
-    ta: np.ndarray | None
-    tb: np.ndarray | None
-    ra: np.ndarray | None  # None for the sketch's own pieces: piece i joins -1 - i, -2 - i
-    rb: np.ndarray | None
-    order: np.ndarray | None
+    ta: np.ndarray
+    tb: np.ndarray
+    ra: np.ndarray
+    rb: np.ndarray
+    order: np.ndarray
     valid: np.ndarray  # a piece of one subject's track that reaches into the window
 
     def named(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The references of pieces i's ends, and their rank in time."""
-        if self.ra is None or self.rb is None or self.order is None:
-            return -1 - i, -2 - i, INNER + i
         return self.ra[i], self.rb[i], self.order[i]
+
+
+class SketchPieces(NamedTuple):
+    """The pieces within the interior's sketch, between consecutive fixes of one subject:
+    piece i joins sketch fixes i and i + 1, both inside the window (their times are not
+    known here). Row k of the sketch holds counts[k] fixes of subject[k], as offsets from
+    (ox[k], oy[k]), the hour's first fix as an offset from the scene's centre."""
+
+    ox: np.ndarray
+    oy: np.ndarray
+    counts: np.ndarray
+    subject: np.ndarray
+    dx: np.ndarray  # float4 offsets
+    dy: np.ndarray
+    keep: np.ndarray  # by subject index
+
+    def named(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return -1 - i, -2 - i, INNER + i
 
 
 # order ranks: each subject's head edge, then into the sketch, the sketch, out of it, the tail
@@ -287,34 +302,30 @@ def pairs(
     keep: np.ndarray,
     cx: float,
     cy: float,
-) -> list[Pairs]:
+) -> tuple[SketchPieces, Pairs, Pairs]:
     """The pieces of the tracks of the subjects in `keep`: within the interior's sketch,
     within the edge hours before and after it, and the joints between them."""
-    counts = np.diff(inner.before)
-    ox = np.repeat((hours.first_x[inner.rows] - cx).astype(np.float32), counts)
-    oy = np.repeat((hours.first_y[inner.rows] - cy).astype(np.float32), counts)
-    sx, sy, ss = ox + sketch.dx, oy + sketch.dy, sketch.subject
-    ex, ey = (edge.x - cx).astype(np.float32), (edge.y - cy).astype(np.float32)
+    rows = inner.rows
+    in_sketch = SketchPieces(
+        hours.first_x[rows] - cx, hours.first_y[rows] - cy, np.diff(inner.before),
+        hours.subject[rows], sketch.dx, sketch.dy, keep,
+    )  # fmt: skip
+    ex, ey = edge.x - cx, edge.y - cy
     es, et = edge.subject, edge.t
     after = et >= p.inner_to if p.has_interior else np.zeros(len(es), bool)
     idx_e = np.arange(len(es))
-    inner_pairs = Pairs(
-        ss[:-1], sx[:-1], sy[:-1], sx[1:], sy[1:], None, None, None, None, None,
-        (ss[1:] == ss[:-1]) & keep[ss[:-1]],
-    )  # fmt: skip
     edge_pairs = Pairs(
         es[:-1], ex[:-1], ey[:-1], ex[1:], ey[1:], et[:-1], et[1:],
         idx_e[:-1], idx_e[1:], np.where(after[:-1], TAIL, HEAD) + idx_e[:-1],
         (es[1:] == es[:-1]) & (after[1:] == after[:-1]) & keep[es[:-1]]
         & ~(et[1:] < p.start) & ~(et[:-1] > p.end),
     )  # fmt: skip
-    return [inner_pairs, edge_pairs, _joints(sx, sy, ss, ex, ey, es, et, after, p, keep)]
+    return in_sketch, edge_pairs, _joints(in_sketch, inner, ex, ey, es, et, after, p, keep)
 
 
 def _joints(
-    sx: np.ndarray,
-    sy: np.ndarray,
-    ss: np.ndarray,
+    sk: SketchPieces,
+    inner: Inner,
     ex: np.ndarray,
     ey: np.ndarray,
     es: np.ndarray,
@@ -328,9 +339,10 @@ def _joints(
     n = len(keep)
     nothing = np.full(n, -1)
     s_first, s_last = nothing.copy(), nothing.copy()
-    starts = _starts(ss) if len(ss) else np.zeros(0, int)
-    s_first[ss[starts]] = starts
-    s_last[ss[starts]] = np.r_[starts[1:], len(ss)] - 1
+    if len(sk.subject):
+        starts = _starts(sk.subject)
+        s_first[sk.subject[starts]] = inner.before[starts]
+        s_last[sk.subject[starts]] = inner.before[np.r_[starts[1:], len(sk.subject)]] - 1
     head_last, tail_first = nothing.copy(), nothing.copy()
     head = np.flatnonzero(~after)
     head_last[es[head]] = head
@@ -348,43 +360,28 @@ def _joints(
     rb = np.concatenate([r[m] for r, m in zip(b_refs, ok, strict=True)])
     order = np.concatenate([np.full(m.sum(), k) for k, m in zip(ranks, ok, strict=True)])
 
-    ta, tb = _at(ra, et, np.full(len(ss), np.nan)), _at(rb, et, np.full(len(ss), np.nan))
+    ta, tb = _at(ra, et, np.nan, sk, inner), _at(rb, et, np.nan, sk, inner)
+    xa, ya = _at(ra, ex, 0, sk, inner), _at(ra, ey, 1, sk, inner)
+    xb, yb = _at(rb, ex, 0, sk, inner), _at(rb, ey, 1, sk, inner)
     valid = keep[sub] & ~(tb < p.start) & ~(ta > p.end)
-    return Pairs(
-        sub, _at(ra, ex, sx), _at(ra, ey, sy), _at(rb, ex, sx), _at(rb, ey, sy), ta, tb,
-        ra, rb, order, valid,
-    )  # fmt: skip
+    return Pairs(sub, xa, ya, xb, yb, ta, tb, ra, rb, order, valid)
 
 
-def _at(refs: np.ndarray, edge: np.ndarray, sketch: np.ndarray) -> np.ndarray:
-    """The values of the fixes named by refs: from `edge` (refs >= 0) or `sketch`."""
-    out = np.empty(len(refs), edge.dtype)
+def _at(
+    refs: np.ndarray, edge: np.ndarray, axis: float, sk: SketchPieces, inner: Inner
+) -> np.ndarray:
+    """The values of the fixes named by refs: from `edge` (refs >= 0), or of the sketch's
+    fixes: their x (axis 0) or y (1) offset from the scene's centre, or NaN (a time)."""
+    out = np.empty(len(refs))
     mine = refs >= 0
     out[mine] = edge[refs[mine]]
-    out[~mine] = sketch[-1 - refs[~mine]]
-    return out
-
-
-CHUNK = 1 << 16  # pieces at a time: temporaries that stay in the cache
-
-
-def _distances(pr: Pairs) -> np.ndarray:
-    """Each piece's distance to the scene's centre (the origin), in float4."""
-    out = np.empty(len(pr.xa), np.float32)
-    zero, one = np.float32(0), np.float32(1)
-    for i in range(0, len(out), CHUNK):
-        j = slice(i, i + CHUNK)
-        ax, ay = pr.xa[j], pr.ya[j]
-        dx, dy = pr.xb[j] - ax, pr.yb[j] - ay
-        l2 = dx * dx + dy * dy
-        l2[l2 == 0] = one
-        k = -(ax * dx + ay * dy) / l2
-        np.clip(k, zero, one, out=k)
-        dx *= k
-        dy *= k
-        dx += ax
-        dy += ay
-        np.sqrt(dx * dx + dy * dy, out=out[j])
+    i = -1 - refs[~mine]
+    if np.isnan(axis):
+        out[~mine] = np.nan
+    else:
+        k = np.searchsorted(inner.before, i, "right") - 1
+        origin, offset = (sk.ox, sk.dx) if axis == 0 else (sk.oy, sk.dy)
+        out[~mine] = origin[k] + offset[i]
     return out
 
 
@@ -397,27 +394,29 @@ class Chosen(NamedTuple):
     order: np.ndarray
 
 
-def candidates(groups: list[Pairs], count: int, p: Plan, r: float) -> tuple[Chosen, np.ndarray]:
+def candidates(
+    groups: tuple[SketchPieces, Pairs, Pairs], count: int, p: Plan, r: float
+) -> tuple[Chosen, np.ndarray]:
     """The pieces that may be nearest the scene, and the subjects with too many such
     pieces to measure here: a piece may be the nearest when its least possible distance
     is within the greatest possible distance of the subject's nearest piece inside the
-    window."""
-    far = np.float32(np.inf)
+    window (torch.bounds)."""
+    limit = np.full(count, np.inf)
+    sk, *rest = groups
+    least = bounds.sketch_bounds(
+        sk.ox, sk.oy, sk.counts, sk.subject, sk.keep, sk.dx, sk.dy, r, limit
+    )
     measured = []
-    limit = np.full(count, np.inf, np.float32)
-    for g in groups:
-        d = _distances(g)
-        # float4 offsets are within a few centimetres of the exact ones: allow for it
-        slack = np.float32(0.05) + np.float32(2e-6) * d
-        inside = g.valid.copy()
-        if g.ta is not None and g.tb is not None:
-            inside &= ~(g.ta < p.start) & ~(g.tb > p.end)
-        high = np.where(inside, d + np.float32(r) + slack, far)
-        _least(limit, g.subject, high)
-        measured.append((d, slack))
-    picked = []
-    for g, (d, slack) in zip(groups, measured, strict=True):
-        i = np.flatnonzero(g.valid & (d - np.float32(r) - slack <= limit[g.subject]))
+    for g in rest:
+        inside = g.valid & ~(g.ta < p.start) & ~(g.tb > p.end)
+        measured.append(
+            bounds.piece_bounds(g.xa, g.ya, g.xb, g.yb, g.valid, inside, g.subject, r, limit)
+        )
+    i = bounds.sketch_chosen(sk.ox, sk.oy, sk.counts, sk.subject, least, sk.dx, sk.dy, r, limit)
+    k = np.searchsorted(np.r_[0, np.cumsum(sk.counts)], i, "right") - 1
+    picked = [Chosen(sk.subject[k], *sk.named(i))]
+    for g, d in zip(rest, measured, strict=True):
+        i = bounds.piece_chosen(g.subject, d, r, limit)
         picked.append(Chosen(g.subject[i], *g.named(i)))
     chosen = Chosen(*(np.concatenate(c) for c in zip(*picked, strict=True)))
     per = np.bincount(chosen.subject, minlength=count)
@@ -426,14 +425,6 @@ def candidates(groups: list[Pairs], count: int, p: Plan, r: float) -> tuple[Chos
         keep = per[chosen.subject] <= MAX_CANDIDATES
         chosen = Chosen(*(a[keep] for a in chosen))
     return chosen, crowded
-
-
-def _least(limit: np.ndarray, subject: np.ndarray, values: np.ndarray) -> None:
-    """limit[s] = min(limit[s], values of subject s); subject is sorted."""
-    if len(subject) == 0:
-        return
-    starts = _starts(subject)
-    np.minimum.at(limit, subject[starts], np.minimum.reduceat(values, starts))
 
 
 class Wanted(NamedTuple):

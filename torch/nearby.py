@@ -205,7 +205,7 @@ async def closest_from_tiles(
     if not keep.any():
         return {}
     edge = approach.edge_of(edge_subject, [r[5] for r in edge_rows])
-    sketch = approach.sketch_of(block_subject, [r[3] for r in block_rows])
+    sketch = approach.sketch_of([r[3] for r in block_rows])
     inner = approach.inner_of(hours, plan)
     cx, cy, r = approach.centre(scene.geometry)
     groups = approach.pairs(edge, sketch, hours, inner, plan, keep, cx, cy)

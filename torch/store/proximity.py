@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
+import numpy as np
 
 from torch.proximity import TrackFix
 from torch.store import tiles
@@ -157,12 +158,14 @@ FROM (
 GROUP BY 1, 2
 """
 
-# Single fixes of tiles, by (subject, hour start, index in the hour), in the order asked.
+# Runs of fixes of tiles, by (subject, hour start, index in the hour of the first, count),
+# in the order asked.
 FIXES = """
-SELECT substring(t.track FROM 32 * k.i + 1 FOR 32)
-FROM unnest($1::bigint[], $2::float8[], $3::int[]) WITH ORDINALITY AS k (subject_id, hour, i, n)
+SELECT substring(t.track FROM 32 * k.i + 1 FOR 32 * k.n)
+FROM unnest($1::bigint[], $2::float8[], $3::int[], $4::int[])
+     WITH ORDINALITY AS k (subject_id, hour, i, n, o)
 JOIN track_tiles t ON t.tile_start = to_timestamp(k.hour) AND t.subject_id = k.subject_id
-ORDER BY k.n
+ORDER BY k.o
 """
 
 
@@ -228,13 +231,27 @@ async def fixes(
     conn: asyncpg.Connection, subjects: Sequence[int], hours: Sequence[float], index: Sequence[int]
 ) -> bytes:
     """The packed exact fixes (t, x, y, acc as float8) of tiles, one for each (subject_id,
-    hour start, index in the hour), in that order."""
+    hour start, index in the hour), in that order. Fixes next to each other in a tile (the
+    two ends of a piece, mostly) are read as one run."""
     if not subjects:
         return b""
-    rows = await conn.fetch(FIXES, list(subjects), list(hours), list(index))
-    if len(rows) != len(subjects):
+    s, h, i = np.asarray(subjects, np.int64), np.asarray(hours, float), np.asarray(index, np.int64)
+    order = np.lexsort((i, h, s))
+    s, h, i = s[order], h[order], i[order]
+    starts = np.flatnonzero(
+        np.r_[True, (s[1:] != s[:-1]) | (h[1:] != h[:-1]) | (i[1:] > i[:-1] + 1)]
+    )
+    first, count = i[starts], np.maximum.reduceat(i, starts) - i[starts] + 1
+    rows = await conn.fetch(
+        FIXES, s[starts].tolist(), h[starts].tolist(), first.tolist(), count.tolist()
+    )
+    if [len(r[0]) for r in rows] != (32 * count).tolist():
         raise LookupError("a tile changed under a snapshot")  # cannot happen in one snapshot
-    return b"".join(r[0] for r in rows)
+    stored = np.frombuffer(b"".join(r[0] for r in rows), ">f8").reshape(-1, 4)
+    run = np.searchsorted(starts, np.arange(len(i)), "right") - 1  # each fix's run
+    at = np.empty(len(i), np.int64)
+    at[order] = np.r_[0, np.cumsum(count)[:-1]][run] + i - first[run]
+    return stored[at].tobytes()
 
 
 # Tile summaries of the hours starting in [$1, $2] (Unix times), packed as float8 in
