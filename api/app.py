@@ -24,7 +24,7 @@ from api import (
     web,
     zones,
 )
-from torch import __version__, memory, nearby
+from torch import __version__, bounds, memory, nearby
 from torch.settings import Settings
 from torch.store import breaches, db
 from torch.store import correlations as correlations_store
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.database_url.get_secret_value(), breaches.ALERTS_CHANNEL, "torch-api-listen"
         )
         listener = asyncio.create_task(app.state.alerts_raised.run())
+        bounds.warm()  # compiled loops of the crime-scene query, before the first asks
         memory.collect_less()  # an answer makes tens of thousands of short-lived objects
         yield
         listener.cancel()

@@ -171,3 +171,16 @@ def piece_chosen(subject: np.ndarray, d: np.ndarray, r: float, limit: np.ndarray
             out[m] = i
             m += 1
     return out[:m]
+
+
+def warm() -> None:
+    """Compile (or load from the cache) every loop here, so that no answer waits for it."""
+    one, none = np.zeros(2), np.zeros(2, np.int64)
+    limit = np.full(1, np.inf)
+    xy = np.zeros(2, np.float32)
+    least = sketch_bounds(
+        one, one, np.ones(2, np.int64), none, np.ones(1, bool), xy, xy, 0.0, limit
+    )
+    sketch_chosen(one, one, np.ones(2, np.int64), none, least, xy, xy, 0.0, limit)
+    d = piece_bounds(one, one, one, one, np.ones(2, bool), np.ones(2, bool), none, 0.0, limit)
+    piece_chosen(none, d, 0.0, limit)

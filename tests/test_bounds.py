@@ -1,0 +1,71 @@
+"""The compiled bounds of torch.bounds against distances measured one piece at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torch import bounds
+
+
+def sketch(seed: int, subjects: int) -> tuple[np.ndarray, ...]:
+    """Rows of 1 to 12 fixes, one to four rows a subject, offsets within a few km."""
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 5, subjects)
+    subject = np.repeat(np.arange(subjects), per)
+    counts = rng.integers(1, 13, len(subject))
+    ox, oy = rng.uniform(-5000, 5000, (2, len(subject)))
+    dx, dy = rng.uniform(-800, 800, (2, counts.sum())).astype(np.float32)
+    return ox, oy, counts, subject, dx, dy
+
+
+def measured(ox, oy, counts, subject, dx, dy):  # type: ignore[no-untyped-def]
+    """Each piece (by its first fix) with its subject and distance from the origin, by
+    shapely: a piece joins each fix to the next of the same subject."""
+    row = np.repeat(np.arange(len(counts)), counts)
+    x, y = ox[row] + dx, oy[row] + dy
+    same = subject[row][1:] == subject[row][:-1]
+    i = np.flatnonzero(same)
+    lines = shapely.linestrings(np.stack([np.c_[x[i], y[i]], np.c_[x[i + 1], y[i + 1]]], axis=1))
+    return i, subject[row][i], shapely.distance(lines, shapely.points(0, 0))
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.sampled_from([0.0, 50.0]))
+@settings(max_examples=60, deadline=None)
+def test_every_subjects_nearest_piece_is_among_the_chosen(seed: int, n: int, r: float) -> None:
+    ox, oy, counts, subject, dx, dy = sketch(seed, n)
+    keep = np.ones(n, bool)
+    keep[::7] = False  # a subject not kept has no pieces bounded, nor chosen
+    limit = np.full(n, np.inf)
+    least = bounds.sketch_bounds(ox, oy, counts, subject, keep, dx, dy, r, limit)
+    chosen = set(bounds.sketch_chosen(ox, oy, counts, subject, least, dx, dy, r, limit).tolist())
+    piece, whose, d = measured(ox, oy, counts, subject, dx, dy)
+    for s in range(n):
+        mine = whose == s
+        if not keep[s] or not mine.any():
+            assert limit[s] == np.inf
+            assert not chosen & set(piece[mine].tolist())
+            continue
+        nearest = d[mine].min()
+        # the limit is the nearest distance and the allowances, to within rounding
+        assert abs(limit[s] - (nearest + r + bounds.SLACK_M + bounds.SLACK_PER_M * nearest)) < 1e-6
+        # every piece as near, to within the allowances, is chosen; none farther
+        may = piece[mine][d[mine] - r - bounds.SLACK_M - bounds.SLACK_PER_M * d[mine] <= limit[s]]
+        assert set(may.tolist()) == chosen & set(piece[mine].tolist())
+        assert int(piece[mine][np.argmin(d[mine])]) in chosen
+
+
+def test_pieces_bounded_one_by_one() -> None:
+    """A piece inside the window sets the limit; one outside it is measured but sets none."""
+    xa, ya = np.array([100.0, 0.0, 30.0]), np.array([0.0, 40.0, 0.0])
+    xb, yb = np.array([100.0, 10.0, 40.0]), np.array([50.0, 40.0, 0.0])
+    valid = np.array([True, True, False])
+    inside = np.array([True, False, True])
+    subject = np.array([0, 0, 0])
+    limit = np.full(1, np.inf)
+    d = bounds.piece_bounds(xa, ya, xb, yb, valid, inside, subject, 0.0, limit)
+    assert d.tolist() == [100.0, 40.0, np.inf]
+    assert limit[0] == 100.0 + bounds.SLACK_M + bounds.SLACK_PER_M * 100.0
+    assert bounds.piece_chosen(subject, d, 0.0, limit).tolist() == [0, 1]
