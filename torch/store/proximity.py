@@ -50,7 +50,7 @@ async def tracks(
     by_id = {r["id"]: SubjectTrack(r["id"], r["ref"]) for r in subjects}
     rows = await conn.fetch(
         """
-        SELECT a.subject_id, extract(epoch FROM f.fix_time)::float8 AS t,
+        SELECT a.subject_id, date_part('epoch', f.fix_time) AS t,
                ST_X(f.position) AS x, ST_Y(f.position) AS y, f.acc::numeric::float8 AS acc,
                f.lat, f.lon
         FROM device_assignments a
@@ -113,11 +113,13 @@ ORDER BY s.id
 # in [$3, $4) (Unix times), by the marks (the count of fixes before each hour); in the
 # primary key's order (sorting them here costs more than in the caller).
 BLOCKS = """
-SELECT b.subject_id, extract(epoch FROM b.block_start)::float8 AS block_start, b.hours,
-       substring(b.sketch FROM 8 * b.marks[i.lo + 1] + 1
-                 FOR 8 * (b.marks[greatest(i.lo, i.hi) + 1] - b.marks[i.lo + 1])) AS sketch
+SELECT b.subject_id, date_part('epoch', b.block_start) AS block_start, b.hours,
+       CASE WHEN i.lo = 0 AND i.hi = 6 THEN b.sketch  -- a whole block, as most are
+            ELSE substring(b.sketch FROM 8 * b.marks[i.lo + 1] + 1
+                           FOR 8 * (b.marks[greatest(i.lo, i.hi) + 1] - b.marks[i.lo + 1]))
+       END AS sketch
 FROM track_blocks b
-CROSS JOIN LATERAL (SELECT extract(epoch FROM b.block_start)::float8 AS at) o
+CROSS JOIN LATERAL (SELECT date_part('epoch', b.block_start) AS at) o
 CROSS JOIN LATERAL (
     SELECT greatest(0, least(6, ($3 - o.at) / 3600))::int AS lo,
            greatest(0, least(6, ($4 - o.at) / 3600))::int AS hi
@@ -128,9 +130,9 @@ WHERE b.block_start >= to_timestamp($1) AND b.block_start <= to_timestamp($2)
 # The tiles of the hours starting in [$1, $2] (Unix times), in no set order: sorting
 # these wide rows took PostgreSQL five times as long as reading them.
 EDGES = """
-SELECT subject_id, extract(epoch FROM tile_start)::float8 AS hour,
-       extract(epoch FROM first_at)::float8 AS first_t,
-       extract(epoch FROM last_at)::float8 AS last_t, longest_s, track
+SELECT subject_id, date_part('epoch', tile_start) AS hour,
+       date_part('epoch', first_at) AS first_t,
+       date_part('epoch', last_at) AS last_t, longest_s, track
 FROM track_tiles
 WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
 """
@@ -149,7 +151,7 @@ FROM (
     JOIN device_assignments a
       ON a.during && tstzrange(to_timestamp(h.hour), to_timestamp(h.hour + 3600))
     CROSS JOIN LATERAL (
-        SELECT f.fix_time, f.position, f.acc, extract(epoch FROM f.fix_time)::float8 AS t
+        SELECT f.fix_time, f.position, f.acc, date_part('epoch', f.fix_time) AS t
         FROM fixes f
         WHERE f.device_id = a.device_id AND a.during @> f.fix_time
           AND f.fix_time >= to_timestamp(h.hour) AND f.fix_time < to_timestamp(h.hour + 3600)
@@ -258,9 +260,9 @@ async def fixes(
 # the order of torch.screen.Tiles, in subject and time order.
 TILE_SUMMARIES = """
 SELECT subject_id,
-       float8send(extract(epoch FROM tile_start)::float8) || float8send(n::float8)
-       || float8send(extract(epoch FROM first_at)::float8)
-       || float8send(extract(epoch FROM last_at)::float8)
+       float8send(date_part('epoch', tile_start)) || float8send(n::float8)
+       || float8send(date_part('epoch', first_at))
+       || float8send(date_part('epoch', last_at))
        || float8send(first_x) || float8send(first_y) || float8send(last_x) || float8send(last_y)
        || float8send(min_x) || float8send(min_y) || float8send(max_x) || float8send(max_y)
        || float8send(longest_s) || float8send(coalesce(max_acc, 'NaN')) AS packed
@@ -271,8 +273,8 @@ ORDER BY subject_id, tile_start
 
 ASSIGNMENTS = """
 SELECT subject_id,
-       coalesce(extract(epoch FROM lower(during))::float8, '-Infinity') AS since,
-       coalesce(extract(epoch FROM upper(during))::float8, 'Infinity') AS until
+       coalesce(date_part('epoch', lower(during)), '-Infinity') AS since,
+       coalesce(date_part('epoch', upper(during)), 'Infinity') AS until
 FROM device_assignments
 WHERE during && tstzrange(to_timestamp($1), to_timestamp($2), '[]')
 """

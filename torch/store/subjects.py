@@ -20,7 +20,7 @@ FROM subjects s
 # acc and speed are stored as real; numeric gives back the decimal the tag sent (10.6, not
 # 10.600000381469727).
 FIX_COLUMNS = """
-extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x, ST_Y(f.position) AS y,
+date_part('epoch', f.fix_time) AS t, ST_X(f.position) AS x, ST_Y(f.position) AS y,
 f.acc::numeric::float8 AS acc, f.lat, f.lon
 """
 

@@ -123,7 +123,7 @@ async def links_mark(conn: asyncpg.Connection) -> tuple[object, ...]:
 async def recent(conn: asyncpg.Connection, seconds: float) -> list[tuple[int, Position]]:
     """Every protected person's fixes of the last `seconds`, in time order."""
     rows = await conn.fetch(
-        "SELECT victim_id, extract(epoch FROM fix_time)::float8 AS t, ST_X(position) AS x,"
+        "SELECT victim_id, date_part('epoch', fix_time) AS t, ST_X(position) AS x,"
         " ST_Y(position) AS y, acc FROM victim_fixes"
         " WHERE fix_time > now() - make_interval(secs => $1) ORDER BY fix_time",
         seconds,
@@ -134,7 +134,7 @@ async def recent(conn: asyncpg.Connection, seconds: float) -> list[tuple[int, Po
 async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
-            "SELECT id, link_id, stage, extract(epoch FROM entered_at)::float8 AS entered,"
+            "SELECT id, link_id, stage, date_part('epoch', entered_at) AS entered,"
             " closest_m, fixes_inside FROM victim_episodes WHERE left_at IS NULL"
         )
     )
