@@ -39,8 +39,8 @@ def test_every_subjects_nearest_piece_is_among_the_chosen(seed: int, n: int, r: 
     keep = np.ones(n, bool)
     keep[::7] = False  # a subject not kept has no pieces bounded, nor chosen
     limit = np.full(n, np.inf)
-    least = bounds.sketch_bounds(ox, oy, counts, subject, keep, dx, dy, r, limit)
-    chosen = set(bounds.sketch_chosen(ox, oy, counts, subject, least, dx, dy, r, limit).tolist())
+    d_s, least = bounds.sketch_bounds(ox, oy, counts, subject, keep, dx, dy, r, limit)
+    chosen = set(bounds.sketch_chosen(counts, subject, d_s, least, r, limit).tolist())
     piece, whose, d = measured(ox, oy, counts, subject, dx, dy)
     for s in range(n):
         mine = whose == s
@@ -49,10 +49,13 @@ def test_every_subjects_nearest_piece_is_among_the_chosen(seed: int, n: int, r: 
             assert not chosen & set(piece[mine].tolist())
             continue
         nearest = d[mine].min()
-        # the limit is the nearest distance and the allowances, to within rounding
-        assert abs(limit[s] - (nearest + r + bounds.SLACK_M + bounds.SLACK_PER_M * nearest)) < 1e-6
+        # the limit is the nearest distance and the allowances, to within float4 rounding
+        expected = nearest + r + bounds.SLACK_M + bounds.SLACK_PER_M * nearest
+        assert abs(limit[s] - expected) <= 1e-7 * nearest
         # every piece as near, to within the allowances, is chosen; none farther
-        may = piece[mine][d[mine] - r - bounds.SLACK_M - bounds.SLACK_PER_M * d[mine] <= limit[s]]
+        kept = d_s[piece[mine]].astype(float)  # as the kernel keeps them, in float4
+        assert np.allclose(kept, d[mine], rtol=1e-7, atol=0)
+        may = piece[mine][kept - r - bounds.SLACK_M - bounds.SLACK_PER_M * kept <= limit[s]]
         assert set(may.tolist()) == chosen & set(piece[mine].tolist())
         assert int(piece[mine][np.argmin(d[mine])]) in chosen
 

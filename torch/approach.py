@@ -403,7 +403,7 @@ def candidates(
     window (torch.bounds)."""
     limit = np.full(count, np.inf)
     sk, *rest = groups
-    least = bounds.sketch_bounds(
+    d, least = bounds.sketch_bounds(
         sk.ox, sk.oy, sk.counts, sk.subject, sk.keep, sk.dx, sk.dy, r, limit
     )
     measured = []
@@ -412,7 +412,7 @@ def candidates(
         measured.append(
             bounds.piece_bounds(g.xa, g.ya, g.xb, g.yb, g.valid, inside, g.subject, r, limit)
         )
-    i = bounds.sketch_chosen(sk.ox, sk.oy, sk.counts, sk.subject, least, sk.dx, sk.dy, r, limit)
+    i = bounds.sketch_chosen(sk.counts, sk.subject, d, least, r, limit)
     k = np.searchsorted(np.r_[0, np.cumsum(sk.counts)], i, "right") - 1
     picked = [Chosen(sk.subject[k], *sk.named(i))]
     for g, d in zip(rest, measured, strict=True):

@@ -1,10 +1,11 @@
 """Bounds on the distances of many pieces of track from a scene's centre, compiled.
 
 A crime-scene query over a day bounds two to three million pieces (torch.approach):
-in numpy that took some twenty passes over arrays of that length, here it takes two,
-with nothing allocated but the distances. The arithmetic is in float64 on positions
-given as offsets from the scene's centre; `SLACK_M` and `SLACK_PER_M` allow for the
-float4 sketches the offsets come from, so that a bound never excludes the nearest piece.
+in numpy that took some twenty passes over arrays of that length, here it takes one,
+and a second over the few rows that may hold a subject's nearest piece. The arithmetic
+is in float64 on positions given as offsets from the scene's centre, the distances kept
+in float4; `SLACK_M` and `SLACK_PER_M` allow for the float4 sketches the offsets come
+from and for that rounding, so that a bound never excludes the nearest piece.
 """
 
 from __future__ import annotations
@@ -43,23 +44,12 @@ def _slack(d: float) -> float:
 
 @_compiled
 def _row(
-    x0: float, y0: float, dx: np.ndarray, dy: np.ndarray, k0: int, k1: int, out: np.ndarray
+    x0: float, y0: float, dx: np.ndarray, dy: np.ndarray, k0: int, k1: int, d: np.ndarray
 ) -> None:
-    """out[j - k0] = the distance of the piece from sketch fix j to j + 1, for j in
-    [k0, k1 - 1): fixes of one row, offsets from (x0, y0). A loop the compiler vectorises."""
+    """d[j] = the distance of the piece from sketch fix j to j + 1, for j in [k0, k1 - 1):
+    fixes of one row, offsets from (x0, y0). A loop the compiler vectorises."""
     for j in range(k0, k1 - 1):
-        out[j - k0] = _from_origin(x0 + dx[j], y0 + dy[j], x0 + dx[j + 1], y0 + dy[j + 1])
-
-
-@_compiled
-def _joint(
-    ox: np.ndarray, oy: np.ndarray, dx: np.ndarray, dy: np.ndarray, row: int, k: int
-) -> float:
-    """The distance of the piece from the last fix of a row (fix k - 1) to the first of the
-    next (fix k)."""
-    return _from_origin(
-        ox[row] + dx[k - 1], oy[row] + dy[k - 1], ox[row + 1] + dx[k], oy[row + 1] + dy[k]
-    )
+        d[j] = _from_origin(x0 + dx[j], y0 + dy[j], x0 + dx[j + 1], y0 + dy[j + 1])
 
 
 @_compiled
@@ -73,67 +63,64 @@ def sketch_bounds(
     dy: np.ndarray,
     r: float,
     limit: np.ndarray,
-) -> np.ndarray:
-    """The least distance of the pieces that begin in each row of a sketch (inf for rows
-    of subjects not in `keep`), lowering limit[s] to the greatest distance that subject s's
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distance of each piece of a sketch, by its first fix (float4; unset where the
+    next fix is another subject's or the subject is not in `keep`), and the least of each
+    row's (inf where none); lowers limit[s] to the greatest distance that subject s's
     nearest piece can have. Row i of the sketch holds counts[i] fixes of subject[i], as
     offsets (dx, dy) from (ox[i], oy[i]); the rows of a subject follow each other in time
     order, and a piece joins each fix to the next of its subject."""
-    rows = counts.shape[0]
+    rows, n = counts.shape[0], dx.shape[0]
+    d = np.empty(n, np.float32)
     least = np.full(rows, np.inf)
-    scratch = np.empty(max(counts.max(), 1) if rows else 1)
     k0 = 0
     for row in range(rows):
         s, m = subject[row], counts[row]
         k1 = k0 + m
         if keep[s] and m > 0:
-            _row(ox[row], oy[row], dx, dy, k0, k1, scratch)
-            d = np.inf
-            for j in range(m - 1):
-                d = min(d, scratch[j])
+            _row(ox[row], oy[row], dx, dy, k0, k1, d)
             if row + 1 < rows and subject[row + 1] == s:
-                d = min(d, _joint(ox, oy, dx, dy, row, k1))
-            least[row] = d
-            if d < np.inf:
-                limit[s] = min(limit[s], d + r + _slack(d))
-        k0 = k1
-    return least
+                d[k1 - 1] = _from_origin(
+                    ox[row] + dx[k1 - 1],
+                    oy[row] + dy[k1 - 1],
+                    ox[row + 1] + dx[k1],
+                    oy[row + 1] + dy[k1],
+                )
+                k1 += 1
+            low = np.inf
+            for j in range(k0, k1 - 1):
+                low = min(low, d[j])
+            least[row] = low
+            if low < np.inf:
+                limit[s] = min(limit[s], low + r + _slack(low))
+        k0 += m
+    return d, least
 
 
 @_compiled
 def sketch_chosen(
-    ox: np.ndarray,
-    oy: np.ndarray,
     counts: np.ndarray,
     subject: np.ndarray,
+    d: np.ndarray,
     least: np.ndarray,
-    dx: np.ndarray,
-    dy: np.ndarray,
     r: float,
     limit: np.ndarray,
 ) -> np.ndarray:
     """The pieces of a sketch (by their first fix) that may be their subject's nearest:
-    those whose least possible distance is within the subject's limit. Only the rows whose
-    `least` (from `sketch_bounds`) may be are measured again: a few in a hundred."""
+    those whose least possible distance is within the subject's limit, looked for only in
+    the rows whose least distance may be (from `sketch_bounds`)."""
     rows = counts.shape[0]
-    scratch = np.empty(max(counts.max(), 1) if rows else 1)
-    out = np.empty(dx.shape[0], np.int64)
+    out = np.empty(d.shape[0], np.int64)
     n, k0 = 0, 0
     for row in range(rows):
         s, m = subject[row], counts[row]
-        k1 = k0 + m
         if least[row] - r - _slack(least[row]) <= limit[s]:
-            _row(ox[row], oy[row], dx, dy, k0, k1, scratch)
-            for j in range(m - 1):
-                if scratch[j] - r - _slack(scratch[j]) <= limit[s]:
-                    out[n] = k0 + j
+            k1 = k0 + m - 1 + (row + 1 < rows and subject[row + 1] == s)
+            for j in range(k0, k1):
+                if d[j] - r - _slack(d[j]) <= limit[s]:
+                    out[n] = j
                     n += 1
-            if row + 1 < rows and subject[row + 1] == s:
-                d = _joint(ox, oy, dx, dy, row, k1)
-                if d - r - _slack(d) <= limit[s]:
-                    out[n] = k1 - 1
-                    n += 1
-        k0 = k1
+        k0 += m
     return out[:n]
 
 
@@ -178,9 +165,8 @@ def warm() -> None:
     one, none = np.zeros(2), np.zeros(2, np.int64)
     limit = np.full(1, np.inf)
     xy = np.zeros(2, np.float32)
-    least = sketch_bounds(
-        one, one, np.ones(2, np.int64), none, np.ones(1, bool), xy, xy, 0.0, limit
-    )
-    sketch_chosen(one, one, np.ones(2, np.int64), none, least, xy, xy, 0.0, limit)
+    counts = np.ones(2, np.int64)
+    d, least = sketch_bounds(one, one, counts, none, np.ones(1, bool), xy, xy, 0.0, limit)
+    sketch_chosen(counts, none, d, least, 0.0, limit)
     d = piece_bounds(one, one, one, one, np.ones(2, bool), np.ones(2, bool), none, 0.0, limit)
     piece_chosen(none, d, 0.0, limit)
