@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import asyncpg
 import numpy as np
@@ -75,12 +75,16 @@ async def _verdicts(
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     plan = approach.plan(scene.start, scene.end, p.max_gap_s, time.time())
-    who = await store.wearers(
-        conn, start, end, p.max_gap_s, (plan.inner_from, plan.inner_to), plan.live_hour
-    )
+    inner = (plan.inner_from, plan.inner_to)
+
+    async def wearers(c: asyncpg.Connection) -> list[store.Wearer]:
+        return await store.wearers(c, start, end, p.max_gap_s, inner, plan.live_hour)
+
+    # who wore a device is asked on one connection while the other reads its half
+    who, read = await _read(conn, spare, plan, wearers)
     found = {
         w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
-        for w, a in await _from_tiles(conn, spare, who, scene, plan, p)
+        for w, a in await _from_tiles(conn, who, scene, plan, p, read)
     }
     rest = [w for w in who if w.subject_id not in found]
     for t in await _tracks(conn, rest, scene, plan):
@@ -139,28 +143,75 @@ async def _reported(conn: asyncpg.Connection, judged: Sequence[SubjectVerdict]) 
         ]
 
 
+Read = tuple[list[asyncpg.Record], list[asyncpg.Record]]  # blocks and edge tiles
+T = TypeVar("T")
+
+
 async def _read(
-    conn: asyncpg.Connection, spare: asyncpg.Connection | None, plan: approach.Plan
-) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    """The blocks and the edge tiles of a window. With a spare connection, each reads half
-    of them at once: the earlier blocks and edge hours on one, the later on the other (or,
-    with no blocks, half the edge hours each), so that both of PostgreSQL's processes send."""
-    edges = plan.edge_ranges()
-    blocks = [plan.blocks()] if plan.has_interior else []
+    conn: asyncpg.Connection,
+    spare: asyncpg.Connection | None,
+    plan: approach.Plan,
+    first: Callable[[asyncpg.Connection], Awaitable[T]],
+) -> tuple[T, Read]:
+    """What `first` reads on `conn`, then the blocks and the edge tiles of a window. With a
+    spare connection, the two share these reads (`_shares`) and make them at once, so that
+    both of PostgreSQL's processes send."""
     if spare is None:
-        return await _part(conn, blocks, edges, plan)
-    if blocks:
-        ((lo, hi),) = blocks
-        mid = lo + (hi - lo) // 2 // approach.BLOCK * approach.BLOCK
-        blocks = [(lo, mid), (mid + approach.BLOCK, hi)]
-    else:
-        ((lo, hi),) = edges
-        mid = lo + (hi - lo) // 2 // approach.HOUR * approach.HOUR
-        edges = [(lo, mid), (mid + approach.HOUR, hi)]
-    (b1, e1), (b2, e2) = await asyncio.gather(
-        _part(conn, blocks[:1], edges[:1], plan), _part(spare, blocks[1:], edges[1:], plan)
+        blocks = [plan.blocks()] if plan.has_interior else []
+        return await first(conn), await _part(conn, blocks, plan.edge_ranges(), plan)
+    mine, theirs = _shares(plan)
+
+    async def on_conn() -> tuple[T, Read]:
+        return await first(conn), await _part(conn, *mine, plan)
+
+    (found, (b1, e1)), (b2, e2) = await asyncio.gather(on_conn(), _part(spare, *theirs, plan))
+    return found, (b1 + b2, e1 + e2)
+
+
+Ranges = list[tuple[float, float]]  # [from, to] starts of blocks or hours, inclusive
+
+# What each read costs, in hours of sketch: an edge hour's exact fixes are four times the
+# bytes, and `first` (who wore a device) takes about as long as four hours of sketch.
+EDGE_HOUR, FIRST = 4.0, 4.0
+
+
+def _shares(plan: approach.Plan) -> tuple[tuple[Ranges, Ranges], tuple[Ranges, Ranges]]:
+    """The blocks and the edge hours of a window for each of two connections, by time,
+    so that the one that first asks who wore a device has as much to do as the other."""
+    hours = [h for lo, hi in plan.edge_ranges() for h in _steps(lo, hi, approach.HOUR)]
+    if not plan.has_interior:
+        cut = len(hours) // 2
+        return ([], _runs(hours[:cut], approach.HOUR)), ([], _runs(hours[cut:], approach.HOUR))
+    lo, hi = plan.blocks()
+    starts = _steps(lo, hi, approach.BLOCK)
+    inner = [
+        max(0.0, min(b + approach.BLOCK, plan.inner_to) - max(b, plan.inner_from)) / approach.HOUR
+        for b in starts
+    ]
+    theirs = sum(inner)
+    mine = FIRST + EDGE_HOUR * len(hours)
+    cut = 0
+    while cut < len(starts) and mine + inner[cut] <= theirs - inner[cut]:
+        mine, theirs, cut = mine + inner[cut], theirs - inner[cut], cut + 1
+    return (
+        (_runs(starts[:cut], approach.BLOCK), _runs(hours, approach.HOUR)),
+        (_runs(starts[cut:], approach.BLOCK), []),
     )
-    return b1 + b2, e1 + e2
+
+
+def _steps(lo: float, hi: float, step: float) -> list[float]:
+    return [lo + k * step for k in range(int((hi - lo) // step) + 1)] if lo <= hi else []
+
+
+def _runs(starts: list[float], step: float) -> Ranges:
+    """Consecutive starts as [from, to] ranges."""
+    out: Ranges = []
+    for t in starts:
+        if out and t == out[-1][1] + step:
+            out[-1] = (out[-1][0], t)
+        else:
+            out.append((t, t))
+    return out
 
 
 async def _part(
@@ -187,12 +238,13 @@ async def closest_from_tiles(
     who: Sequence[store.Wearer],
     scene: Scene,
     plan: approach.Plan,
-    spare: asyncpg.Connection | None = None,
+    read: Read | None = None,
 ) -> dict[int, approach.Nearest]:
     """The exact closest approach, by subject index in `who`, of every subject whose
-    tiles show a track over the whole window and who can be measured from them."""
+    tiles show a track over the whole window and who can be measured from them; from the
+    blocks and edge tiles `read` where given, else read here."""
     ids = np.fromiter((w.subject_id for w in who), np.int64, len(who))
-    blocks, edges = await _read(conn, spare, plan)
+    blocks, edges = read if read is not None else (await _read(conn, None, plan, _nothing))[1]
     block_subject, block_rows = _in_order(ids, blocks)
     edge_subject, edge_rows = _in_order(ids, edges)
     hours = approach.hours_of(block_subject, [r[2] for r in block_rows])
@@ -214,16 +266,16 @@ async def closest_from_tiles(
         return {}
     ends = approach.ends(chosen, edge, sketch, hours, inner)
 
-    async def read(which: np.ndarray) -> None:
+    async def fill_in(which: np.ndarray) -> None:
         w = ends.wanted
         packed = await store.fixes(
             conn, ids[w.subject[which]].tolist(), w.hour[which].tolist(), w.place[which].tolist()
         )
         approach.fill(ends, which, approach.fix_rows(packed))
 
-    await read(approach.unread(ends, plan))
+    await fill_in(approach.unread(ends, plan))
     best = approach.pick(chosen, ends, plan, scene.geometry)
-    await read(approach.untimed(ends, best))
+    await fill_in(approach.untimed(ends, best))
     found = approach.nearest(chosen, ends, best, plan, scene.geometry)
     skip = set(crowded.tolist())
     return {n.subject: n for n in found if n.subject not in skip}
@@ -245,16 +297,20 @@ def _in_order(
     return at[order], [rows[i] for i in order.tolist()]
 
 
+async def _nothing(_conn: asyncpg.Connection) -> None:
+    return None
+
+
 async def _from_tiles(
     conn: asyncpg.Connection,
-    spare: asyncpg.Connection | None,
     who: Sequence[store.Wearer],
     scene: Scene,
     plan: approach.Plan,
     p: Params,
+    read: Read,
 ) -> list[tuple[store.Wearer, Assessment]]:
     """The subjects whose verdict the tiles settle: excluded, far from the scene."""
-    found = list((await closest_from_tiles(conn, who, scene, plan, spare)).values())
+    found = list((await closest_from_tiles(conn, who, scene, plan, read)).values())
     d, t, x, y, acc_a, acc_b = (np.fromiter((n[k] for n in found), float) for k in range(1, 7))
     judged = far_and_covered(d, t, x, y, acc_a, acc_b, scene, p)
     return [(who[n.subject], a) for n, a in zip(found, judged, strict=True) if a is not None]
