@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import numpy as np
@@ -245,19 +245,17 @@ async def closest_from_tiles(
     blocks and edge tiles `read` where given, else read here."""
     ids = np.fromiter((w.subject_id for w in who), np.int64, len(who))
     blocks, edges = read if read is not None else (await _read(conn, None, plan, _nothing))[1]
-    block_subject, block_rows = _in_order(ids, blocks)
-    edge_subject, edge_rows = _in_order(ids, edges)
-    hours = approach.hours_of(block_subject, [r[2] for r in block_rows])
-    edge_spans = approach.Spans(
-        edge_subject, *(np.fromiter((r[i] for r in edge_rows), float) for i in range(1, 5))
-    )
+    block_subject, (_, _, block_hours, block_sketch) = _in_order(ids, blocks, 4)
+    edge_subject, (_, *edge_times, edge_tracks) = _in_order(ids, edges, 6)
+    hours = approach.hours_of(block_subject, block_hours)
+    edge_spans = approach.Spans(edge_subject, *(np.array(c, float) for c in edge_times))
     spans = approach.spans_of(hours, plan, edge_spans)
     keep = approach.whole(spans, plan, len(who))
     keep &= np.fromiter((w.tiled for w in who), bool, len(who))
     if not keep.any():
         return {}
-    edge = approach.edge_of(edge_subject, [r[5] for r in edge_rows])
-    sketch = approach.sketch_of([r[3] for r in block_rows])
+    edge = approach.edge_of(edge_subject, edge_tracks)
+    sketch = approach.sketch_of(block_sketch)
     inner = approach.inner_of(hours, plan)
     cx, cy, r = approach.centre(scene.geometry)
     groups = approach.pairs(edge, sketch, hours, inner, plan, keep, cx, cy)
@@ -282,19 +280,21 @@ async def closest_from_tiles(
 
 
 def _in_order(
-    ids: np.ndarray, rows: Sequence[asyncpg.Record]
-) -> tuple[np.ndarray, list[asyncpg.Record]]:
-    """The rows (subject_id, start, ...) of the subjects in `ids`, in (subject, start) order,
-    with each one's subject index in `ids`."""
+    ids: np.ndarray, rows: Sequence[asyncpg.Record], width: int
+) -> tuple[np.ndarray, list[list[Any]]]:
+    """The columns of the rows (subject_id, start, ...) of the subjects in `ids`, in
+    (subject, start) order, with each row's subject index in `ids`. (Thousands of rows:
+    taken apart by zip, not one value at a time.)"""
     if len(ids) == 0 or len(rows) == 0:
-        return np.zeros(0, np.int64), []
-    subject = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-    start = np.fromiter((r[1] for r in rows), float, len(rows))
+        return np.zeros(0, np.int64), [[] for _ in range(width)]
+    columns = list(zip(*rows, strict=True))
+    subject, start = np.array(columns[0], np.int64), np.array(columns[1], float)
     by_id = np.argsort(ids)
     at = by_id[np.searchsorted(ids, subject, sorter=by_id).clip(0, len(ids) - 1)]
     mine = np.flatnonzero(ids[at] == subject)
     order = mine[np.lexsort((start[mine], at[mine]))]
-    return at[order], [rows[i] for i in order.tolist()]
+    pick = order.tolist()
+    return at[order], [[c[i] for i in pick] for c in columns]
 
 
 async def _nothing(_conn: asyncpg.Connection) -> None:
