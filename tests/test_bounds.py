@@ -7,7 +7,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torch import bounds
+from torch import approach, bounds
 
 
 def sketch(seed: int, subjects: int) -> tuple[np.ndarray, ...]:
@@ -39,7 +39,8 @@ def test_every_subjects_nearest_piece_is_among_the_chosen(seed: int, n: int, r: 
     keep = np.ones(n, bool)
     keep[::7] = False  # a subject not kept has no pieces bounded, nor chosen
     limit = np.full(n, np.inf)
-    d_s, least = bounds.sketch_bounds(ox, oy, counts, subject, keep, dx, dy, r, limit)
+    d_s, least = np.empty(len(dx), np.float32), np.empty(len(counts))
+    bounds.sketch_bounds(ox, oy, counts, subject, keep, dx, dy, r, limit, d_s, least)
     chosen = set(bounds.sketch_chosen(counts, subject, d_s, least, r, limit).tolist())
     piece, whose, d = measured(ox, oy, counts, subject, dx, dy)
     for s in range(n):
@@ -72,3 +73,23 @@ def test_pieces_bounded_one_by_one() -> None:
     assert d.tolist() == [100.0, 40.0, np.inf]
     assert limit[0] == 100.0 + bounds.SLACK_M + bounds.SLACK_PER_M * 100.0
     assert bounds.piece_chosen(subject, d, 0.0, limit).tolist() == [0, 1]
+
+
+def test_a_sketch_bounded_on_two_threads_is_bounded_as_on_one() -> None:
+    ox, oy, counts, subject, dx, dy = sketch(20261130, 1500)  # about 3,750 rows: split
+    assert len(counts) >= approach.SPLIT_ROWS
+    keep = np.ones(1500, bool)
+    keep[::5] = False
+    one_limit = np.full(1500, np.inf)
+    one_d, one_least = np.empty(len(dx), np.float32), np.empty(len(counts))
+    bounds.sketch_bounds(ox, oy, counts, subject, keep, dx, dy, 0.0, one_limit, one_d, one_least)
+    pieces = approach.SketchPieces(ox, oy, counts, subject, dx, dy, keep)
+    two_limit = np.full(1500, np.inf)
+    two_d, two_least = approach._sketch_bounds(pieces, 0.0, two_limit)
+    assert np.array_equal(two_limit, one_limit)
+    assert np.array_equal(two_least, one_least)
+    piece, _, _ = measured(ox, oy, counts, subject, dx, dy)
+    kept = piece[keep[subject[np.repeat(np.arange(len(counts)), counts)][piece]]]
+    assert np.array_equal(two_d[kept], one_d[kept])
+    # the split was worth testing: both halves held subjects with pieces
+    assert np.isinf(one_limit[~keep]).all() and np.isfinite(one_limit[keep]).sum() > 1000

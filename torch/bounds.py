@@ -63,16 +63,19 @@ def sketch_bounds(
     dy: np.ndarray,
     r: float,
     limit: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The distance of each piece of a sketch, by its first fix (float4; unset where the
-    next fix is another subject's or the subject is not in `keep`), and the least of each
-    row's (inf where none); lowers limit[s] to the greatest distance that subject s's
-    nearest piece can have. Row i of the sketch holds counts[i] fixes of subject[i], as
-    offsets (dx, dy) from (ox[i], oy[i]); the rows of a subject follow each other in time
-    order, and a piece joins each fix to the next of its subject."""
-    rows, n = counts.shape[0], dx.shape[0]
-    d = np.empty(n, np.float32)
-    least = np.full(rows, np.inf)
+    d: np.ndarray,
+    least: np.ndarray,
+) -> None:
+    """Sets d to the distance of each piece of a sketch, by its first fix (float4; unset
+    where the next fix is another subject's or the subject is not in `keep`), and least to
+    the least of each row's (inf where none); lowers limit[s] to the greatest distance that
+    subject s's nearest piece can have. Row i of the sketch holds counts[i] fixes of
+    subject[i], as offsets (dx, dy) from (ox[i], oy[i]); the rows of a subject follow each
+    other in time order, and a piece joins each fix to the next of its subject. Writes
+    limit only for the subjects of these rows: two threads may share it, given rows of
+    different subjects."""
+    rows = counts.shape[0]
+    least[:] = np.inf
     k0 = 0
     for row in range(rows):
         s, m = subject[row], counts[row]
@@ -94,7 +97,6 @@ def sketch_bounds(
             if low < np.inf:
                 limit[s] = min(limit[s], low + r + _slack(low))
         k0 += m
-    return d, least
 
 
 @_compiled
@@ -166,7 +168,8 @@ def warm() -> None:
     limit = np.full(1, np.inf)
     xy = np.zeros(2, np.float32)
     counts = np.ones(2, np.int64)
-    d, least = sketch_bounds(one, one, counts, none, np.ones(1, bool), xy, xy, 0.0, limit)
+    d, least = np.empty(2, np.float32), np.empty(2)
+    sketch_bounds(one, one, counts, none, np.ones(1, bool), xy, xy, 0.0, limit, d, least)
     sketch_chosen(counts, none, d, least, 0.0, limit)
     d = piece_bounds(one, one, one, one, np.ones(2, bool), np.ones(2, bool), none, 0.0, limit)
     piece_chosen(none, d, 0.0, limit)
