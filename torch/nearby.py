@@ -25,6 +25,7 @@ from torch.proximity import (
     Assessment,
     Params,
     Scene,
+    Track,
     TrackFix,
     assess,
     far_and_covered,
@@ -88,15 +89,21 @@ async def _verdicts(
     }
     rest = [w for w in who if w.subject_id not in found]
     for t in await _tracks(conn, rest, scene, plan):
-        a = assess(t.fixes, scene, p)
+        a = assess(t.track, scene, p)
         found[t.subject_id] = SubjectVerdict(t.subject_id, t.ref, a)
     await _reported(conn, [found[w.subject_id] for w in rest])
     return [found[i] for i in sorted(found)]
 
 
+class Fixes(NamedTuple):
+    subject_id: int
+    ref: str
+    track: Track | list[TrackFix]
+
+
 async def _tracks(
     conn: asyncpg.Connection, rest: Sequence[store.Wearer], scene: Scene, plan: approach.Plan
-) -> list[store.SubjectTrack]:
+) -> list[Fixes]:
     """The fixes of the subjects to assess in full: from their tiles where these are up to
     date (packed together, where the fixes lie scattered over the table), with the hours not
     tiled yet and every other subject's from the fixes. Tiles hold positions in grid metres
@@ -107,23 +114,34 @@ async def _tracks(
     end = datetime.fromtimestamp(scene.end, UTC)
     tiled = {w.subject_id: w.ref for w in rest if w.tiled}
     loose = [w.subject_id for w in rest if not w.tiled]
-    out = await store.tracks(conn, start, end, plan.max_gap_s, loose) if loose else []
+    out = [
+        Fixes(t.subject_id, t.ref, t.fixes)
+        for t in (await store.tracks(conn, start, end, plan.max_gap_s, loose) if loose else [])
+    ]
     if not tiled:
         return out
     lo, hi = scene.start - plan.max_gap_s, scene.end + plan.max_gap_s
-    by_id = {i: store.SubjectTrack(i, ref) for i, ref in tiled.items()}
-    for subject_id, packed in (await store.tile_tracks(conn, list(tiled), lo, hi)).items():
-        rows = approach.fix_rows(packed)
-        rows = rows[(rows[:, 0] >= lo) & (rows[:, 0] <= hi) & (rows[:, 0] < plan.live_hour)]
-        by_id[subject_id].fixes = [
-            TrackFix(t, x, y, None if math.isnan(acc) else acc, math.nan, math.nan)
-            for t, x, y, acc in rows.tolist()
-        ]
+    packed = await store.tile_tracks(conn, list(tiled), lo, hi)
+    live: dict[int, list[TrackFix]] = {}
     if plan.live_hour <= hi:
-        live = datetime.fromtimestamp(plan.live_hour, UTC)
-        for t in await store.tracks(conn, live, max(end, live), plan.max_gap_s, list(tiled)):
-            by_id[t.subject_id].fixes += [f for f in t.fixes if f.t >= plan.live_hour]
-    return out + list(by_id.values())
+        at = datetime.fromtimestamp(plan.live_hour, UTC)
+        for t in await store.tracks(conn, at, max(end, at), plan.max_gap_s, list(tiled)):
+            live[t.subject_id] = [f for f in t.fixes if f.t >= plan.live_hour]
+    for subject_id, ref in tiled.items():
+        rows = approach.fix_rows(packed.get(subject_id, b""))
+        rows = rows[(rows[:, 0] >= lo) & (rows[:, 0] <= hi) & (rows[:, 0] < plan.live_hour)]
+        nan = np.full(len(rows), np.nan)
+        tiles = Track(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], nan, nan)
+        track = _joined(tiles, Track.of(live[subject_id])) if subject_id in live else tiles
+        out.append(Fixes(subject_id, ref, track))
+    return out
+
+
+def _joined(a: Track, b: Track) -> Track:
+    def both(name: str) -> np.ndarray:
+        return np.concatenate([getattr(a, name), getattr(b, name)])
+
+    return Track(both("t"), both("x"), both("y"), both("acc"), both("lat"), both("lon"))
 
 
 async def _reported(conn: asyncpg.Connection, judged: Sequence[SubjectVerdict]) -> None:

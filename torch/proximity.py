@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -105,10 +104,45 @@ class Approach:
     around: tuple[TrackFix, ...]
 
 
-def assess(fixes: Sequence[TrackFix], scene: Scene, p: Params) -> Assessment:
+@dataclass(frozen=True, slots=True)
+class Track:
+    """A subject's fixes as arrays, in time order with distinct times: what `assess` works
+    on. The accuracy, latitude and longitude are NaN where unknown (latitude and longitude
+    are filled in later for the evidence where a track was read without them)."""
+
+    t: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    acc: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+
+    @staticmethod
+    def of(fixes: Sequence[TrackFix]) -> Track:
+        n = len(fixes)
+        nan = math.nan
+        columns = (
+            [f.t for f in fixes], [f.x for f in fixes], [f.y for f in fixes],
+            [nan if f.acc is None else f.acc for f in fixes], [f.lat for f in fixes],
+            [f.lon for f in fixes],
+        )  # fmt: skip
+        return Track(*(np.array(c, float).reshape(n) for c in columns))
+
+    def fix(self, i: int) -> TrackFix:
+        acc = float(self.acc[i])
+        return TrackFix(
+            float(self.t[i]), float(self.x[i]), float(self.y[i]), None if math.isnan(acc) else acc,
+            float(self.lat[i]), float(self.lon[i]),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def assess(fixes: Sequence[TrackFix] | Track, scene: Scene, p: Params) -> Assessment:
     """The verdict for one subject whose fixes (any order) are given."""
-    track = _relevant(fixes, scene, p)
-    if not track:
+    track = _relevant(fixes if isinstance(fixes, Track) else Track.of(fixes), scene, p)
+    if not len(track):
         return Assessment(
             Verdict.NO_DATA,
             gaps=[Gap(scene.start, scene.end, True, None, None)],
@@ -131,10 +165,15 @@ def assess(fixes: Sequence[TrackFix], scene: Scene, p: Params) -> Assessment:
     return a
 
 
-def _relevant(fixes: Sequence[TrackFix], scene: Scene, p: Params) -> list[TrackFix]:
+def _relevant(track: Track, scene: Scene, p: Params) -> Track:
+    """The fixes from max_gap before the window to max_gap after it, in time order; of
+    fixes at the same time, the first given."""
     lo, hi = scene.start - p.max_gap_s, scene.end + p.max_gap_s
-    ordered = sorted((f for f in fixes if lo <= f.t <= hi), key=lambda f: f.t)
-    return [f for i, f in enumerate(ordered) if i == 0 or f.t > ordered[i - 1].t]
+    i = np.flatnonzero((track.t >= lo) & (track.t <= hi))
+    i = i[np.argsort(track.t[i], kind="stable")]
+    t = track.t[i]
+    i = i[np.r_[True, t[1:] > t[:-1]]] if len(i) else i
+    return Track(*(c[i] for c in (track.t, track.x, track.y, track.acc, track.lat, track.lon)))
 
 
 def _acc(f: TrackFix, p: Params) -> float:
@@ -260,18 +299,11 @@ def closest_in(
     )
 
 
-def _closest(track: list[TrackFix], scene: Scene, p: Params) -> Approach | None:
-    n = len(track)
-    c = closest_in(
-        np.fromiter((f.t for f in track), float, n),
-        np.fromiter((f.x for f in track), float, n),
-        np.fromiter((f.y for f in track), float, n),
-        scene,
-        p,
-    )
+def _closest(track: Track, scene: Scene, p: Params) -> Approach | None:
+    c = closest_in(track.t, track.x, track.y, scene, p)
     if c is None:
         return None
-    a, b = track[c.a], track[c.b]
+    a, b = track.fix(c.a), track.fix(c.b)
     return Approach(c.distance, c.t, c.xy, max(_acc(a, p), _acc(b, p)), (a, b))
 
 
@@ -305,19 +337,18 @@ def point_distances(pc: Pieces, x: float, y: float) -> np.ndarray:
     return d
 
 
-def _gaps(track: list[TrackFix], scene: Scene, p: Params) -> list[Gap]:
+def _gaps(track: Track, scene: Scene, p: Params) -> list[Gap]:
     """The stretches of the window with no track, and whether the scene was reachable in each."""
     gaps = []
-    first, last = track[0], track[-1]
-    if first.t > scene.start:
-        gaps.append(_gap(scene, p, None, first, scene.start, first.t))
-    for a, b in pairwise(track):
-        if b.t - a.t > p.max_gap_s:
-            t0, t1 = max(a.t, scene.start), min(b.t, scene.end)
-            if t0 < t1:
-                gaps.append(_gap(scene, p, a, b, t0, t1))
-    if last.t < scene.end:
-        gaps.append(_gap(scene, p, last, None, last.t, scene.end))
+    t = track.t
+    if t[0] > scene.start:
+        gaps.append(_gap(scene, p, None, track.fix(0), scene.start, float(t[0])))
+    for i in np.flatnonzero(np.diff(t) > p.max_gap_s).tolist():
+        t0, t1 = max(float(t[i]), scene.start), min(float(t[i + 1]), scene.end)
+        if t0 < t1:
+            gaps.append(_gap(scene, p, track.fix(i), track.fix(i + 1), t0, t1))
+    if t[-1] < scene.end:
+        gaps.append(_gap(scene, p, track.fix(len(t) - 1), None, float(t[-1]), scene.end))
     return gaps
 
 
@@ -442,24 +473,23 @@ def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -
 
 
 def _evidence(
-    track: list[TrackFix], closest: Approach | None, gaps: list[Gap], scene: Scene
+    track: Track, closest: Approach | None, gaps: list[Gap], scene: Scene
 ) -> list[TrackFix]:
     """The fixes that show the verdict: around the closest approach, near the scene, and
     at the ends of each gap in which the scene was reachable."""
-    chosen: dict[int, TrackFix] = {}
+    chosen: dict[float, TrackFix] = {}
     if closest is not None:
-        chosen |= {id(f): f for f in closest.around}
-    inside = [f for f in track if scene.start <= f.t <= scene.end]
-    if inside:
-        where = shapely.points([f.x for f in inside], [f.y for f in inside])
-        d = shapely.distance(where, scene.geometry)
-        for f, df in zip(inside, d.tolist(), strict=True):
-            if df <= scene.radius_m + (f.acc or 0):
-                chosen[id(f)] = f
+        chosen |= {f.t: f for f in closest.around}
+    inside = np.flatnonzero((track.t >= scene.start) & (track.t <= scene.end))
+    if len(inside):
+        d = shapely.distance(shapely.points(track.x[inside], track.y[inside]), scene.geometry)
+        near = d <= scene.radius_m + np.nan_to_num(track.acc[inside], nan=0.0)
+        for i in inside[near].tolist():
+            chosen.setdefault(float(track.t[i]), track.fix(i))
     for g in gaps:
         if g.reachable:
-            chosen |= {id(f): f for f in (g.before, g.after) if f is not None}
-    return sorted(chosen.values(), key=lambda f: f.t)
+            chosen |= {f.t: f for f in (g.before, g.after) if f is not None}
+    return [chosen[t] for t in sorted(chosen)]
 
 
 @dataclass(frozen=True, slots=True)
