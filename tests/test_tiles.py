@@ -614,3 +614,45 @@ def test_a_subject_with_fixes_not_yet_in_tiles_is_assessed_from_the_fixes(run: R
         assert v.assessment.closest_at == epoch(1230)
 
     run(work)
+
+
+def test_single_fixes_read_over_two_connections_are_those_read_over_one(run: Run) -> None:
+    """Runs of fixes asked of the tiles come back as stored, in the order asked, whether
+    one connection reads them or two share them (from store.SHARED_RUNS runs each)."""
+    rng = random.Random(20261201)
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> int:
+        for n in range(41, 49):
+            await wearer(conn, n)
+            await send(pipeline, f"TT{n:04d}", wander(rng, 6, gaps=False))
+        while await tiles.refresh(conn):
+            pass
+        stored = await conn.fetch("SELECT subject_id, tile_start, track FROM track_tiles")
+        # every other fix, and the next one of some: runs of one and of two, shuffled
+        keys = [
+            (r["subject_id"], r["tile_start"].timestamp(), i)
+            for r in stored
+            for i in range(0, len(r["track"]) // 32, 2)
+            for i in ([i, i + 1] if i % 3 == 0 and i + 1 < len(r["track"]) // 32 else [i])
+        ]
+        rng.shuffle(keys)
+        expected = b"".join(
+            next(r["track"] for r in stored if (r["subject_id"], r["tile_start"].timestamp())
+                 == (s, h))[32 * i : 32 * i + 32]
+            for s, h, i in keys
+        )  # fmt: skip
+        subjects, hours, index = (list(k) for k in zip(*keys, strict=True))
+        spare = await asyncpg.connect(DATABASE_URL)
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                snapshot = await store.export_snapshot(conn)
+                async with spare.transaction(isolation="repeatable_read", readonly=True):
+                    await store.join_snapshot(spare, snapshot)
+                    alone = await store.fixes(conn, subjects, hours, index)
+                    shared = await store.fixes(conn, subjects, hours, index, spare)
+        finally:
+            await spare.close()
+        assert alone == shared == expected
+        return len(keys)
+
+    assert run(work) > 4 * store.SHARED_RUNS

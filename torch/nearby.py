@@ -85,7 +85,7 @@ async def _verdicts(
     who, read = await _read(conn, spare, plan, wearers)
     found = {
         w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
-        for w, a in await _from_tiles(conn, who, scene, plan, p, read)
+        for w, a in await _from_tiles(conn, who, scene, plan, p, read, spare)
     }
     rest = [w for w in who if w.subject_id not in found]
     for t in await _tracks(conn, rest, scene, plan):
@@ -257,10 +257,12 @@ async def closest_from_tiles(
     scene: Scene,
     plan: approach.Plan,
     read: Read | None = None,
+    spare: asyncpg.Connection | None = None,
 ) -> dict[int, approach.Nearest]:
     """The exact closest approach, by subject index in `who`, of every subject whose
     tiles show a track over the whole window and who can be measured from them; from the
-    blocks and edge tiles `read` where given, else read here."""
+    blocks and edge tiles `read` where given, else read here. A `spare` connection in the
+    same snapshot shares the reads of single fixes."""
     ids = np.fromiter((w.subject_id for w in who), np.int64, len(who))
     blocks, edges = read if read is not None else (await _read(conn, None, plan, _nothing))[1]
     block_subject, (_, _, block_hours, block_sketch) = _in_order(ids, blocks, 4)
@@ -285,7 +287,11 @@ async def closest_from_tiles(
     async def fill_in(which: np.ndarray) -> None:
         w = ends.wanted
         packed = await store.fixes(
-            conn, ids[w.subject[which]].tolist(), w.hour[which].tolist(), w.place[which].tolist()
+            conn,
+            ids[w.subject[which]].tolist(),
+            w.hour[which].tolist(),
+            w.place[which].tolist(),
+            spare,
         )
         approach.fill(ends, which, approach.fix_rows(packed))
 
@@ -326,9 +332,10 @@ async def _from_tiles(
     plan: approach.Plan,
     p: Params,
     read: Read,
+    spare: asyncpg.Connection | None,
 ) -> list[tuple[store.Wearer, Assessment]]:
     """The subjects whose verdict the tiles settle: excluded, far from the scene."""
-    found = list((await closest_from_tiles(conn, who, scene, plan, read)).values())
+    found = list((await closest_from_tiles(conn, who, scene, plan, read, spare)).values())
     d, t, x, y, acc_a, acc_b = (np.fromiter((n[k] for n in found), float) for k in range(1, 7))
     judged = far_and_covered(d, t, x, y, acc_a, acc_b, scene, p)
     return [(who[n.subject], a) for n, a in zip(found, judged, strict=True) if a is not None]

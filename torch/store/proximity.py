@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -229,12 +230,20 @@ async def edges(
     return rows
 
 
+SHARED_RUNS = 200  # each run a look-up in the tiles' index: two connections share this many
+
+
 async def fixes(
-    conn: asyncpg.Connection, subjects: Sequence[int], hours: Sequence[float], index: Sequence[int]
+    conn: asyncpg.Connection,
+    subjects: Sequence[int],
+    hours: Sequence[float],
+    index: Sequence[int],
+    spare: asyncpg.Connection | None = None,
 ) -> bytes:
     """The packed exact fixes (t, x, y, acc as float8) of tiles, one for each (subject_id,
     hour start, index in the hour), in that order. Fixes next to each other in a tile (the
-    two ends of a piece, mostly) are read as one run."""
+    two ends of a piece, mostly) are read as one run; with a `spare` connection in the same
+    snapshot, half the runs on each."""
     if not subjects:
         return b""
     s, h, i = np.asarray(subjects, np.int64), np.asarray(hours, float), np.asarray(index, np.int64)
@@ -244,9 +253,16 @@ async def fixes(
         np.r_[True, (s[1:] != s[:-1]) | (h[1:] != h[:-1]) | (i[1:] > i[:-1] + 1)]
     )
     first, count = i[starts], np.maximum.reduceat(i, starts) - i[starts] + 1
-    rows = await conn.fetch(
-        FIXES, s[starts].tolist(), h[starts].tolist(), first.tolist(), count.tolist()
-    )
+    keys = [s[starts].tolist(), h[starts].tolist(), first.tolist(), count.tolist()]
+    if spare is None or len(starts) < 2 * SHARED_RUNS:
+        rows = await conn.fetch(FIXES, *keys)
+    else:
+        half = len(starts) // 2
+        mine, theirs = await asyncio.gather(
+            conn.fetch(FIXES, *(k[:half] for k in keys)),
+            spare.fetch(FIXES, *(k[half:] for k in keys)),
+        )
+        rows = mine + theirs
     if [len(r[0]) for r in rows] != (32 * count).tolist():
         raise LookupError("a tile changed under a snapshot")  # cannot happen in one snapshot
     stored = np.frombuffer(b"".join(r[0] for r in rows), ">f8").reshape(-1, 4)
