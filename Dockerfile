@@ -18,6 +18,9 @@ COPY migrations ./migrations
 COPY simulators ./simulators
 COPY --from=web /build/web/dist ./web/dist
 ENV TORCH_WEB_DIR=/app/web/dist
+# numba keeps the compiled loops of torch/bounds.py here: site-packages is not writable by
+# the service's user, and a cache with nowhere to go is an error
+ENV NUMBA_CACHE_DIR=/tmp/numba-cache
 RUN pip install --no-cache-dir . && useradd --system torch
 USER torch
 ENTRYPOINT ["torch"]

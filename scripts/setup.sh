@@ -77,10 +77,14 @@ tune_postgres() {
   # cache a page at a time (bench/RESULTS.md). Takes a restart.
   local mem_mb; mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
   local buffers="$((mem_mb / 4))MB" cache="$((mem_mb / 2))MB"
-  if [ "$(psql_admin -tAc "SELECT setting::bigint * 8 / 1024 || 'MB' FROM pg_settings WHERE name = 'shared_buffers'")" != "$buffers" ]; then
-    say "giving PostgreSQL $buffers of shared buffers (a quarter of memory); restarting it"
+  # pg_prewarm's worker reloads that cache after a restart: the first day's queries after
+  # one took three to five times as long with it empty (bench/RESULTS.md).
+  if [ "$(psql_admin -tAc "SELECT setting::bigint * 8 / 1024 || 'MB' FROM pg_settings WHERE name = 'shared_buffers'")" != "$buffers" ] \
+     || [ "$(psql_admin -tAc "SHOW shared_preload_libraries")" != pg_prewarm ]; then
+    say "giving PostgreSQL $buffers of shared buffers (a quarter of memory), kept over restarts; restarting it"
     psql_admin -c "ALTER SYSTEM SET shared_buffers = '$buffers'"
     psql_admin -c "ALTER SYSTEM SET effective_cache_size = '$cache'"
+    psql_admin -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_prewarm'"
     local cluster; cluster=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v {print $2; exit}')
     as_root pg_ctlcluster "$PG_VERSION" "$cluster" restart
   fi
