@@ -24,8 +24,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _compiled(f: F) -> F:
-    """Compiled on first use, and kept in __pycache__ for the next process."""
-    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy")(f))
+    """Compiled on first use, and kept in __pycache__ (or NUMBA_CACHE_DIR) for the next
+    process; where neither can be written, compiled anew by each process (some seconds)
+    rather than not at all."""
+    try:
+        return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy")(f))
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return cast(F, numba.njit(nogil=True, error_model="numpy")(f))
 
 
 @_compiled
