@@ -96,6 +96,8 @@ async def _verdicts(
 
 
 class Fixes(NamedTuple):
+    """A subject's fixes to assess in full: as arrays where read from tiles."""
+
     subject_id: int
     ref: str
     track: Track | list[TrackFix]
