@@ -72,7 +72,7 @@ def results(found: Sequence[SubjectVerdict]) -> list[dict[str, Any]]:
 
 
 def result(subject_id: int, ref: str, a: Assessment, closest_at: str | None) -> dict[str, Any]:
-    shows = a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE)
+    shows = a.verdict is Verdict.PRESENT or a.verdict is Verdict.POSSIBLE
     return {
         "subject_id": subject_id,
         "subject_ref": ref,
@@ -85,7 +85,9 @@ def result(subject_id: int, ref: str, a: Assessment, closest_at: str | None) -> 
         "gaps": [
             {"from": iso(g.start), "to": iso(g.end), "could_reach_scene": g.reachable}
             for g in a.gaps
-        ],
+        ]
+        if a.gaps
+        else [],
         "coverage": round(a.coverage, 4),
         "reasons": a.reasons,
         "fixes": [{"time": iso(f.t), "lat": f.lat, "lon": f.lon, "acc": f.acc} for f in a.evidence]
