@@ -8,7 +8,8 @@ Hertfordshire), then runs `queries` random crime-scene queries of radius 200 m
 through the API, half with one-hour and half with 24-hour windows, and prints
 the latencies with the sizes of the fixes table and its indexes. The default
 (2,000 tags, 10.5 days) is 30 million fixes; loading takes a while, and
-`--reuse` skips it when the data is already there.
+`--reuse` skips it when the data is already there. `--check N` first compares N
+answers, every verdict, with the method run on every fix of every subject.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 from shapely import Point  # noqa: E402
 
 from torch import correlate, grid, memory, nearby  # noqa: E402
-from torch.proximity import Params, Scene  # noqa: E402
+from torch.proximity import Assessment, Params, Scene, assess  # noqa: E402
+from torch.store import proximity as proximity_store  # noqa: E402
 from torch.store import tiles  # noqa: E402
 
 DATABASE_URL = os.environ.get(
@@ -189,6 +191,45 @@ async def sql_only(
     return times
 
 
+def agrees(fast: Assessment, full: Assessment) -> bool:
+    """The answer from the tiles is the method's on every fix: the same verdict, gaps,
+    coverage and evidence, and the same closest approach (where the track comes as close
+    twice, either moment)."""
+    if (fast.closest_m is None) != (full.closest_m is None):
+        return False
+    if fast.closest_m is not None and abs(fast.closest_m - (full.closest_m or 0.0)) > 1e-6:
+        return False
+    return (
+        fast.verdict == full.verdict
+        and fast.coverage == full.coverage
+        and [(g.start, g.end, g.reachable) for g in fast.gaps]
+        == [(g.start, g.end, g.reachable) for g in full.gaps]
+        and fast.evidence == full.evidence
+    )
+
+
+async def check(n: int, days: float) -> tuple[int, int]:
+    """Answers to n scenes (half of an hour, half of a day) compared with the method run on
+    every fix of every subject: how many verdicts were compared, and how many differ."""
+    conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+    spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+    compared = differ = 0
+    try:
+        for i, (lat, lon, start, window) in enumerate(scenes(n, days, seed=99), 1):
+            geometry = Point(*grid.point_to_grid(lon, lat))
+            scene = Scene(geometry, 200, start.timestamp(), (start + window).timestamp())
+            fast = await nearby.verdicts(conn, scene, Params(), spare)
+            full = await proximity_store.tracks(conn, start, start + window, Params().max_gap_s)
+            for v, track in zip(fast, full, strict=True):
+                compared += 1
+                differ += not agrees(v.assessment, assess(track.fixes, scene, Params()))
+            log(f"checked {i} of {n}: {compared:,} verdicts, {differ} differ")
+    finally:
+        await conn.close()
+        await spare.close()
+    return compared, differ
+
+
 def crimes(n: int, days: float, seed: int = 11) -> list[correlate.Crime]:
     """Random crimes over the loaded days: radius 200 m, windows of 1 to 12 hours."""
     rng = random.Random(seed)
@@ -260,6 +301,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--crimes", type=int, default=10_000, help="for bulk correlation (0: none)")
     parser.add_argument("--reuse", action="store_true", help="keep the data already loaded")
+    parser.add_argument(
+        "--check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first compare N answers with the method run on every fix (slow: 2-15 s each)",
+    )
     parser.add_argument("--load-only", action="store_true", help="load the data and stop")
     parser.add_argument(
         "--resume", action="store_true", help="load only the days not yet loaded, then the tiles"
@@ -280,6 +328,12 @@ def main() -> None:
         asyncio.run(load(args.tags, args.days, args.resume))
     if args.load_only:
         return
+    if args.check:
+        compared, differ = asyncio.run(check(args.check, args.days))
+        print(
+            f"checked: {compared:,} verdicts of {args.check} answers,"
+            f" {differ} differ from the method on every fix"
+        )
     name = f"bench{os.getpid()}"
     token = subprocess.run(
         [str(ROOT / ".venv/bin/torch"), "user", "add", name, "--role", "officer"],
