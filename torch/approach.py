@@ -14,10 +14,10 @@ first fix, exact for positions on torch.grid's lattice). A window is read as
 
 Together they give each subject's whole track in the window: the pieces within
 the sketch, within the edges, and the joints between them. Each piece's distance
-is bounded in float4 to within a few centimetres, which picks the few pieces that
-can be nearest; those are measured exactly in float8, and the nearest one's
-closest point and time found with `torch.proximity`'s own code, so that both
-give the same answer.
+is bounded to within a few centimetres (torch.bounds: compiled loops, the sketch's
+on two threads), which picks the few pieces that can be nearest; those are measured
+exactly in float8, and the nearest one's closest point and time found with
+`torch.proximity`'s own code, so that both give the same answer.
 
 Everything here is arithmetic on arrays; the reads are torch.store.proximity's.
 """

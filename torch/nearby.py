@@ -4,7 +4,8 @@ The verdicts are those of `torch.proximity.assess` on each subject's fixes.
 Most subjects' tracks cover the window and pass far from the scene; for them
 the track tiles give the closest approach without reading a fix
 (torch.approach). Every other subject (near the scene, with a gap, or with
-tiles not yet up to date) has their fixes read and assessed in full.
+tiles not yet up to date) is assessed in full, on the exact fixes of their tiles
+where these are up to date, else on their fixes.
 """
 
 from __future__ import annotations
