@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 
 import asyncpg
 import httpx
@@ -170,25 +173,68 @@ def scenes(n: int, days: float, seed: int = 7) -> list[tuple[float, float, datet
     return out
 
 
+class Timed(asyncpg.Connection):  # type: ignore[misc]
+    """A connection that notes when each of its statements was in flight (in `spans`,
+    shared by every such connection)."""
+
+    spans: ClassVar[list[tuple[float, float]]] = []
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed(super().fetch(*args, **kwargs))
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed(super().fetchval(*args, **kwargs))
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed(super().fetchrow(*args, **kwargs))
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._timed(super().execute(*args, **kwargs))
+
+    async def _timed(self, statement: Awaitable[Any]) -> Any:
+        started = time.monotonic()
+        try:
+            return await statement
+        finally:
+            Timed.spans.append((started, time.monotonic()))
+
+
+def in_flight(spans: list[tuple[float, float]]) -> float:
+    """How long at least one of these statements was in flight."""
+    total, reached = 0.0, -math.inf
+    for start, end in sorted(spans):
+        total += max(0.0, end - max(start, reached))
+        reached = max(reached, end)
+    return total
+
+
 async def sql_only(
     queries: list[tuple[float, float, datetime, timedelta]],
-) -> dict[str, list[float]]:
-    """The database's part of each query, with no HTTP: the tile summaries, then the
-    fixes of the subjects the tiles cannot settle (torch.nearby)."""
-    conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
-    spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each answer with no HTTP (torch.nearby.verdicts on two connections, as the API), and
+    the SQL alone: the time in it with a statement in flight on either connection."""
+    conn = await asyncpg.connect(
+        DATABASE_URL, server_settings=nearby.SESSION, connection_class=Timed
+    )
+    spare = await asyncpg.connect(
+        DATABASE_URL, server_settings=nearby.SESSION, connection_class=Timed
+    )
     times: dict[str, list[float]] = {"1h": [], "24h": []}
+    sql: dict[str, list[float]] = {"1h": [], "24h": []}
     try:
         for lat, lon, start, window in queries:
             geometry = Point(*grid.point_to_grid(lon, lat))
             scene = Scene(geometry, 200, start.timestamp(), (start + window).timestamp())
+            Timed.spans.clear()
             t = time.monotonic()
-            await nearby.verdicts(conn, scene, Params(), spare)  # two connections, as the API
-            times["1h" if window.total_seconds() == 3600 else "24h"].append(time.monotonic() - t)
+            await nearby.verdicts(conn, scene, Params(), spare)
+            kind = "1h" if window.total_seconds() == 3600 else "24h"
+            times[kind].append(time.monotonic() - t)
+            sql[kind].append(in_flight(Timed.spans))
     finally:
         await conn.close()
         await spare.close()
-    return times
+    return times, sql
 
 
 def agrees(fast: Assessment, full: Assessment) -> bool:
@@ -357,7 +403,7 @@ def main() -> None:
                 time.sleep(0.1)
         queries = scenes(args.queries, args.days)
         through_api = http(queries, token)
-        sql = asyncio.run(sql_only(queries))
+        answers, sql = asyncio.run(sql_only(queries))
         took, found = asyncio.run(bulk(crimes(args.crimes, args.days))) if args.crimes else (0, 0)
     finally:
         api.terminate()
@@ -367,7 +413,8 @@ def main() -> None:
     print(f"{args.tags:,} subjects; {args.queries} queries of radius 200 m")
     for window in ("1h", "24h"):
         print(f"{window:>3} windows, HTTP: {percentiles(through_api[window])}")
-        print(f"{window:>3} windows, no HTTP: {percentiles(sql[window])}")
+        print(f"{window:>3} windows, no HTTP: {percentiles(answers[window])}")
+        print(f"{window:>3} windows, SQL alone: {percentiles(sql[window])}")
     if args.crimes:
         print(
             f"bulk correlation: {args.crimes:,} crimes (1-12 h windows, 200 m) in {took:,.1f} s "
