@@ -83,7 +83,7 @@ def test_a_sketch_bounded_on_two_threads_is_bounded_as_on_one() -> None:
     one_limit = np.full(1500, np.inf)
     one_d, one_least = np.empty(len(dx), np.float32), np.empty(len(counts))
     bounds.sketch_bounds(ox, oy, counts, subject, keep, dx, dy, 0.0, one_limit, one_d, one_least)
-    pieces = approach.SketchPieces(ox, oy, counts, subject, dx, dy, keep)
+    pieces = approach.SketchPieces(ox, oy, np.r_[0, np.cumsum(counts)], subject, dx, dy, keep)
     two_limit = np.full(1500, np.inf)
     two_d, two_least = approach._sketch_bounds(pieces, 0.0, two_limit)
     assert np.array_equal(two_limit, one_limit)

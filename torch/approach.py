@@ -275,12 +275,13 @@ class Pairs(NamedTuple):
 class SketchPieces(NamedTuple):
     """The pieces within the interior's sketch, between consecutive fixes of one subject:
     piece i joins sketch fixes i and i + 1, both inside the window (their times are not
-    known here). Row k of the sketch holds counts[k] fixes of subject[k], as offsets from
-    (ox[k], oy[k]), the hour's first fix as an offset from the scene's centre."""
+    known here). Row k of the sketch holds fixes before[k] to before[k + 1] - 1, of
+    subject[k], as offsets from (ox[k], oy[k]), the hour's first fix as an offset from the
+    scene's centre."""
 
     ox: np.ndarray
     oy: np.ndarray
-    counts: np.ndarray
+    before: np.ndarray  # the sketch fixes before each row, and in all
     subject: np.ndarray
     dx: np.ndarray  # float4 offsets
     dy: np.ndarray
@@ -288,6 +289,16 @@ class SketchPieces(NamedTuple):
 
     def named(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return -1 - i, -2 - i, INNER + i
+
+    @property
+    def counts(self) -> np.ndarray:
+        """How many fixes each row holds."""
+        return np.diff(self.before)
+
+    def row_of(self, i: np.ndarray) -> np.ndarray:
+        """The rows of sketch fixes i."""
+        found: np.ndarray = np.searchsorted(self.before, i, "right") - 1
+        return found
 
 
 # order ranks: each subject's head edge, then into the sketch, the sketch, out of it, the tail
@@ -308,7 +319,7 @@ def pairs(
     within the edge hours before and after it, and the joints between them."""
     rows = inner.rows
     in_sketch = SketchPieces(
-        hours.first_x[rows] - cx, hours.first_y[rows] - cy, np.diff(inner.before),
+        hours.first_x[rows] - cx, hours.first_y[rows] - cy, inner.before,
         hours.subject[rows], sketch.dx, sketch.dy, keep,
     )  # fmt: skip
     ex, ey = edge.x - cx, edge.y - cy
@@ -321,12 +332,11 @@ def pairs(
         (es[1:] == es[:-1]) & (after[1:] == after[:-1]) & keep[es[:-1]]
         & ~(et[1:] < p.start) & ~(et[:-1] > p.end),
     )  # fmt: skip
-    return in_sketch, edge_pairs, _joints(in_sketch, inner, ex, ey, es, et, after, p, keep)
+    return in_sketch, edge_pairs, _joints(in_sketch, ex, ey, es, et, after, p, keep)
 
 
 def _joints(
     sk: SketchPieces,
-    inner: Inner,
     ex: np.ndarray,
     ey: np.ndarray,
     es: np.ndarray,
@@ -342,8 +352,8 @@ def _joints(
     s_first, s_last = nothing.copy(), nothing.copy()
     if len(sk.subject):
         starts = _starts(sk.subject)
-        s_first[sk.subject[starts]] = inner.before[starts]
-        s_last[sk.subject[starts]] = inner.before[np.r_[starts[1:], len(sk.subject)]] - 1
+        s_first[sk.subject[starts]] = sk.before[starts]
+        s_last[sk.subject[starts]] = sk.before[np.r_[starts[1:], len(sk.subject)]] - 1
     head_last, tail_first = nothing.copy(), nothing.copy()
     head = np.flatnonzero(~after)
     head_last[es[head]] = head
@@ -361,16 +371,14 @@ def _joints(
     rb = np.concatenate([r[m] for r, m in zip(b_refs, ok, strict=True)])
     order = np.concatenate([np.full(m.sum(), k) for k, m in zip(ranks, ok, strict=True)])
 
-    ta, tb = _at(ra, et, np.nan, sk, inner), _at(rb, et, np.nan, sk, inner)
-    xa, ya = _at(ra, ex, 0, sk, inner), _at(ra, ey, 1, sk, inner)
-    xb, yb = _at(rb, ex, 0, sk, inner), _at(rb, ey, 1, sk, inner)
+    ta, tb = _at(ra, et, np.nan, sk), _at(rb, et, np.nan, sk)
+    xa, ya = _at(ra, ex, 0, sk), _at(ra, ey, 1, sk)
+    xb, yb = _at(rb, ex, 0, sk), _at(rb, ey, 1, sk)
     valid = keep[sub] & ~(tb < p.start) & ~(ta > p.end)
     return Pairs(sub, xa, ya, xb, yb, ta, tb, ra, rb, order, valid)
 
 
-def _at(
-    refs: np.ndarray, edge: np.ndarray, axis: float, sk: SketchPieces, inner: Inner
-) -> np.ndarray:
+def _at(refs: np.ndarray, edge: np.ndarray, axis: float, sk: SketchPieces) -> np.ndarray:
     """The values of the fixes named by refs: from `edge` (refs >= 0), or of the sketch's
     fixes: their x (axis 0) or y (1) offset from the scene's centre, or NaN (a time)."""
     out = np.empty(len(refs))
@@ -380,7 +388,7 @@ def _at(
     if np.isnan(axis):
         out[~mine] = np.nan
     else:
-        k = np.searchsorted(inner.before, i, "right") - 1
+        k = sk.row_of(i)
         origin, offset = (sk.ox, sk.dx) if axis == 0 else (sk.oy, sk.dy)
         out[~mine] = origin[k] + offset[i]
     return out
@@ -412,8 +420,7 @@ def candidates(
             bounds.piece_bounds(g.xa, g.ya, g.xb, g.yb, g.valid, inside, g.subject, r, limit)
         )
     i = bounds.sketch_chosen(sk.counts, sk.subject, d, least, r, limit)
-    k = np.searchsorted(np.r_[0, np.cumsum(sk.counts)], i, "right") - 1
-    picked = [Chosen(sk.subject[k], *sk.named(i))]
+    picked = [Chosen(sk.subject[sk.row_of(i)], *sk.named(i))]
     for g, d in zip(rest, measured, strict=True):
         i = bounds.piece_chosen(g.subject, d, r, limit)
         picked.append(Chosen(g.subject[i], *g.named(i)))
@@ -435,20 +442,20 @@ SPLIT_ROWS = 2000  # fewer rows than this are not worth a second thread
 def _sketch_bounds(sk: SketchPieces, r: float, limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """bounds.sketch_bounds, half the rows on each of two threads: split where a subject's
     rows begin, so that each writes its own subjects' limits."""
-    d, least = np.empty(len(sk.dx), np.float32), np.empty(len(sk.counts))
+    counts, rows = sk.counts, len(sk.subject)
+    d, least = np.empty(len(sk.dx), np.float32), np.empty(rows)
 
     def run(a: int, b: int, k0: int, k1: int) -> None:
         bounds.sketch_bounds(
-            sk.ox[a:b], sk.oy[a:b], sk.counts[a:b], sk.subject[a:b], sk.keep,
+            sk.ox[a:b], sk.oy[a:b], counts[a:b], sk.subject[a:b], sk.keep,
             sk.dx[k0:k1], sk.dy[k0:k1], r, limit, d[k0:k1], least[a:b],
         )  # fmt: skip
 
-    rows = len(sk.counts)
     mid = int(np.searchsorted(sk.subject, sk.subject[rows // 2])) if rows >= SPLIT_ROWS else 0
     if mid == 0:
         run(0, rows, 0, len(sk.dx))
         return d, least
-    k = int(sk.counts[:mid].sum())
+    k = int(sk.before[mid])
     other = _HELPER.submit(run, mid, rows, k, len(sk.dx))
     run(0, mid, 0, k)
     other.result()

@@ -121,7 +121,7 @@ def sketch_chosen(
     n, k0 = 0, 0
     for row in range(rows):
         s, m = subject[row], counts[row]
-        if least[row] - r - _slack(least[row]) <= limit[s]:
+        if least[row] < np.inf and least[row] - r - _slack(least[row]) <= limit[s]:
             k1 = k0 + m - 1 + (row + 1 < rows and subject[row + 1] == s)
             for j in range(k0, k1):
                 if d[j] - r - _slack(d[j]) <= limit[s]:

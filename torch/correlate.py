@@ -203,7 +203,7 @@ async def _assess(
             t, x, y, acc = fixes[keep].T
             closest = closest_in(t, x, y, scene, params)
             if closest is not None:
-                u = accuracy_between(acc[closest.a], acc[closest.b], params)
+                u = float(accuracy_between(acc[closest.a], acc[closest.b], params))
                 judged.append((subject_id, judge_whole(closest, u, scene, params)))
     rest = sorted(set(suspects) - set(whole))
     if rest:

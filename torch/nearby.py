@@ -237,8 +237,8 @@ def _runs(starts: list[float], step: float) -> Ranges:
 
 async def _part(
     conn: asyncpg.Connection,
-    blocks: list[tuple[float, float]],
-    edges: list[tuple[float, float]],
+    blocks: Ranges,
+    edges: Ranges,
     plan: approach.Plan,
 ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
     """The blocks starting and the edge tiles of the hours starting in these [from, to]

@@ -180,10 +180,15 @@ def _acc(f: TrackFix, p: Params) -> float:
     return f.acc if f.acc is not None else p.default_acc_m
 
 
-def accuracy_between(acc_a: float, acc_b: float, p: Params) -> float:
-    """u at a point between two fixes whose accuracies come packed (NaN where a fix had
-    none): the larger, each `default_acc_m` where missing, as `_acc` gives them."""
-    return max(p.default_acc_m if math.isnan(a) else float(a) for a in (acc_a, acc_b))
+def accuracy_between(acc_a: np.ndarray, acc_b: np.ndarray, p: Params) -> np.ndarray:
+    """u at points between pairs of fixes whose accuracies come packed (NaN where a fix had
+    none): the larger, each `default_acc_m` where missing, as `_acc` gives them; element by
+    element, of arrays or of single values."""
+    found: np.ndarray = np.fmax(
+        np.where(np.isnan(acc_a), p.default_acc_m, acc_a),
+        np.where(np.isnan(acc_b), p.default_acc_m, acc_b),
+    )
+    return found
 
 
 def _at(a: TrackFix, b: TrackFix, t: float) -> tuple[float, float]:
@@ -527,10 +532,7 @@ def far_and_covered(
     the accuracies of the fixes around it, NaN where none): excluded when even that is
     beyond the radius by more than the accuracy; None when the verdict needs the fixes
     (it is present or possible). Many at once: a query has thousands."""
-    u = np.fmax(
-        np.where(np.isnan(acc_a), p.default_acc_m, acc_a),
-        np.where(np.isnan(acc_b), p.default_acc_m, acc_b),
-    )
+    u = accuracy_between(acc_a, acc_b, p)
     far = closest_m - u > scene.radius_m  # neither present nor possible (`_decide`)
     out: list[Assessment | None] = [None] * len(closest_m)
     i = np.flatnonzero(far)
