@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Container
 from dataclasses import asdict
 from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -19,7 +17,7 @@ from api.windows import check_window
 from torch import __version__, nearby, scene
 from torch.errors import NotFound
 from torch.evidence import files, pack
-from torch.nearby import SubjectVerdict
+from torch.nearby import Answer
 from torch.proximity import Assessment, Scene, Verdict, iso, isos, params_of
 from torch.settings import Settings
 from torch.store import db, users
@@ -56,18 +54,49 @@ class ProximityRequest(BaseModel):
     to: AwareDatetime = Field(description="end of the window, RFC 3339")
 
 
-def results(found: Sequence[SubjectVerdict]) -> list[dict[str, Any]]:
-    """The verdicts as the answer gives them: thousands a query, so the times of the
-    closest approaches are written all at once."""
-    at = np.fromiter(
-        (math.nan if v.assessment.closest_at is None else v.assessment.closest_at for v in found),
-        float,
-        len(found),
+def results(answer: Answer, allowed: Container[int]) -> tuple[list[int], bytes]:
+    """The verdicts of the subjects in `allowed` as the answer gives them: their ids, and
+    the JSON array of their results. Thousands a query: those settled from the closest
+    approach alone are written in bulk (`far_results`), the others one by one."""
+    far = dict(zip(answer.far.which.tolist(), far_results(answer), strict=True))
+    shown: list[int] = []
+    out: list[bytes] = []
+    for k, w in enumerate(answer.who):
+        if w.subject_id in allowed:
+            shown.append(w.subject_id)
+            a = answer.near.get(k)
+            if a is None:
+                out.append(far[k])
+            else:
+                at = None if a.closest_at is None else iso(a.closest_at)
+                out.append(msgspec.json.encode(result(w.subject_id, w.ref, a, at)))
+    return shown, b"[" + b",".join(out) + b"]"
+
+
+def far_results(answer: Answer) -> list[bytes]:
+    """`result` of each of the verdicts in answer.far, encoded: what msgspec makes of it."""
+    far = answer.far
+    who = [answer.who[k] for k in far.which.tolist()]
+
+    def each(values: list[Any]) -> list[bytes]:
+        # numbers as msgspec writes them: no number holds a comma
+        found: list[bytes] = msgspec.json.encode(values)[1:-1].split(b",")
+        return found if values else []
+
+    rows = zip(
+        [w.subject_id for w in who],
+        [msgspec.json.encode(w.ref) for w in who],
+        each([round(d, 1) for d in far.closest_m.tolist()]),
+        [t.encode() for t in isos(far.t)],
+        each(far.accuracy_m.tolist()),
+        [msgspec.json.encode(r) for r in far.reasons()],
+        strict=True,
     )
-    texts = isos(np.nan_to_num(at))
     return [
-        result(v.subject_id, v.ref, v.assessment, None if math.isnan(t) else text)
-        for v, t, text in zip(found, at.tolist(), texts, strict=True)
+        b'{"subject_id":%d,"subject_ref":%s,"verdict":"excluded","closest_m":%s,'
+        b'"closest_at":"%s","closest_point":null,"accuracy_m":%s,"gaps":[],"coverage":1.0,'
+        b'"reasons":%s,"fixes":[]}' % row
+        for row in rows
     ]
 
 
@@ -118,28 +147,28 @@ async def proximity(
     # its own snapshot, shared by a second connection that reads at once where the pool
     # has one to spare (nearby.verdicts)
     async with pool.acquire() as reader, db.spare(pool) as second:
-        verdicts = await nearby.verdicts(reader, window, params, second)
+        answer = await nearby.answer(reader, window, params, second)
     async with pool.acquire() as conn, conn.transaction():
         allowed = await subject_store.visible(conn, user)  # the asker's force, or caseload
-        found = [v for v in verdicts if v.subject_id in allowed]
-        answers = results(found)
-        # Encoded once, for the answer and for the record: two thousand verdicts through
+        shown, answers = results(answer, allowed)
+        # Written once, for the answer and for the record: two thousand verdicts through
         # FastAPI's generic encoder took 80 ms.
-        response = msgspec.json.encode(
+        head = msgspec.json.encode(
             {
                 "query_id": str(query_id),
                 "request": echo,
                 "parameters": asdict(params),
-                "results": answers,
+                "results": [],
             }
         )
+        response = head.removesuffix(b"[]}") + answers + b"}"
         await store.record(conn, query_id, user.id, echo, response, __version__)
         await users.audit(
             conn,
             user,
             "POST",
             "/v1/proximity",
-            [v.subject_id for v in found],
+            shown,
             crime_ref=body.crime_ref,
             reason=body.reason,
             query_id=query_id,

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import numpy as np
@@ -24,7 +24,6 @@ from shapely import Point
 from ingest.pipeline import Pipeline, limits_from
 from tests.services import DATABASE_URL, Database
 from torch import approach, correlate, grid, nearby
-from torch.approach import Nearest
 from torch.intake import Message
 from torch.proximity import Assessment, Params, Scene, TrackFix, assess, position_at
 from torch.settings import Settings
@@ -419,14 +418,21 @@ def same(a: Assessment, b: Assessment, fixes: list[TrackFix], scene: Scene) -> N
     assert a.evidence == b.evidence
 
 
-async def from_the_tiles(conn: asyncpg.Connection, scene: Scene) -> dict[int, Nearest]:
+class Closest(NamedTuple):
+    distance: float
+    t: float
+
+
+async def from_the_tiles(conn: asyncpg.Connection, scene: Scene) -> dict[int, Closest]:
     """The closest approaches the tiles settle, by subject index."""
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     plan = approach.plan(scene.start, scene.end, P.max_gap_s, time.time())
     inner = (plan.inner_from, plan.inner_to)
     who = await store.wearers(conn, start, end, P.max_gap_s, inner, plan.live_hour)
-    return await nearby.closest_from_tiles(conn, who, scene, plan)
+    found = await nearby.closest_from_tiles(conn, who, scene, plan)
+    rows = zip(found.subject.tolist(), found.distance.tolist(), found.t.tolist(), strict=True)
+    return {s: Closest(d, t) for s, d, t in rows}
 
 
 async def both_ways(

@@ -229,15 +229,23 @@ def inner_of(hours: Hours, p: Plan) -> Inner:
 
 
 class Nearest(NamedTuple):
-    """A subject's closest approach, exact."""
+    """Subjects' closest approaches, exact: arrays, one element a subject."""
 
-    subject: int
-    distance: float
-    t: float
-    x: float
-    y: float
-    acc_a: float  # the accuracies of the fixes around it (NaN where none)
-    acc_b: float
+    subject: np.ndarray  # subject index
+    distance: np.ndarray
+    t: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    acc_a: np.ndarray  # the accuracies of the fixes around it (NaN where none)
+    acc_b: np.ndarray
+
+    def without(self, subjects: np.ndarray) -> Nearest:
+        """These closest approaches but those of `subjects`."""
+        keep = ~np.isin(self.subject, subjects)
+        return Nearest(*(a[keep] for a in self))
+
+
+NO_NEAREST = Nearest(*(np.zeros(0, dtype) for dtype in (np.int64, *[float] * 6)))
 
 
 def centre(geometry: BaseGeometry) -> tuple[float, float, float]:
@@ -565,9 +573,7 @@ def pick(chosen: Chosen, e: Ends, p: Plan, geometry: BaseGeometry) -> np.ndarray
     return firsts
 
 
-def nearest(
-    chosen: Chosen, e: Ends, best: np.ndarray, p: Plan, geometry: BaseGeometry
-) -> list[Nearest]:
+def nearest(chosen: Chosen, e: Ends, best: np.ndarray, p: Plan, geometry: BaseGeometry) -> Nearest:
     """The closest approach on each subject's nearest piece (`best`, indices into
     `chosen`), whose ends are all read, with the method's own arithmetic."""
     n = len(chosen.subject)
@@ -576,16 +582,4 @@ def nearest(
     shapes = piece_shapes(Pieces(a[:, 0], a[:, 1], a[:, 2], b[:, 0], b[:, 1], b[:, 2], t0, t1))
     d = shapely.distance(shapes, geometry)
     x, y, t = nearest_on(shapes, t0, t1, geometry)
-    sub = chosen.subject[best]
-    return [
-        Nearest(
-            int(sub[j]),
-            float(d[j]),
-            float(t[j]),
-            float(x[j]),
-            float(y[j]),
-            float(a[j, 3]),
-            float(b[j, 3]),
-        )
-        for j in range(len(best))
-    ]
+    return Nearest(chosen.subject[best].astype(np.int64), d, t, x, y, a[:, 3], b[:, 3])

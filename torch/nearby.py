@@ -14,7 +14,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -24,6 +24,7 @@ import numpy as np
 from torch import approach
 from torch.proximity import (
     Assessment,
+    Far,
     Params,
     Scene,
     Track,
@@ -50,30 +51,55 @@ class SubjectVerdict(NamedTuple):
     assessment: Assessment
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Every wearer's verdict: most of them (`far`, by index in `who`) settled by their
+    closest approach alone and kept as arrays, the others (`near`) assessed in full."""
+
+    who: list[store.Wearer]  # by subject id
+    far: Far
+    near: dict[int, Assessment]  # by index in `who`
+
+    def verdicts(self) -> list[SubjectVerdict]:
+        """Every wearer's verdict, by subject id."""
+        found = self.near | dict(zip(self.far.which.tolist(), self.far.assessments(), strict=True))
+        return [SubjectVerdict(w.subject_id, w.ref, found[k]) for k, w in enumerate(self.who)]
+
+
 async def verdicts(
     conn: asyncpg.Connection,
     scene: Scene,
     p: Params,
     spare: asyncpg.Connection | None = None,
 ) -> list[SubjectVerdict]:
+    """Every wearer's verdict, by subject id (`answer`)."""
+    return (await answer(conn, scene, p, spare)).verdicts()
+
+
+async def answer(
+    conn: asyncpg.Connection,
+    scene: Scene,
+    p: Params,
+    spare: asyncpg.Connection | None = None,
+) -> Answer:
     """Every wearer's verdict. The reads share one snapshot, so that the tiles, the
     blocks and the fixes agree: a transaction of their own, repeatable read; a caller
     already in a transaction must have made it so. With a `spare` connection, the
     largest reads are split between the two (it joins the same snapshot)."""
     if conn.is_in_transaction():
-        return await _verdicts(conn, None, scene, p)
+        return await _answer(conn, None, scene, p)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if spare is None:
-            return await _verdicts(conn, None, scene, p)
+            return await _answer(conn, None, scene, p)
         snapshot = await store.export_snapshot(conn)
         async with spare.transaction(isolation="repeatable_read", readonly=True):
             await store.join_snapshot(spare, snapshot)
-            return await _verdicts(conn, spare, scene, p)
+            return await _answer(conn, spare, scene, p)
 
 
-async def _verdicts(
+async def _answer(
     conn: asyncpg.Connection, spare: asyncpg.Connection | None, scene: Scene, p: Params
-) -> list[SubjectVerdict]:
+) -> Answer:
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     plan = approach.plan(scene.start, scene.end, p.max_gap_s, time.time())
@@ -84,16 +110,18 @@ async def _verdicts(
 
     # who wore a device is asked on one connection while the other reads its half
     who, read = await _read(conn, spare, plan, wearers)
-    found = {
-        w.subject_id: SubjectVerdict(w.subject_id, w.ref, a)
-        for w, a in await _from_tiles(conn, who, scene, plan, p, read, spare)
+    n = await closest_from_tiles(conn, who, scene, plan, read, spare)
+    far = far_and_covered(n.distance, n.t, n.x, n.y, n.acc_a, n.acc_b, scene, p)
+    far = replace(far, which=n.subject[far.which])  # by index in `who`
+    settled = set(far.which.tolist())
+    rest = [k for k in range(len(who)) if k not in settled]
+    index = {who[k].subject_id: k for k in rest}
+    near = {
+        index[t.subject_id]: assess(t.track, scene, p)
+        for t in await _tracks(conn, [who[k] for k in rest], scene, plan)
     }
-    rest = [w for w in who if w.subject_id not in found]
-    for t in await _tracks(conn, rest, scene, plan):
-        a = assess(t.track, scene, p)
-        found[t.subject_id] = SubjectVerdict(t.subject_id, t.ref, a)
-    await _reported(conn, [found[w.subject_id] for w in rest])
-    return [found[i] for i in sorted(found)]
+    await _reported(conn, [SubjectVerdict(who[k].subject_id, who[k].ref, near[k]) for k in rest])
+    return Answer(who, far, near)
 
 
 class Fixes(NamedTuple):
@@ -261,7 +289,7 @@ async def closest_from_tiles(
     plan: approach.Plan,
     read: Read | None = None,
     spare: asyncpg.Connection | None = None,
-) -> dict[int, approach.Nearest]:
+) -> approach.Nearest:
     """The exact closest approach, by subject index in `who`, of every subject whose
     tiles show a track over the whole window and who can be measured from them; from the
     blocks and edge tiles `read` where given, else read here. A `spare` connection in the
@@ -276,7 +304,7 @@ async def closest_from_tiles(
     keep = approach.whole(spans, plan, len(who))
     keep &= np.fromiter((w.tiled for w in who), bool, len(who))
     if not keep.any():
-        return {}
+        return approach.NO_NEAREST
     edge = approach.edge_of(edge_subject, edge_tracks)
     sketch = approach.sketch_of(block_sketch)
     inner = approach.inner_of(hours, plan)
@@ -284,7 +312,7 @@ async def closest_from_tiles(
     groups = approach.pairs(edge, sketch, hours, inner, plan, keep, cx, cy)
     chosen, crowded = approach.candidates(groups, len(who), plan, r)
     if len(chosen.subject) == 0:
-        return {}
+        return approach.NO_NEAREST
     ends = approach.ends(chosen, edge, sketch, hours, inner)
 
     async def fill_in(which: np.ndarray) -> None:
@@ -301,9 +329,7 @@ async def closest_from_tiles(
     await fill_in(approach.unread(ends, plan))
     best = approach.pick(chosen, ends, plan, scene.geometry)
     await fill_in(approach.untimed(ends, best))
-    found = approach.nearest(chosen, ends, best, plan, scene.geometry)
-    skip = set(crowded.tolist())
-    return {n.subject: n for n in found if n.subject not in skip}
+    return approach.nearest(chosen, ends, best, plan, scene.geometry).without(crowded)
 
 
 def _in_order(
@@ -326,19 +352,3 @@ def _in_order(
 
 async def _nothing(_conn: asyncpg.Connection) -> None:
     return None
-
-
-async def _from_tiles(
-    conn: asyncpg.Connection,
-    who: Sequence[store.Wearer],
-    scene: Scene,
-    plan: approach.Plan,
-    p: Params,
-    read: Read,
-    spare: asyncpg.Connection | None,
-) -> list[tuple[store.Wearer, Assessment]]:
-    """The subjects whose verdict the tiles settle: excluded, far from the scene."""
-    found = list((await closest_from_tiles(conn, who, scene, plan, read, spare)).values())
-    d, t, x, y, acc_a, acc_b = (np.fromiter((n[k] for n in found), float) for k in range(1, 7))
-    judged = far_and_covered(d, t, x, y, acc_a, acc_b, scene, p)
-    return [(who[n.subject], a) for n, a in zip(found, judged, strict=True) if a is not None]

@@ -517,6 +517,35 @@ def position_at(before: TrackFix | None, after: TrackFix | None, t: float, p: Pa
     return Position(t, _at(before, after, t), max(_acc(before, p), _acc(after, p)), before, after)
 
 
+@dataclass(frozen=True, slots=True)
+class Far:
+    """Subjects whose verdict their closest approach settles alone (`far_and_covered`):
+    excluded, with no gap and full coverage. Arrays, one element a subject; `which` are
+    their places in the arrays `far_and_covered` was given."""
+
+    which: np.ndarray
+    closest_m: np.ndarray
+    t: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    accuracy_m: np.ndarray
+    radius_m: float
+
+    def reasons(self) -> list[list[str]]:
+        r = self.radius_m
+        rows = zip(self.closest_m.tolist(), self.accuracy_m.tolist(), _clocks(self.t), strict=True)
+        return [[_approach_reason(d, u, clock, r), ACCOUNTED] for d, u, clock in rows]
+
+    def assessments(self) -> list[Assessment]:
+        """The assessments, as `assess` makes them."""
+        rows = zip(self.closest_m.tolist(), self.t.tolist(), self.x.tolist(), self.y.tolist(),
+                   self.accuracy_m.tolist(), self.reasons(), strict=True)  # fmt: skip
+        return [
+            Assessment(Verdict.EXCLUDED, d, t, (x, y), u, 1.0, [], reasons)
+            for d, t, x, y, u, reasons in rows
+        ]
+
+
 def far_and_covered(
     closest_m: np.ndarray,
     t: np.ndarray,
@@ -526,29 +555,12 @@ def far_and_covered(
     acc_b: np.ndarray,
     scene: Scene,
     p: Params,
-) -> list[Assessment | None]:
-    """The assessments of subjects whose tracks cover the whole window with no gap, from
-    their closest approaches alone (arrays: the distance, the time and the point there,
-    the accuracies of the fixes around it, NaN where none): excluded when even that is
-    beyond the radius by more than the accuracy; None when the verdict needs the fixes
-    (it is present or possible). Many at once: a query has thousands."""
+) -> Far:
+    """Of subjects whose tracks cover the whole window with no gap, those whose closest
+    approach alone settles the verdict (arrays: the distance, the time and the point there,
+    the accuracies of the fixes around it, NaN where none): excluded, as even that is
+    beyond the radius by more than the accuracy. The verdicts of the others need their
+    fixes (they are present or possible). Many at once: a query has thousands."""
     u = accuracy_between(acc_a, acc_b, p)
-    far = closest_m - u > scene.radius_m  # neither present nor possible (`_decide`)
-    out: list[Assessment | None] = [None] * len(closest_m)
-    i = np.flatnonzero(far)
-    clocks = _clocks(t[i])
-    r = scene.radius_m
-    rows = zip(i.tolist(), closest_m[i].tolist(), t[i].tolist(), x[i].tolist(), y[i].tolist(),
-               u[i].tolist(), clocks, strict=True)  # fmt: skip
-    for k, d, tk, xk, yk, uk, clock in rows:
-        out[k] = Assessment(
-            Verdict.EXCLUDED,
-            d,
-            tk,
-            (xk, yk),
-            uk,
-            1.0,
-            [],
-            [_approach_reason(d, uk, clock, r), ACCOUNTED],
-        )
-    return out
+    i = np.flatnonzero(closest_m - u > scene.radius_m)  # neither present nor possible
+    return Far(i, closest_m[i], t[i], x[i], y[i], u[i], scene.radius_m)
