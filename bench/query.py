@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -403,8 +404,9 @@ def main() -> None:
                 time.sleep(0.1)
         queries = scenes(args.queries, args.days)
         through_api = http(queries, token)
-        answers, sql = asyncio.run(sql_only(queries))
-        took, found = asyncio.run(bulk(crimes(args.crimes, args.days))) if args.crimes else (0, 0)
+        # on the API's event loop
+        answers, sql = uvloop.run(sql_only(queries))
+        took, found = uvloop.run(bulk(crimes(args.crimes, args.days))) if args.crimes else (0, 0)
     finally:
         api.terminate()
         api.wait(10)
