@@ -18,7 +18,7 @@ from torch import __version__, nearby, scene
 from torch.errors import NotFound
 from torch.evidence import files, pack
 from torch.nearby import Answer
-from torch.proximity import Assessment, Scene, Verdict, iso, isos, params_of
+from torch.proximity import ACCOUNTED, Assessment, Scene, Verdict, iso, isos, params_of, rounded
 from torch.settings import Settings
 from torch.store import db, users
 from torch.store import proximity as store
@@ -74,30 +74,33 @@ def results(answer: Answer, allowed: Container[int]) -> tuple[list[int], bytes]:
 
 
 def far_results(answer: Answer) -> list[bytes]:
-    """`result` of each of the verdicts in answer.far, encoded: what msgspec makes of it."""
+    """`result` of each of the verdicts in answer.far, encoded: what msgspec makes of it,
+    written in one step for each."""
     far = answer.far
     who = [answer.who[k] for k in far.which.tolist()]
 
-    def each(values: list[Any]) -> list[bytes]:
-        # numbers as msgspec writes them: no number holds a comma
-        found: list[bytes] = msgspec.json.encode(values)[1:-1].split(b",")
-        return found if values else []
+    def each(values: list[float]) -> list[str]:
+        # numbers as msgspec writes them (no number holds a comma)
+        return msgspec.json.encode(values)[1:-1].decode().split(",") if values else []
 
+    def text(s: str) -> str:
+        return msgspec.json.encode(s).decode()
+
+    written = (
+        '{"subject_id":%d,"subject_ref":%s,"verdict":"excluded","closest_m":%s,"closest_at":"%s",'
+        '"closest_point":null,"accuracy_m":%s,"gaps":[],"coverage":1.0,'
+        f'"reasons":[{text(far.words())},{text(ACCOUNTED)}],"fixes":[]}}'
+    )
     rows = zip(
         [w.subject_id for w in who],
-        [msgspec.json.encode(w.ref) for w in who],
-        each([round(d, 1) for d in far.closest_m.tolist()]),
-        [t.encode() for t in isos(far.t)],
+        [text(w.ref) for w in who],
+        each(rounded(far.closest_m)),
+        isos(far.t),
         each(far.accuracy_m.tolist()),
-        [msgspec.json.encode(r) for r in far.reasons()],
+        far.reason_values(),
         strict=True,
     )
-    return [
-        b'{"subject_id":%d,"subject_ref":%s,"verdict":"excluded","closest_m":%s,'
-        b'"closest_at":"%s","closest_point":null,"accuracy_m":%s,"gaps":[],"coverage":1.0,'
-        b'"reasons":%s,"fixes":[]}' % row
-        for row in rows
-    ]
+    return [(written % (s, ref, d, at, u, *v)).encode() for s, ref, d, at, u, v in rows]
 
 
 def result(subject_id: int, ref: str, a: Assessment, closest_at: str | None) -> dict[str, Any]:

@@ -10,7 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import Point, Polygon
 
-from torch.proximity import Params, Scene, TrackFix, Verdict, _clock, _clocks, assess, iso, isos
+from torch.proximity import (
+    ACCOUNTED,
+    Far,
+    Params,
+    Scene,
+    TrackFix,
+    Verdict,
+    _approach_reason,
+    _clock,
+    _clocks,
+    assess,
+    iso,
+    isos,
+    rounded,
+)
 
 P = Params()
 
@@ -193,3 +207,41 @@ def test_times_written_many_at_once_read_as_one_at_a_time() -> None:
 def test_any_time_written_at_once_is_written_as_alone(t: float) -> None:
     assert isos(np.array([t])) == [iso(t)]
     assert _clocks(np.array([t])) == [_clock(t)]
+
+
+def test_tenths_rounded_many_at_once_are_those_round_gives() -> None:
+    """`rounded` is round(x, 1), ties and near-ties included, where x * 10 misleads."""
+    values = [0.0, 0.05, 0.15, 0.25, 2.675, 1234.45, 1234.55, 0.1 + 0.2, 99999.95, 1e-9, 7.0]
+    assert rounded(np.array(values)) == [round(v, 1) for v in values]
+    assert rounded(np.array([0.15, 0.25, 1234.45])) == [0.1, 0.2, 1234.5]
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6), max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_any_tenths_rounded_at_once_are_rounded_as_alone(values: list[float]) -> None:
+    assert rounded(np.array(values, float)) == [round(v, 1) for v in values]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1e5) | st.integers(0, 100_000).map(lambda k: k + 0.5),  # ties too
+            st.floats(0, 60) | st.integers(0, 60).map(lambda k: k + 0.5),
+            st.floats(946684800, 4102444800),
+        ),
+        max_size=10,
+    ),
+    st.integers(0, 5000),
+)
+@settings(max_examples=200, deadline=None)
+def test_far_reasons_written_at_once_are_those_of_one_assessment(
+    rows: list[tuple[float, float, float]], r: int
+) -> None:
+    """Beyond the radius by more than the accuracy, whole metres rounded half to even."""
+    d, u, t = (np.array([row[k] for row in rows], float) for k in range(3))
+    d = np.where(d == np.floor(d) + 0.5, d + 2 * r + 122, d + u + r + 1.0)
+    far = Far(np.arange(len(rows)), d, t, d, d, u, float(r))
+    assert far.reasons() == [
+        [_approach_reason(dk, uk, _clock(tk), r), ACCOUNTED]
+        for dk, uk, tk in zip(d.tolist(), u.tolist(), t.tolist(), strict=True)
+    ]

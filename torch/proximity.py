@@ -421,13 +421,19 @@ def _micros(t: np.ndarray) -> np.ndarray:
     return us
 
 
+_FRACTIONS = [f".{k:03d}Z" for k in range(1000)]
+
+
 def isos(t: np.ndarray) -> list[str]:
     """`iso` of many times at once."""
-    us = _micros(np.asarray(t, float)).astype("datetime64[us]")
-    whole = np.datetime_as_string(us.astype("datetime64[s]"), unit="s")
-    ms = np.datetime_as_string(us.astype("datetime64[ms]"), unit="ms")
-    text = np.where(t == np.trunc(t), whole, ms).tolist()
-    return [f"{x}Z" for x in text]
+    t = np.asarray(t, float)
+    us = _micros(t)
+    whole = np.datetime_as_string(us.astype("datetime64[us]").astype("datetime64[s]"), unit="s")
+    ms = np.where(t == np.trunc(t), -1, us // 1000 % 1000).tolist()
+    return [
+        f"{text}Z" if m < 0 else text + _FRACTIONS[m]
+        for text, m in zip(whole.tolist(), ms, strict=True)
+    ]
 
 
 def _clocks(t: np.ndarray) -> list[str]:
@@ -440,22 +446,34 @@ def _clocks(t: np.ndarray) -> list[str]:
 ACCOUNTED = "every moment of the window is accounted for away from the scene"
 
 
+# What the closest approach, d metres with accuracy u at a clock time, says for a radius r:
+# d, u and r in whole metres.
+WITHIN = "closest approach {d} m at {clock}: within {r} m even allowing for an accuracy of {u} m"
+ONLY_WITHIN = "closest approach {d} m at {clock}: within {r} m only within the accuracy of {u} m"
+BEYOND = "closest approach {d} m at {clock}: more than {r} m even allowing for an accuracy of {u} m"
+
+
 def _approach_reason(d: float, u: float, clock: str, r: float) -> str:
-    """What the closest approach, d metres with accuracy u at `clock`, says for a radius r."""
-    if d + u <= r:
-        return (
-            f"closest approach {d:.0f} m at {clock}: within {r:.0f} m "
-            f"even allowing for an accuracy of {u:.0f} m"
-        )
-    if d - u <= r:
-        return (
-            f"closest approach {d:.0f} m at {clock}: within {r:.0f} m "
-            f"only within the accuracy of {u:.0f} m"
-        )
-    return (
-        f"closest approach {d:.0f} m at {clock}: more than {r:.0f} m "
-        f"even allowing for an accuracy of {u:.0f} m"
-    )
+    words = WITHIN if d + u <= r else ONLY_WITHIN if d - u <= r else BEYOND
+    return words.format(d=f"{d:.0f}", u=f"{u:.0f}", clock=clock, r=f"{r:.0f}")
+
+
+def rounded(v: np.ndarray) -> list[float]:
+    """round(x, 1) of many values at once: the nearest tenth, found in numpy where the
+    tenths of x are clear of a tie, else by round itself."""
+    tenths = v * 10.0
+    out = np.rint(tenths) / 10.0
+    near_tie = np.abs(tenths - np.floor(tenths) - 0.5) < 1e-6
+    found: list[float] = out.tolist()
+    for i in np.flatnonzero(near_tie | ~np.isfinite(v)).tolist():
+        found[i] = round(float(v[i]), 1)
+    return found
+
+
+def _metres(v: np.ndarray) -> list[int]:
+    """f"{v:.0f}" of many values at once, as integers: rounded half to even, exactly."""
+    found: list[int] = np.rint(v).astype(np.int64).tolist()
+    return found
 
 
 def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -> list[str]:
@@ -531,10 +549,20 @@ class Far:
     accuracy_m: np.ndarray
     radius_m: float
 
+    def words(self) -> str:
+        """The first reason of each, as `_approach_reason` words it, to be %-formatted with
+        the values of `reason_values`."""
+        return BEYOND.format(d="%d", clock="%s", r=f"{self.radius_m:.0f}", u="%d")
+
+    def reason_values(self) -> list[tuple[int, str, int]]:
+        return list(
+            zip(_metres(self.closest_m), _clocks(self.t), _metres(self.accuracy_m), strict=True)
+        )
+
     def reasons(self) -> list[list[str]]:
-        r = self.radius_m
-        rows = zip(self.closest_m.tolist(), self.accuracy_m.tolist(), _clocks(self.t), strict=True)
-        return [[_approach_reason(d, u, clock, r), ACCOUNTED] for d, u, clock in rows]
+        """The reasons of each, as `_reasons` gives them."""
+        words = self.words()
+        return [[words % v, ACCOUNTED] for v in self.reason_values()]
 
     def assessments(self) -> list[Assessment]:
         """The assessments, as `assess` makes them."""
