@@ -309,6 +309,21 @@ class SketchPieces(NamedTuple):
         return found
 
 
+class EdgePieces(NamedTuple):
+    """The pieces within the edge hours, between consecutive exact fixes of one subject on
+    one side of the interior: piece i joins fixes i and i + 1 of `Edge` (torch.bounds'
+    edge_bounds tells which are pieces), as offsets from the scene's centre (cx, cy)."""
+
+    edge: Edge
+    after: np.ndarray  # fixes after the interior (the tail), else before it (the head)
+    keep: np.ndarray  # by subject index
+    cx: float
+    cy: float
+
+    def named(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return i, i + 1, np.where(self.after[i], TAIL, HEAD) + i
+
+
 # order ranks: each subject's head edge, then into the sketch, the sketch, out of it, the tail
 HEAD, INTO, INNER, OUT, TAIL = (k * 1e12 for k in range(5))
 
@@ -322,7 +337,7 @@ def pairs(
     keep: np.ndarray,
     cx: float,
     cy: float,
-) -> tuple[SketchPieces, Pairs, Pairs]:
+) -> tuple[SketchPieces, EdgePieces, Pairs]:
     """The pieces of the tracks of the subjects in `keep`: within the interior's sketch,
     within the edge hours before and after it, and the joints between them."""
     rows = inner.rows
@@ -330,17 +345,10 @@ def pairs(
         hours.first_x[rows] - cx, hours.first_y[rows] - cy, inner.before,
         hours.subject[rows], sketch.dx, sketch.dy, keep,
     )  # fmt: skip
+    after = edge.t >= p.inner_to if p.has_interior else np.zeros(len(edge.t), bool)
+    in_edge = EdgePieces(edge, after, keep, cx, cy)
     ex, ey = edge.x - cx, edge.y - cy
-    es, et = edge.subject, edge.t
-    after = et >= p.inner_to if p.has_interior else np.zeros(len(es), bool)
-    idx_e = np.arange(len(es))
-    edge_pairs = Pairs(
-        es[:-1], ex[:-1], ey[:-1], ex[1:], ey[1:], et[:-1], et[1:],
-        idx_e[:-1], idx_e[1:], np.where(after[:-1], TAIL, HEAD) + idx_e[:-1],
-        (es[1:] == es[:-1]) & (after[1:] == after[:-1]) & keep[es[:-1]]
-        & ~(et[1:] < p.start) & ~(et[:-1] > p.end),
-    )  # fmt: skip
-    return in_sketch, edge_pairs, _joints(in_sketch, ex, ey, es, et, after, p, keep)
+    return in_sketch, in_edge, _joints(in_sketch, ex, ey, edge.subject, edge.t, after, p, keep)
 
 
 def _joints(
@@ -412,26 +420,31 @@ class Chosen(NamedTuple):
 
 
 def candidates(
-    groups: tuple[SketchPieces, Pairs, Pairs], count: int, p: Plan, r: float
+    groups: tuple[SketchPieces, EdgePieces, Pairs], count: int, p: Plan, r: float
 ) -> tuple[Chosen, np.ndarray]:
     """The pieces that may be nearest the scene, and the subjects with too many such
     pieces to measure here: a piece may be the nearest when its least possible distance
     is within the greatest possible distance of the subject's nearest piece inside the
     window (torch.bounds)."""
     limit = np.full(count, np.inf)
-    sk, *rest = groups
+    sk, ed, joints = groups
     d, least = _sketch_bounds(sk, r, limit)
-    measured = []
-    for g in rest:
-        inside = g.valid & ~(g.ta < p.start) & ~(g.tb > p.end)
-        measured.append(
-            bounds.piece_bounds(g.xa, g.ya, g.xb, g.yb, g.valid, inside, g.subject, r, limit)
-        )
+    e = ed.edge
+    d_edge = bounds.edge_bounds(
+        e.subject, e.t, e.x, e.y, ed.after, ed.keep, ed.cx, ed.cy, p.start, p.end, r, limit
+    )
+    inside = joints.valid & ~(joints.ta < p.start) & ~(joints.tb > p.end)
+    d_joints = bounds.piece_bounds(
+        joints.xa, joints.ya, joints.xb, joints.yb, joints.valid, inside, joints.subject, r, limit
+    )
     i = bounds.sketch_chosen(sk.counts, sk.subject, d, least, r, limit)
-    picked = [Chosen(sk.subject[sk.row_of(i)], *sk.named(i))]
-    for g, d in zip(rest, measured, strict=True):
-        i = bounds.piece_chosen(g.subject, d, r, limit)
-        picked.append(Chosen(g.subject[i], *g.named(i)))
+    j = bounds.piece_chosen(e.subject[:-1], d_edge, r, limit)
+    k = bounds.piece_chosen(joints.subject, d_joints, r, limit)
+    picked = [
+        Chosen(sk.subject[sk.row_of(i)], *sk.named(i)),
+        Chosen(e.subject[j], *ed.named(j)),
+        Chosen(joints.subject[k], *joints.named(k)),
+    ]
     chosen = Chosen(*(np.concatenate(c) for c in zip(*picked, strict=True)))
     per = np.bincount(chosen.subject, minlength=count)
     crowded = np.flatnonzero(per > MAX_CANDIDATES)

@@ -156,6 +156,40 @@ def piece_bounds(
 
 
 @_compiled
+def edge_bounds(
+    subject: np.ndarray,
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    after: np.ndarray,
+    keep: np.ndarray,
+    cx: float,
+    cy: float,
+    start: float,
+    end: float,
+    r: float,
+    limit: np.ndarray,
+) -> np.ndarray:
+    """The distance from (cx, cy) of each piece of an edge's exact fixes, by its first fix
+    (inf where the next fix is another subject's or on the other side of the window's
+    interior (`after`), where the subject is not in `keep`, or where the piece lies outside
+    the window [start, end]); the pieces wholly inside the window lower their subject's
+    limit. The fixes are in (subject, time) order."""
+    n = t.shape[0]
+    d = np.full(max(n - 1, 0), np.inf)
+    for i in range(n - 1):
+        s = subject[i]
+        if subject[i + 1] != s or after[i + 1] != after[i] or not keep[s]:
+            continue
+        if t[i + 1] < start or t[i] > end:
+            continue
+        d[i] = _from_origin(x[i] - cx, y[i] - cy, x[i + 1] - cx, y[i + 1] - cy)
+        if t[i] >= start and t[i + 1] <= end:
+            limit[s] = min(limit[s], d[i] + r + _slack(d[i]))
+    return d
+
+
+@_compiled
 def piece_chosen(subject: np.ndarray, d: np.ndarray, r: float, limit: np.ndarray) -> np.ndarray:
     """The pieces that may be their subject's nearest."""
     out = np.empty(d.shape[0], np.int64)
@@ -178,3 +212,5 @@ def warm() -> None:
     sketch_chosen(counts, none, d, least, 0.0, limit)
     d = piece_bounds(one, one, one, one, np.ones(2, bool), np.ones(2, bool), none, 0.0, limit)
     piece_chosen(none, d, 0.0, limit)
+    yes = np.ones(2, bool)
+    edge_bounds(none, one, one, one, yes, yes, 0.0, 0.0, 0.0, 1.0, 0.0, limit)
