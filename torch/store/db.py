@@ -58,9 +58,20 @@ async def pool(
         min_size=open_at_least,
         max_size=size,
         init=init,
+        reset=_nothing_to_reset,
         timeout=10,
         server_settings={"application_name": application_name, **(settings or {})},
     )
+
+
+async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
+    """A connection goes back to its pool as it is, but for a transaction left open, which
+    asyncpg rolls back: TORCH leaves no other state in a session. Its settings are
+    transaction-local (SET LOCAL, SET TRANSACTION SNAPSHOT), its advisory locks
+    transaction-scoped, its cursors inside transactions, and it listens on connections of
+    its own (`Wakeup`); tests/test_reliability.py holds it to that. asyncpg's own reset
+    (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) was a round trip on every release:
+    four in each crime-scene answer."""
 
 
 log = logging.getLogger("torch.store")
