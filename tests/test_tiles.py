@@ -94,7 +94,7 @@ async def tile(conn: asyncpg.Connection, ref: str, hour: int) -> dict[str, Any]:
     r = await conn.fetchrow(
         """
         SELECT n, track, sketch, longest_s, first_x, first_y, last_x, last_y,
-               min_x, min_y, max_x, max_y
+               min_x, min_y, max_x, max_y, marks
         FROM track_tiles t JOIN subjects s ON s.id = t.subject_id
         WHERE s.ref = $1 AND t.tile_start = $2
         """,
@@ -145,6 +145,8 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
         assert np.allclose(t["xy"], sent, rtol=0, atol=1e-6)
         assert t["sketch"] == float4(t["xy"])
         assert t["longest_s"] == 60.0
+        # five in the first five minutes, five in the next
+        assert t["marks"] == [0, 5] + [10] * 11
         (x0, y0), (x1, _) = stored(520000, 210000), stored(520070, 210000)
         assert (t["min_x"], t["max_x"], t["min_y"], t["max_y"]) == pytest.approx(
             (x0, x1, y0, y0), abs=1e-6
@@ -160,6 +162,7 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
         assert t["sketch"] == float4(t["xy"])
         assert t["accs"] == [5.0] * 10 + [None, 12.0]
         assert t["longest_s"] == 900.0 - 540.0
+        assert t["marks"] == [0, 5, 10, 10] + [12] * 9
         assert (t["last_x"], t["last_y"]) == pytest.approx(stored(520100, 210040), abs=1e-6)
 
         # a late fix in the middle: the tile is rebuilt and the longest interval shrinks
@@ -169,6 +172,7 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
         assert t["n"] == 13
         assert t["ts"] == [epoch(60 * i) for i in range(10)] + [epoch(s) for s in (700, 900, 1000)]
         assert t["longest_s"] == 900.0 - 700.0
+        assert t["marks"] == [0, 5, 10, 11] + [13] * 9
 
         # the same fixes again store nothing and queue nothing
         await send(pipeline, "TT0001", first + later)
@@ -180,6 +184,43 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
         assert await tiles.refresh(conn) == 1
         t = await tile(conn, "IOM-T0001", 1)
         assert t["n"] == 1 and t["ts"] == [epoch(3700)] and t["longest_s"] == 0.0
+        assert t["marks"] == [0] + [1] * 12
+
+    run(work)
+
+
+def test_a_window_reads_only_the_five_minutes_of_its_edge_hours_it_reaches(run: Run) -> None:
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await wearer(conn, 2)
+        # an hour of fixes, one every 30 s, then the next hour's first
+        fixes = [(30.0 * i, 520000.0 + i, 210000.0, 5.0) for i in range(121)]
+        await send(pipeline, "TT0002", fixes)
+        await tiles.refresh(conn)
+
+        async def read(near: tuple[float, float]) -> list[float]:
+            rows = await store.edges(conn, epoch(0), epoch(0), math.inf, near)
+            (row,) = rows
+            times: list[float] = approach.fix_rows(row["track"])[:, 0].tolist()
+            return times
+
+        # from 12:30 to 21:10 into the hour: the fixes from 10:00 to 24:30
+        assert await read((epoch(750), epoch(1270))) == [epoch(30 * i) for i in range(20, 50)]
+        # the end of the hour, and beyond it: from 55:00 on
+        assert await read((epoch(3300), epoch(3900))) == [epoch(30 * i) for i in range(110, 120)]
+        # all of it
+        assert await read((epoch(-300), epoch(3900))) == [epoch(30 * i) for i in range(120)]
+
+        # a tile written before it had marks is read whole, and stays so as it grows
+        await conn.execute("UPDATE track_tiles SET marks = NULL")
+        assert len(await read((epoch(750), epoch(1270)))) == 120
+        await send(pipeline, "TT0002", [(3650.0, 520200.0, 210000.0, 5.0)])
+        await tiles.refresh(conn)
+        assert (await tile(conn, "IOM-T0002", 1))["marks"] is None
+        # until a late fix has it rebuilt
+        await send(pipeline, "TT0002", [(5000.0, 520300.0, 210000.0, 5.0)])
+        await send(pipeline, "TT0002", [(3620.0, 520300.0, 210000.0, 5.0)])
+        await tiles.refresh(conn)
+        assert (await tile(conn, "IOM-T0002", 1))["marks"] == [0] + [3] * 4 + [4] * 8
 
     run(work)
 

@@ -8,7 +8,8 @@ first fix, exact for positions on torch.grid's lattice). A window is read as
 
 - its edge hours (those within `max_gap` of its ends, the hour not yet over,
   or all of it when it is short) from the hourly tiles, exactly, with times,
-  because the track is clipped there;
+  because the track is clipped there: of each, the five-minute spans within
+  `max_gap` of the window (`Plan.reach`; all of a tile without marks);
 - its interior hours from the six-hour blocks' sketches, which need no times:
   every fix in them lies inside the window.
 
@@ -72,6 +73,11 @@ class Plan:
             return [(self.first_hour, self.last_hour)]
         return [(self.first_hour, self.inner_from - HOUR), (self.inner_to, self.last_hour)]
 
+    def reach(self) -> tuple[float, float]:
+        """From and to when the edges' fixes are read: max_gap either side of the window,
+        which holds every piece reaching into it of a track with no gap."""
+        return self.start - self.max_gap_s, self.end + self.max_gap_s
+
     def blocks(self) -> tuple[float, float]:
         """The starts of the first and last block with hours in the window, inclusive."""
         first = EPOCH_BLOCK + math.floor((self.first_hour - EPOCH_BLOCK) / BLOCK) * BLOCK
@@ -118,7 +124,8 @@ class Hours(NamedTuple):
 
 
 class Edge(NamedTuple):
-    """The exact fixes of the edge hours, in (subject, time) order."""
+    """The exact fixes of the edge hours that were read (`Plan.reach`), in (subject, time)
+    order."""
 
     subject: np.ndarray
     t: np.ndarray

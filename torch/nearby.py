@@ -278,7 +278,7 @@ async def _part(
     tiles: list[asyncpg.Record] = []
     for lo, hi in edges:
         if lo <= hi:
-            tiles += await store.edges(conn, lo, hi, plan.live_hour)
+            tiles += await store.edges(conn, lo, hi, plan.live_hour, plan.reach())
     return found, tiles
 
 

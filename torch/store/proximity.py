@@ -129,13 +129,24 @@ WHERE b.block_start >= to_timestamp($1) AND b.block_start <= to_timestamp($2)
 """
 
 # The tiles of the hours starting in [$1, $2] (Unix times), in no set order: sorting
-# these wide rows took PostgreSQL five times as long as reading them.
+# these wide rows took PostgreSQL five times as long as reading them. Of each tile's
+# fixes, those of the five minutes (`marks`) that hold [$3, $4]; all of them in a tile
+# without marks.
 EDGES = """
-SELECT subject_id, date_part('epoch', tile_start) AS hour,
-       date_part('epoch', first_at) AS first_t,
-       date_part('epoch', last_at) AS last_t, longest_s, track
-FROM track_tiles
-WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
+SELECT t.subject_id, o.at AS hour, date_part('epoch', t.first_at) AS first_t,
+       date_part('epoch', t.last_at) AS last_t, t.longest_s,
+       CASE WHEN m.a IS NULL OR (m.a = 0 AND m.b = t.n) THEN t.track
+            ELSE substring(t.track FROM 32 * m.a + 1 FOR 32 * (m.b - m.a))
+       END AS track
+FROM track_tiles t
+CROSS JOIN LATERAL (SELECT date_part('epoch', t.tile_start) AS at) o
+CROSS JOIN LATERAL (
+    -- the fixes before the five minutes that hold $3, and before those after $4's
+    -- (each subscript of marks costs: two, not four)
+    SELECT t.marks[greatest(0, least(12, floor(($3 - o.at) / 300)))::int + 1] AS a,
+           t.marks[greatest(0, least(12, floor(($4 - o.at) / 300) + 1))::int + 1] AS b
+) m
+WHERE t.tile_start >= to_timestamp($1) AND t.tile_start <= to_timestamp($2)
 """
 
 # What EDGES gives for hours not tiled yet (the hour still running), made from the fixes of
@@ -217,14 +228,15 @@ async def blocks(
 
 
 async def edges(
-    conn: asyncpg.Connection, first: float, last: float, live: float
+    conn: asyncpg.Connection, first: float, last: float, live: float, near: tuple[float, float]
 ) -> list[asyncpg.Record]:
     """(subject_id, hour, first_t, last_t, longest_s, track) of the tiles of the hours
-    starting in [first, last]; the hours from `live` on, not tiled yet, made from their
-    fixes. In no set order."""
+    starting in [first, last], `track` their fixes in the five-minute spans that hold
+    `near` (Unix times, from and to) at least; the hours from `live` on, not tiled yet,
+    made from their fixes, whole. In no set order."""
     rows: list[asyncpg.Record] = []
     if first < live:
-        rows += await conn.fetch(EDGES, first, min(last, live - 3600))
+        rows += await conn.fetch(EDGES, first, min(last, live - 3600), *near)
     if last >= live:
         rows += await conn.fetch(LIVE, max(first, live), last)
     return rows

@@ -2,8 +2,9 @@
 
 A tile holds a subject's fixes of one hour on the British National Grid, packed
 (`track`: time, easting, northing and accuracy as float8; `sketch`: easting and
-northing as float4), with a summary: the first and last fix, the bounding box and
-the longest interval between consecutive fixes. Six hours of tiles make a block
+northing as float4), with a summary: the first and last fix, the bounding box, the
+longest interval between consecutive fixes, and where each five minutes of the hour
+begin in `track` (`marks`). Six hours of tiles make a block
 (`track_blocks`): their sketches end to end and each hour's summary. The
 crime-scene query reads blocks and a few tiles, not fixes, for every subject
 whose track covers the window (see torch.store.proximity and torch.approach).
@@ -96,6 +97,8 @@ WITH drained AS (
 ), fresh AS (
     SELECT s.subject_id, s.tile_start, f.fix_time, f.position, f.acc,
            f.fix_time - lag(f.fix_time) OVER w AS step,
+           -- which five minutes of the hour (0 to 11)
+           floor(date_part('epoch', f.fix_time - s.tile_start) / 300)::int AS slot,
            coalesce(s.origin_x, ST_X(first_value(f.position) OVER w)) AS origin_x,
            coalesce(s.origin_y, ST_Y(first_value(f.position) OVER w)) AS origin_y
     FROM sources s
@@ -117,6 +120,7 @@ WITH drained AS (
            min(ST_X(position)) AS min_x, min(ST_Y(position)) AS min_y,
            max(ST_X(position)) AS max_x, max(ST_Y(position)) AS max_y,
            max(acc::numeric::float8) AS max_acc,
+           array_agg(slot) AS slots,
            string_agg({PACKED_FIX}, ''::bytea ORDER BY fix_time) AS track,
            -- whether the sketch holds every position exactly (torch.grid's lattice)
            bool_and((ST_X(position) - origin_x)::float4::float8 = ST_X(position) - origin_x
@@ -145,7 +149,15 @@ WITH drained AS (
            CASE WHEN p.appending THEN greatest(o.max_acc, b.max_acc) ELSE b.max_acc END,
            CASE WHEN p.appending THEN o.exact AND b.exact ELSE b.exact END,
            CASE WHEN p.appending THEN o.track || b.track ELSE b.track END,
-           CASE WHEN p.appending THEN o.sketch || b.sketch ELSE b.sketch END
+           CASE WHEN p.appending THEN o.sketch || b.sketch ELSE b.sketch END,
+           -- the old marks plus the new fixes (appended fixes come after the old ones);
+           -- none where the old tile had none
+           CASE WHEN NOT (p.appending AND o.marks IS NULL) THEN
+               ARRAY(SELECT (CASE WHEN p.appending THEN o.marks[k + 1] ELSE 0 END
+                             + (SELECT count(*) FROM unnest(b.slots) AS s (slot)
+                                WHERE s.slot < k))::smallint
+                     FROM generate_series(0, 12) AS k ORDER BY k)
+           END
     FROM built b
     JOIN plan p ON p.subject_id = b.subject_id AND p.tile_start = b.tile_start
     LEFT JOIN track_tiles o ON o.subject_id = b.subject_id AND o.tile_start = b.tile_start
@@ -159,7 +171,7 @@ WITH drained AS (
 ), written AS (
     INSERT INTO track_tiles (subject_id, tile_start, n, first_at, last_at,
                              first_x, first_y, last_x, last_y, min_x, min_y, max_x, max_y,
-                             longest_s, max_acc, exact, track, sketch)
+                             longest_s, max_acc, exact, track, sketch, marks)
     SELECT * FROM merged
     ON CONFLICT (tile_start, subject_id) DO UPDATE SET
         n = EXCLUDED.n, first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,
@@ -169,7 +181,8 @@ WITH drained AS (
         max_x = EXCLUDED.max_x, max_y = EXCLUDED.max_y,
         longest_s = EXCLUDED.longest_s, max_acc = EXCLUDED.max_acc, exact = EXCLUDED.exact,
         track = EXCLUDED.track,
-        sketch = EXCLUDED.sketch
+        sketch = EXCLUDED.sketch,
+        marks = EXCLUDED.marks
     RETURNING subject_id, tile_start
 )
 SELECT subject_id, tile_start, true AS kept FROM written
