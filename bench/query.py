@@ -212,7 +212,7 @@ def in_flight(spans: list[tuple[float, float]]) -> float:
 async def sql_only(
     queries: list[tuple[float, float, datetime, timedelta]],
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Each answer with no HTTP (torch.nearby.verdicts on two connections, as the API), and
+    """Each answer with no HTTP (torch.nearby.answer on two connections, as the API), and
     the SQL alone: the time in it with a statement in flight on either connection."""
     conn = await asyncpg.connect(
         DATABASE_URL, server_settings=nearby.SESSION, connection_class=Timed
@@ -228,7 +228,7 @@ async def sql_only(
             scene = Scene(geometry, 200, start.timestamp(), (start + window).timestamp())
             Timed.spans.clear()
             t = time.monotonic()
-            await nearby.verdicts(conn, scene, Params(), spare)
+            await nearby.answer(conn, scene, Params(), spare)
             kind = "1h" if window.total_seconds() == 3600 else "24h"
             times[kind].append(time.monotonic() - t)
             sql[kind].append(in_flight(Timed.spans))
