@@ -9,6 +9,7 @@ most the interpreter's switch interval (5 ms) for its turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -50,14 +51,29 @@ class AlertPublisher:
     def start(self) -> None:
         ready = threading.Event()
         self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._run(ready)), name="alert-publisher", daemon=True
+            target=self._main, args=(ready,), name="alert-publisher", daemon=True
         )
         self._thread.start()
         ready.wait()
 
+    def _main(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(self._run(ready))
+        except Exception:
+            # the worker's /readyz says "stopped" from now on (`running`)
+            log.exception("the alert publisher stopped: alerts wait in the outbox")
+        finally:
+            ready.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether its thread is publishing: it ends only when stopped, or on a fault."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
     def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._stop_now)
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # its loop closed as it ended meanwhile
+                self._loop.call_soon_threadsafe(self._stop_now)
         if self._thread is not None:
             self._thread.join(timeout)
 

@@ -346,7 +346,8 @@ class Worker:
             log.info("ingest worker stopped; stored %s", self._pipeline.totals)
 
     async def _readiness(self) -> dict[str, str]:
-        """Ready: the database answers and the broker session is up."""
+        """Ready: the database answers, the broker session is up and, where this worker
+        publishes alerts, its publisher runs with its own broker session up."""
         checks = {}
         try:
             await self._pipeline.ping()
@@ -354,6 +355,11 @@ class Worker:
         except (TimeoutError, *db.RETRYABLE, asyncpg.PostgresError) as err:
             checks["database"] = f"unavailable ({type(err).__name__})"
         checks["broker"] = "ok" if self._subscriber.connected.is_set() else "disconnected"
+        if self._settings.publish_alerts:
+            if not self._alerts.running:
+                checks["alerts"] = "stopped"
+            else:
+                checks["alerts"] = "ok" if self._alert_link.connected.is_set() else "disconnected"
         return checks
 
     async def _consume(self) -> None:

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import fix, fixes_topic
@@ -31,7 +32,7 @@ def test_worker_health_readiness_and_metrics(  # type: ignore[no-untyped-def]
     ready = httpx.get(f"{worker.http}/readyz")
     assert (ready.status_code, ready.json()) == (
         200,
-        {"status": "ok", "database": "ok", "broker": "ok"},
+        {"status": "ok", "database": "ok", "broker": "ok", "alerts": "ok"},
     )
     publisher.send(fixes_topic(), [fix(0), fix(60), fix(120)])
     publisher.send(fixes_topic(), fix(60))  # again: stored once, counted as a duplicate
@@ -86,7 +87,12 @@ def test_a_worker_without_its_broker_is_alive_but_not_ready(db: Database, tmp_pa
         ready = httpx.get(f"{url}/readyz")
         assert (ready.status_code, ready.json()) == (
             503,
-            {"status": "unavailable", "database": "ok", "broker": "disconnected"},
+            {
+                "status": "unavailable",
+                "database": "ok",
+                "broker": "disconnected",
+                "alerts": "disconnected",  # the alert publisher's own session
+            },
         )
     finally:
         proc.terminate()
@@ -135,3 +141,38 @@ def test_api_request_ids_logs_and_metrics(db: Database, broker, tmp_path: Path) 
     text = (tmp_path / "api.log").read_text()
     assert "IOM-OBS-1" not in text  # the query string is never logged
     assert token not in text
+
+
+def test_the_alert_publisher_is_not_running_once_its_thread_has_ended(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault it does not retry (here in sending) ends its thread, logged; /readyz then
+    says "stopped" (ingest.worker), where it would otherwise say "ok" for a worker that
+    never publishes again; the worker still stops cleanly."""
+    from ingest.alerts import AlertPublisher
+    from tests.services import DATABASE_URL
+
+    alert = db.fetchval(
+        "INSERT INTO alerts (id, type, severity, occurred_at)"
+        " VALUES (gen_random_uuid(), 'exclusion_breach', 'high', now()) RETURNING id"
+    )
+    db.execute(
+        "INSERT INTO alert_outbox (alert_id, topic, payload) VALUES ($1, 'torch/alerts/x', '{}')",
+        alert,
+    )
+    sent: list[str] = []
+
+    async def send(topic: str, _payload: bytes) -> None:
+        sent.append(topic)
+        raise RuntimeError("a fault the publisher does not expect")
+
+    publisher = AlertPublisher(DATABASE_URL, "fault", send, 0.05)
+    assert publisher.running is False
+    publisher.start()
+    wait_for(lambda: not publisher.running)
+    assert sent == ["torch/alerts/x"]
+    assert db.fetchval("SELECT published_at FROM alert_outbox") is None  # still to publish
+    publisher.stop()
+    assert [r.getMessage() for r in caplog.records if r.name == "torch.ingest.alerts"] == [
+        "the alert publisher stopped: alerts wait in the outbox"
+    ]
