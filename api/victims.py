@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import require
+from api.windows import check_window
 from torch.errors import Forbidden, InvalidInput, NotFound
 from torch.store import subjects as subject_store
 from torch.store import users, victims
@@ -54,6 +56,17 @@ async def link(
     return {"id": link_id, "subject_id": subject_id, **body.model_dump()}
 
 
+async def _victim_for(conn: asyncpg.Connection, victim_ref: str, user: User) -> int:
+    """The protected person's id, for a supervisor or one of their named officers."""
+    found = await victims.ids(conn, [victim_ref])
+    victim_id = found.get(victim_ref)
+    if victim_id is None:
+        raise NotFound(f"no protected person {victim_ref}")
+    if not user.has("supervisor") and not await victims.may_see(conn, victim_id, user.id):
+        raise Forbidden("only supervisors and the protected person's named officers")
+    return victim_id
+
+
 @router.get("/victims/{victim_ref}/position", summary="Where a protected person was")
 async def position(
     victim_ref: str,
@@ -62,12 +75,7 @@ async def position(
     user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> dict[str, Any]:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        found = await victims.ids(conn, [victim_ref])
-        victim_id = found.get(victim_ref)
-        if victim_id is None:
-            raise NotFound(f"no protected person {victim_ref}")
-        if not user.has("supervisor") and not await victims.may_see(conn, victim_id, user.id):
-            raise Forbidden("only supervisors and the protected person's named officers")
+        victim_id = await _victim_for(conn, victim_ref, user)
         row = await victims.position(conn, victim_id, at)
         await users.audit(
             conn, user, "GET", f"/v1/victims/{victim_ref}/position", [], reason="victim position"
@@ -80,4 +88,57 @@ async def position(
         "lat": row["lat"],
         "lon": row["lon"],
         "acc": row["acc"],
+    }
+
+
+EPISODES_WINDOW_DAYS = 31
+
+
+@router.get(
+    "/victims/{victim_ref}/episodes",
+    summary="When subjects came near a protected person",
+)
+async def episodes(
+    victim_ref: str,
+    request: Request,
+    start: AwareDatetime = Query(alias="from", description="RFC 3339"),
+    end: AwareDatetime = Query(alias="to", description="RFC 3339"),
+    user: User = Depends(require("officer", "probation", "supervisor", "admin")),
+) -> dict[str, Any]:
+    """The warning and breach episodes of the subjects linked to a protected person that
+    overlap the window (at most 31 days), of the subjects the asker may see: who, how near
+    and when, never where. For supervisors and the person's named officers; audited."""
+    check_window(start, end, EPISODES_WINDOW_DAYS)
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        victim_id = await _victim_for(conn, victim_ref, user)
+        allowed = await subject_store.visible(conn, user)
+        rows = [
+            r for r in await victims.episodes(conn, victim_id, start, end)
+            if r["subject_id"] in allowed
+        ]  # fmt: skip
+        await users.audit(
+            conn,
+            user,
+            "GET",
+            f"/v1/victims/{victim_ref}/episodes",
+            sorted({r["subject_id"] for r in rows}),
+            reason="victim episodes",
+        )
+    return {
+        "victim_ref": victim_ref,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "episodes": [
+            {
+                "id": str(r["id"]),
+                "subject_id": r["subject_id"],
+                "subject_ref": r["subject_ref"],
+                "stage": r["stage"],
+                "entered_at": r["entered_at"].isoformat(),
+                "left_at": None if r["left_at"] is None else r["left_at"].isoformat(),
+                "closest_m": round(r["closest_m"], 1),
+                "fixes_inside": r["fixes_inside"],
+            }
+            for r in rows
+        ],
     }

@@ -142,3 +142,40 @@ def test_an_approach_raises_the_warning_then_the_breach_and_a_pass_at_3_km_nothi
         ("nora", "/v1/victims/VIC-1/position"),
         ("sam", "/v1/victims/VIC-1/position"),
     ]
+
+    # the episodes, to the same few: who came how near and when, never where
+    def episodes(token: str, start: float, end: float) -> httpx.Response:
+        return httpx.get(
+            f"{api.url}/v1/victims/VIC-1/episodes",
+            params={"from": at(start).isoformat(), "to": at(end).isoformat()},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    seen = episodes(tokens["named"], 0, 600)
+    assert seen.status_code == 200
+    v1 = world["ids"]["IOM-V1"]
+    assert [
+        (e["subject_id"], e["subject_ref"], e["stage"], e["entered_at"], e["left_at"])
+        for e in seen.json()["episodes"]
+    ] == [
+        (v1, "IOM-V1", "warning", at(150).isoformat(), at(510).isoformat()),
+        (v1, "IOM-V1", "breach", at(270).isoformat(), at(390).isoformat()),
+    ]
+    assert [e["closest_m"] for e in seen.json()["episodes"]] == [50.0, 50.0]
+    assert not {"lat", "lon", "position"} & set(seen.json()["episodes"][0])
+    # a window after the breach ended holds the warning only; before both, nothing
+    later = episodes(tokens["chief"], 400, 600).json()["episodes"]
+    assert [e["stage"] for e in later] == ["warning"]
+    assert episodes(tokens["chief"], 0, 100).json()["episodes"] == []
+    assert episodes(tokens["other"], 0, 600).status_code == 403
+    too_long = episodes(tokens["chief"], 0, 32 * 86400)
+    assert (too_long.status_code, too_long.json()["errors"][0]["field"]) == (422, "to")
+    audited = db.fetch(
+        "SELECT u.name, a.subject_ids FROM audit_log a JOIN users u ON u.id = a.user_id"
+        " WHERE a.route = '/v1/victims/VIC-1/episodes' ORDER BY a.seq"
+    )
+    assert [(r["name"], r["subject_ids"]) for r in audited] == [
+        ("nora", [v1]),
+        ("sam", [v1]),
+        ("sam", []),
+    ]

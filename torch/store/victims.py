@@ -220,3 +220,25 @@ async def position(
         victim_id,
         at,
     )
+
+
+async def episodes(
+    conn: asyncpg.Connection, victim_id: int, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """The protected person's episodes that overlap [start, end] (those still open
+    included), in the order they began, with their subject's reference."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT e.id, e.subject_id, s.ref AS subject_ref, e.stage, e.entered_at, e.left_at,
+                   e.closest_m, e.fixes_inside
+            FROM victim_episodes e JOIN subjects s ON s.id = e.subject_id
+            WHERE e.victim_id = $1 AND e.entered_at <= $3
+              AND (e.left_at IS NULL OR e.left_at >= $2)
+            ORDER BY e.entered_at, e.id
+            """,
+            victim_id,
+            start,
+            end,
+        )
+    )
