@@ -211,7 +211,8 @@ def test_any_time_written_at_once_is_written_as_alone(t: float) -> None:
 
 def test_tenths_rounded_many_at_once_are_those_round_gives() -> None:
     """`rounded` is round(x, 1), ties and near-ties included, where x * 10 misleads."""
-    values = [0.0, 0.05, 0.15, 0.25, 2.675, 1234.45, 1234.55, 0.1 + 0.2, 99999.95, 1e-9, 7.0]
+    values = [0.0, 0.05, 0.15, 0.25, 2.675, 1234.45, 1234.55, 0.1 + 0.2, 99999.95, 1e-9, 7.0,
+              123456789012.35, float("inf")]  # fmt: skip
     assert rounded(np.array(values)) == [round(v, 1) for v in values]
     assert rounded(np.array([0.15, 0.25, 1234.45])) == [0.1, 0.2, 1234.5]
 

@@ -460,12 +460,14 @@ def _approach_reason(d: float, u: float, clock: str, r: float) -> str:
 
 def rounded(v: np.ndarray) -> list[float]:
     """round(x, 1) of many values at once: the nearest tenth, found in numpy where the
-    tenths of x are clear of a tie, else by round itself."""
+    tenths of x are clear of a tie (by far more than the product's rounding, for values
+    up to 1e8), else by round itself."""
     tenths = v * 10.0
     out = np.rint(tenths) / 10.0
-    near_tie = np.abs(tenths - np.floor(tenths) - 0.5) < 1e-6
+    with np.errstate(invalid="ignore"):  # inf and NaN: taken by round below
+        near_tie = np.abs(tenths - np.floor(tenths) - 0.5) < 1e-6
     found: list[float] = out.tolist()
-    for i in np.flatnonzero(near_tie | ~np.isfinite(v)).tolist():
+    for i in np.flatnonzero(near_tie | ~(np.abs(v) <= 1e8)).tolist():
         found[i] = round(float(v[i]), 1)
     return found
 
