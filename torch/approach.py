@@ -354,22 +354,13 @@ def pairs(
     )  # fmt: skip
     after = edge.t >= p.inner_to if p.has_interior else np.zeros(len(edge.t), bool)
     in_edge = EdgePieces(edge, after, keep, cx, cy)
-    ex, ey = edge.x - cx, edge.y - cy
-    return in_sketch, in_edge, _joints(in_sketch, ex, ey, edge.subject, edge.t, after, p, keep)
+    return in_sketch, in_edge, _joints(in_sketch, in_edge, p)
 
 
-def _joints(
-    sk: SketchPieces,
-    ex: np.ndarray,
-    ey: np.ndarray,
-    es: np.ndarray,
-    et: np.ndarray,
-    after: np.ndarray,
-    p: Plan,
-    keep: np.ndarray,
-) -> Pairs:
+def _joints(sk: SketchPieces, ed: EdgePieces, p: Plan) -> Pairs:
     """Per subject, the pieces from the last edge fix before the sketch to its first, from
     its last to the first edge fix after it, or, with no sketch, from one edge to the other."""
+    es, after, keep = ed.edge.subject, ed.after, ed.keep
     n = len(keep)
     nothing = np.full(n, -1)
     s_first, s_last = nothing.copy(), nothing.copy()
@@ -394,21 +385,26 @@ def _joints(
     rb = np.concatenate([r[m] for r, m in zip(b_refs, ok, strict=True)])
     order = np.concatenate([np.full(m.sum(), k) for k, m in zip(ranks, ok, strict=True)])
 
-    ta, tb = _at(ra, et, np.nan, sk), _at(rb, et, np.nan, sk)
-    xa, ya = _at(ra, ex, 0, sk), _at(ra, ey, 1, sk)
-    xb, yb = _at(rb, ex, 0, sk), _at(rb, ey, 1, sk)
+    ta, tb = _at(ra, ed, None, sk), _at(rb, ed, None, sk)
+    xa, ya = _at(ra, ed, 0, sk), _at(ra, ed, 1, sk)
+    xb, yb = _at(rb, ed, 0, sk), _at(rb, ed, 1, sk)
     valid = keep[sub] & ~(tb < p.start) & ~(ta > p.end)
     return Pairs(sub, xa, ya, xb, yb, ta, tb, ra, rb, order, valid)
 
 
-def _at(refs: np.ndarray, edge: np.ndarray, axis: float, sk: SketchPieces) -> np.ndarray:
-    """The values of the fixes named by refs: from `edge` (refs >= 0), or of the sketch's
-    fixes: their x (axis 0) or y (1) offset from the scene's centre, or NaN (a time)."""
+def _at(refs: np.ndarray, ed: EdgePieces, axis: int | None, sk: SketchPieces) -> np.ndarray:
+    """The values of the fixes named by refs: their x (axis 0) or y (1) offset from the
+    scene's centre, or their time (None; NaN for a sketch fix). Only these few edge fixes
+    are offset, not every one."""
     out = np.empty(len(refs))
     mine = refs >= 0
-    out[mine] = edge[refs[mine]]
+    e = refs[mine]
+    if axis is None:
+        out[mine] = ed.edge.t[e]
+    else:
+        out[mine] = ed.edge.x[e] - ed.cx if axis == 0 else ed.edge.y[e] - ed.cy
     i = -1 - refs[~mine]
-    if np.isnan(axis):
+    if axis is None:
         out[~mine] = np.nan
     else:
         k = sk.row_of(i)
