@@ -69,7 +69,7 @@ async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
     asyncpg rolls back: TORCH leaves no other state in a session. Its settings are
     transaction-local (SET LOCAL, SET TRANSACTION SNAPSHOT), its advisory locks
     transaction-scoped, its cursors inside transactions, and it listens on connections of
-    its own (`Wakeup`); tests/test_reliability.py holds it to that. asyncpg's own reset
+    its own (`Wakeup`); tests/test_pool.py holds it to that. asyncpg's own reset
     (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) was a round trip on every release:
     four in each crime-scene answer."""
 
