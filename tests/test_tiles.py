@@ -225,6 +225,73 @@ def test_a_window_reads_only_the_five_minutes_of_its_edge_hours_it_reaches(run: 
     run(work)
 
 
+def test_an_hour_wholly_before_the_window_is_read_only_for_tracks_that_need_it(run: Run) -> None:
+    """A window from 1:01:40 reaches back into hour 0 (max_gap 300 s). A track with a fix in
+    hour 1 at or before 1:01:40 reaches the window without hour 0; only the others have
+    hour 0 read, and the tiles still settle every track that covers the window."""
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        for n in (41, 42, 43):
+            await wearer(conn, n)
+        # a fix a minute from 0:50:00; from 0:50:30 to 0:59:30, then from 1:02:30; from 1:02:00
+        await send(
+            pipeline, "TT0041", [(3000 + 60.0 * i, 520000 + 20.0 * i, 210000, 5) for i in range(61)]
+        )
+        x = [(3030 + 60.0 * i, 521000 + 20.0 * i, 210000, 5) for i in range(10)]
+        x += [(3750 + 60.0 * i, 521200 + 20.0 * i, 210000, 5) for i in range(50)]
+        await send(pipeline, "TT0042", x)
+        await send(pipeline, "TT0043", [(3720 + 60.0 * i, 522000, 210000, 5) for i in range(50)])
+        while await tiles.refresh(conn):
+            pass
+        scene = Scene(Point(520500, 211000), 100, epoch(3700), epoch(5500))
+        plan = approach.plan(scene.start, scene.end, P.max_gap_s, time.time())
+        assert plan.margins(nearby.SETTLED_S) == (epoch(0), None)
+        assert nearby._edges(plan) == [(epoch(3600), epoch(3600))]
+        ids = {r["ref"]: r["id"] for r in await conn.fetch("SELECT id, ref FROM subjects")}
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            _, (_, edges) = await nearby._read(conn, None, plan, nearby._nothing)
+            assert sorted((r["subject_id"], r["hour"]) for r in edges) == [
+                (ids[f"IOM-T00{n}"], epoch(3600)) for n in (41, 42, 43)
+            ]
+            wanted = np.array([ids[f"IOM-T00{n}"] for n in (41, 42, 43)])
+            (margin,) = await nearby._margins(conn, None, plan, wanted, edges)
+        # hour 0 of the track with no fix in hour 1 before the window: from 0:55:00 on
+        assert (margin["subject_id"], margin["hour"]) == (ids["IOM-T0042"], epoch(0))
+        assert approach.fix_rows(margin["track"])[:, 0].tolist() == [
+            epoch(3030 + 60 * i) for i in range(5, 10)
+        ]
+        # the two tracks that cover the window are settled from the tiles (the third begins
+        # after the window does), and every verdict is the method's
+        assert sorted(await from_the_tiles(conn, scene)) == [0, 1]
+        assert await both_ways(conn, None, scene) == (2, 0)
+
+    run(work)
+
+
+def test_two_connections_share_the_edge_hours_by_what_each_costs_to_read() -> None:
+    # 1:10 to 2:10: fifty-five minutes of hour 1 are read and fifteen of hour 2; the
+    # connection that first asks who wore a device reads the smaller
+    plan = approach.plan(epoch(4200), epoch(7800), P.max_gap_s, math.inf)
+    assert plan.margins(nearby.SETTLED_S) == (None, None)
+    assert nearby._shares(plan, nearby._edges(plan)) == (
+        ([], [(epoch(7200), epoch(7200))]),
+        ([], [(epoch(3600), epoch(3600))]),
+    )
+    # 1:02 to 1:58: hours 0 and 2 are margins, read afterwards for the tracks that need them
+    plan = approach.plan(epoch(3720), epoch(7080), P.max_gap_s, math.inf)
+    assert plan.margins(nearby.SETTLED_S) == (epoch(0), epoch(7200))
+    assert nearby._edges(plan) == [(epoch(3600), epoch(3600))]
+    assert nearby._shares(plan, nearby._edges(plan)) == (
+        ([], []),
+        ([], [(epoch(3600), epoch(3600))]),
+    )
+    # but where the window's end lies within a minute of its hour's, as for 1:00:30, the
+    # hour before is read with the others: most tracks need it
+    plan = approach.plan(epoch(3630), epoch(7080), P.max_gap_s, math.inf)
+    assert plan.margins(nearby.SETTLED_S) == (None, epoch(7200))
+    assert nearby._edges(plan) == [(epoch(0), epoch(3600))]
+
+
 async def block(conn: asyncpg.Connection, ref: str, start: datetime) -> dict[str, Any] | None:
     r = await conn.fetchrow(
         """

@@ -73,6 +73,19 @@ class Plan:
             return [(self.first_hour, self.last_hour)]
         return [(self.first_hour, self.inner_from - HOUR), (self.inner_to, self.last_hour)]
 
+    def margins(self, settled_s: float) -> tuple[float | None, float | None]:
+        """The edge hours wholly before and after the window, tiled, where the window's
+        end there lies at least `settled_s` inside the hour next to them (None where
+        not). A track's fixes in a margin count only where it has no fix in that next
+        hour between the margin and the window: most tracks have one."""
+        before, after = self.first_hour, self.last_hour
+        return (
+            before
+            if self.start - (before + HOUR) >= settled_s and before < self.live_hour
+            else None,
+            after if after - self.end >= settled_s and after < self.live_hour else None,
+        )
+
     def reach(self) -> tuple[float, float]:
         """From and to when the edges' fixes are read: max_gap either side of the window,
         which holds every piece reaching into it of a track with no gap."""

@@ -202,13 +202,15 @@ async def _read(
     plan: approach.Plan,
     first: Callable[[asyncpg.Connection], Awaitable[T]],
 ) -> tuple[T, Read]:
-    """What `first` reads on `conn`, then the blocks and the edge tiles of a window. With a
-    spare connection, the two share these reads (`_shares`) and make them at once, so that
-    both of PostgreSQL's processes send."""
+    """What `first` reads on `conn`, then the blocks and the edge tiles of a window but
+    its margins (`_edges`; `_margins` reads those). With a spare connection, the two share
+    these reads (`_shares`) and make them at once, so that both of PostgreSQL's processes
+    send."""
+    edges = _edges(plan)
     if spare is None:
         blocks = [plan.blocks()] if plan.has_interior else []
-        return await first(conn), await _part(conn, blocks, plan.edge_ranges(), plan)
-    mine, theirs = _shares(plan)
+        return await first(conn), await _part(conn, blocks, edges, plan)
+    mine, theirs = _shares(plan, edges)
 
     async def on_conn() -> tuple[T, Read]:
         return await first(conn), await _part(conn, *mine, plan)
@@ -219,33 +221,110 @@ async def _read(
 
 Ranges = list[tuple[float, float]]  # [from, to] starts of blocks or hours, inclusive
 
-# What each read costs, in hours of sketch: an edge hour's exact fixes are four times the
-# bytes, and `first` (who wore a device) takes about as long as four hours of sketch.
-EDGE_HOUR, FIRST = 4.0, 4.0
+# A window's margins (approach.Plan.margins) are read afterwards, for the tracks that need
+# them alone, where the window's end lies at least this far into the hour next to them.
+# Tags report about once a minute: few tracks then lack a fix between margin and window.
+SETTLED_S = 60.0
 
 
-def _shares(plan: approach.Plan) -> tuple[tuple[Ranges, Ranges], tuple[Ranges, Ranges]]:
-    """The blocks and the edge hours of a window for each of two connections, by time,
-    so that the one that first asks who wore a device has as much to do as the other."""
-    hours = [h for lo, hi in plan.edge_ranges() for h in _steps(lo, hi, approach.HOUR)]
+def _edges(plan: approach.Plan) -> Ranges:
+    """The edge hours to read with the blocks: all but the margins."""
+    before, after = plan.margins(SETTLED_S)
+    lo = plan.first_hour if before is None else before + approach.HOUR
+    hi = plan.last_hour if after is None else after - approach.HOUR
+    trimmed = [(max(a, lo), min(b, hi)) for a, b in plan.edge_ranges()]
+    return [(a, b) for a, b in trimmed if a <= b]
+
+
+async def _margins(
+    conn: asyncpg.Connection,
+    spare: asyncpg.Connection | None,
+    plan: approach.Plan,
+    wanted: np.ndarray,
+    edges: Sequence[asyncpg.Record],
+) -> list[asyncpg.Record]:
+    """The tiles of a window's margins (approach.Plan.margins) for the subjects in
+    `wanted` whose tiles in `edges` do not reach the window's end next to them: what
+    `_read` left out. (On both connections at once, where both margins are wanted.)"""
+    before, after = plan.margins(SETTLED_S)
+    reads = []
+    if before is not None:
+        hour, start = before + approach.HOUR, plan.start
+        reached = {r[0] for r in edges if r[1] == hour and r[2] <= start}
+        reads.append((before, [s for s in wanted.tolist() if s not in reached]))
+    if after is not None:
+        hour, end = after - approach.HOUR, plan.end
+        reached = {r[0] for r in edges if r[1] == hour and r[3] >= end}
+        reads.append((after, [s for s in wanted.tolist() if s not in reached]))
+    reads = [(h, subjects) for h, subjects in reads if subjects]
+
+    async def read(c: asyncpg.Connection, hour: float, subjects: list[int]) -> list[Any]:
+        return await store.edges(c, hour, hour, plan.live_hour, plan.reach(), subjects)
+
+    if len(reads) == 2 and spare is not None:
+        a, b = await asyncio.gather(read(conn, *reads[0]), read(spare, *reads[1]))
+        return a + b
+    return [r for hour, subjects in reads for r in await read(conn, hour, subjects)]
+
+
+# What each read costs, in hours of sketch (measured on the benchmark's data): an edge
+# hour's tiles cost about three such hours to find and send, and a further 0.035 for each
+# minute of fixes read from them; `first` (who wore a device) about two.
+EDGE_TILES, EDGE_MINUTE, FIRST = 3.0, 0.035, 2.0
+
+
+def _shares(
+    plan: approach.Plan, edges: Ranges
+) -> tuple[tuple[Ranges, Ranges], tuple[Ranges, Ranges]]:
+    """The blocks and the edge hours `edges` of a window for each of two connections, so
+    that the one that first asks who wore a device has as much to do as the other."""
+    hours = [h for lo, hi in edges for h in _steps(lo, hi, approach.HOUR)]
+    costs = [_edge_cost(plan, h) for h in hours]
     if not plan.has_interior:
-        cut = len(hours) // 2
-        return ([], _runs(hours[:cut], approach.HOUR)), ([], _runs(hours[cut:], approach.HOUR))
+        mine = _balanced(costs, FIRST)
+        theirs = [k for k in range(len(hours)) if k not in mine]
+        return (
+            ([], _runs([hours[k] for k in mine], approach.HOUR)),
+            ([], _runs([hours[k] for k in theirs], approach.HOUR)),
+        )
     lo, hi = plan.blocks()
     starts = _steps(lo, hi, approach.BLOCK)
     inner = [
         max(0.0, min(b + approach.BLOCK, plan.inner_to) - max(b, plan.inner_from)) / approach.HOUR
         for b in starts
     ]
-    theirs = sum(inner)
-    mine = FIRST + EDGE_HOUR * len(hours)
+    theirs_cost = sum(inner)
+    mine_cost = FIRST + sum(costs)
     cut = 0
-    while cut < len(starts) and mine + inner[cut] <= theirs - inner[cut]:
-        mine, theirs, cut = mine + inner[cut], theirs - inner[cut], cut + 1
+    while cut < len(starts) and mine_cost + inner[cut] <= theirs_cost - inner[cut]:
+        mine_cost, theirs_cost, cut = mine_cost + inner[cut], theirs_cost - inner[cut], cut + 1
     return (
         (_runs(starts[:cut], approach.BLOCK), _runs(hours, approach.HOUR)),
         (_runs(starts[cut:], approach.BLOCK), []),
     )
+
+
+def _edge_cost(plan: approach.Plan, hour: float) -> float:
+    """What reading an edge hour's tiles costs (EDGE_TILES, EDGE_MINUTE): its five-minute
+    spans that hold the window's reach (store.EDGES)."""
+    lo, hi = plan.reach()
+    first = min(12, max(0, math.floor((lo - hour) / 300)))
+    last = min(12, max(0, math.floor((hi - hour) / 300) + 1))
+    return EDGE_TILES + EDGE_MINUTE * 5 * max(0, last - first)
+
+
+def _balanced(costs: list[float], head: float) -> list[int]:
+    """Which of these reads one connection makes, after a read costing `head`, the other
+    making the rest: each, the costliest first, goes to the one with less to do so far."""
+    mine: list[int] = []
+    ours, theirs = head, 0.0
+    for k in sorted(range(len(costs)), key=lambda k: -costs[k]):
+        if ours < theirs:
+            mine.append(k)
+            ours += costs[k]
+        else:
+            theirs += costs[k]
+    return sorted(mine)
 
 
 def _steps(lo: float, hi: float, step: float) -> list[float]:
@@ -296,13 +375,14 @@ async def closest_from_tiles(
     same snapshot shares the reads of single fixes."""
     ids = np.fromiter((w.subject_id for w in who), np.int64, len(who))
     blocks, edges = read if read is not None else (await _read(conn, None, plan, _nothing))[1]
+    tiled = np.fromiter((w.tiled for w in who), bool, len(who))
+    edges = [*edges, *await _margins(conn, spare, plan, ids[tiled], edges)]
     block_subject, (_, _, block_hours, block_sketch) = _in_order(ids, blocks, 4)
     edge_subject, (_, *edge_times, edge_tracks) = _in_order(ids, edges, 6)
     hours = approach.hours_of(block_subject, block_hours)
     edge_spans = approach.Spans(edge_subject, *(np.array(c, float) for c in edge_times))
     spans = approach.spans_of(hours, plan, edge_spans)
-    keep = approach.whole(spans, plan, len(who))
-    keep &= np.fromiter((w.tiled for w in who), bool, len(who))
+    keep = approach.whole(spans, plan, len(who)) & tiled
     if not keep.any():
         return approach.NO_NEAREST
     edge = approach.edge_of(edge_subject, edge_tracks)

@@ -149,6 +149,9 @@ CROSS JOIN LATERAL (
 WHERE t.tile_start >= to_timestamp($1) AND t.tile_start <= to_timestamp($2)
 """
 
+# EDGES of some subjects only ($5).
+EDGES_OF = EDGES + "  AND t.subject_id = ANY($5::bigint[])\n"
+
 # What EDGES gives for hours not tiled yet (the hour still running), made from the fixes of
 # the hours starting in [$1, $2] as the tile refresh would make them (torch.store.tiles).
 LIVE = f"""
@@ -228,13 +231,23 @@ async def blocks(
 
 
 async def edges(
-    conn: asyncpg.Connection, first: float, last: float, live: float, near: tuple[float, float]
+    conn: asyncpg.Connection,
+    first: float,
+    last: float,
+    live: float,
+    near: tuple[float, float],
+    subjects: Sequence[int] | None = None,
 ) -> list[asyncpg.Record]:
     """(subject_id, hour, first_t, last_t, longest_s, track) of the tiles of the hours
     starting in [first, last], `track` their fixes in the five-minute spans that hold
     `near` (Unix times, from and to) at least; the hours from `live` on, not tiled yet,
-    made from their fixes, whole. In no set order."""
+    made from their fixes, whole. Of every subject, or of `subjects` only (tiled hours
+    only). In no set order."""
     rows: list[asyncpg.Record] = []
+    if subjects is not None:
+        if last >= live:
+            raise ValueError("the tiles of some subjects only are read from tiled hours only")
+        return await conn.fetch(EDGES_OF, first, last, *near, subjects)  # type: ignore[no-any-return]
     if first < live:
         rows += await conn.fetch(EDGES, first, min(last, live - 3600), *near)
     if last >= live:
