@@ -19,8 +19,8 @@ from torch.proximity import (
     Verdict,
     _approach_reason,
     _clock,
-    _clocks,
     assess,
+    clocks,
     iso,
     isos,
     rounded,
@@ -180,7 +180,7 @@ def test_closest_matches_brute_force_over_every_fix_pair(points, sx, sy) -> None
 
 
 def test_times_written_many_at_once_read_as_one_at_a_time() -> None:
-    """`isos` and `_clocks` give what `iso` and `_clock` give, time by time: whole seconds,
+    """`isos` and `clocks` give what `iso` and `_clock` give, time by time: whole seconds,
     milliseconds truncated, microseconds rounded up to the next second."""
     times = [
         1793851200.0,  # 2026-11-05T04:00:00Z
@@ -192,21 +192,21 @@ def test_times_written_many_at_once_read_as_one_at_a_time() -> None:
         946684800.5,
     ]
     assert isos(np.array(times)) == [iso(t) for t in times]
-    assert _clocks(np.array(times)) == [_clock(t) for t in times]
+    assert clocks(isos(np.array(times))) == [_clock(t) for t in times]
     assert isos(np.array(times[:4])) == [
         "2026-11-05T04:00:00Z",
         "2026-11-05T04:00:00.100Z",
         "2026-11-05T04:00:00.099Z",
         "2026-11-05T04:01:00.000Z",
     ]
-    assert _clocks(np.array(times[3:4])) == ["2026-11-05T04:01:00Z"]
+    assert clocks(isos(np.array(times[3:4]))) == ["2026-11-05T04:01:00Z"]
 
 
 @given(st.floats(min_value=946684800, max_value=4102444800, allow_nan=False))
 @settings(max_examples=300, deadline=None)
 def test_any_time_written_at_once_is_written_as_alone(t: float) -> None:
     assert isos(np.array([t])) == [iso(t)]
-    assert _clocks(np.array([t])) == [_clock(t)]
+    assert clocks(isos(np.array([t]))) == [_clock(t)]
 
 
 def test_tenths_rounded_many_at_once_are_those_round_gives() -> None:

@@ -436,11 +436,9 @@ def isos(t: np.ndarray) -> list[str]:
     ]
 
 
-def _clocks(t: np.ndarray) -> list[str]:
-    """`_clock` of many times at once."""
-    us = _micros(np.asarray(t, float)).astype("datetime64[us]")
-    text = np.datetime_as_string(us.astype("datetime64[s]"), unit="s").tolist()
-    return [f"{x}Z" for x in text]
+def clocks(written: list[str]) -> list[str]:
+    """`_clock` of many times at once, from what `isos` wrote of them: its whole seconds."""
+    return [f"{w[:19]}Z" for w in written]
 
 
 ACCOUNTED = "every moment of the window is accounted for away from the scene"
@@ -556,15 +554,16 @@ class Far:
         the values of `reason_values`."""
         return BEYOND.format(d="%d", clock="%s", r=f"{self.radius_m:.0f}", u="%d")
 
-    def reason_values(self) -> list[tuple[int, str, int]]:
+    def reason_values(self, written: list[str]) -> list[tuple[int, str, int]]:
+        """The values for `words`, from the times as `isos` wrote them."""
         return list(
-            zip(_metres(self.closest_m), _clocks(self.t), _metres(self.accuracy_m), strict=True)
+            zip(_metres(self.closest_m), clocks(written), _metres(self.accuracy_m), strict=True)
         )
 
     def reasons(self) -> list[list[str]]:
         """The reasons of each, as `_reasons` gives them."""
         words = self.words()
-        return [[words % v, ACCOUNTED] for v in self.reason_values()]
+        return [[words % v, ACCOUNTED] for v in self.reason_values(isos(self.t))]
 
     def assessments(self) -> list[Assessment]:
         """The assessments, as `assess` makes them."""
