@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -12,12 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def fresh(port: int) -> Path:
     """A broker of our own on `port` with no sessions left by earlier runs (they would have
-    every message queued for them); returns its state directory."""
+    every message queued for them), stopped when this process ends; returns its state
+    directory."""
     state = Path(f"/tmp/torch-bench-broker-{port}")
     script = str(ROOT / "scripts/broker.sh")
     subprocess.run([script, "stop", str(state), str(port)], check=True)
     shutil.rmtree(state, ignore_errors=True)
     subprocess.run([script, "start", str(state), str(port)], check=True)
+    atexit.register(subprocess.run, [script, "stop", str(state), str(port)], check=False)
     return state
 
 
