@@ -90,14 +90,14 @@ def far_results(answer: Answer) -> list[bytes]:
         '"closest_point":null,"accuracy_m":%s,"gaps":[],"coverage":1.0,'
         f'"reasons":[{text(far.words())},{text(ACCOUNTED)}],"fixes":[]}}'
     )
-    at = isos(far.t)
+    times = isos(far.t)
     rows = zip(
         [w.subject_id for w in who],
         [text(w.ref) for w in who],
         each(rounded(far.closest_m)),
-        at,
+        times,
         each(far.accuracy_m.tolist()),
-        far.reason_values(at),
+        far.reason_values(times),
         strict=True,
     )
     return [(written % (s, ref, d, at, u, *v)).encode() for s, ref, d, at, u, v in rows]
