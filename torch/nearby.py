@@ -151,7 +151,7 @@ async def _tracks(
     ]
     if not tiled:
         return out
-    lo, hi = scene.start - plan.max_gap_s, scene.end + plan.max_gap_s
+    lo, hi = plan.reach()
     packed = await store.tile_tracks(conn, list(tiled), lo, hi)
     live: dict[int, list[TrackFix]] = {}
     if plan.live_hour <= hi:
