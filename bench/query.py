@@ -10,6 +10,13 @@ the latencies with the sizes of the fixes table and its indexes. The default
 (2,000 tags, 10.5 days) is 30 million fixes; loading takes a while, and
 `--reuse` skips it when the data is already there. `--check N` first compares N
 answers, every verdict, with the method run on every fix of every subject.
+
+Measured in the same run, the raw limits the figures are set against:
+- PostgreSQL: a round trip (`SELECT 1`), and for each query the stored fixes of every
+  tile of the hours its window reaches, read as they are on two connections: what an
+  answer with no summaries would read;
+- HTTP: a bare ASGI app on the API's server (uvicorn, httptools, uvloop) answering the
+  same requests with as many bytes as the API's one-hour answers.
 """
 
 from __future__ import annotations
@@ -229,9 +236,8 @@ async def sql_only(
             Timed.spans.clear()
             t = time.monotonic()
             await nearby.answer(conn, scene, Params(), spare)
-            kind = "1h" if window.total_seconds() == 3600 else "24h"
-            times[kind].append(time.monotonic() - t)
-            sql[kind].append(in_flight(Timed.spans))
+            times[kind(window)].append(time.monotonic() - t)
+            sql[kind(window)].append(in_flight(Timed.spans))
     finally:
         await conn.close()
         await spare.close()
@@ -304,41 +310,153 @@ async def bulk(found: list[correlate.Crime]) -> tuple[float, int]:
         await conn.close()
 
 
+def kind(window: timedelta) -> str:
+    return "1h" if window.total_seconds() == 3600 else "24h"
+
+
+def body_of(i: int, lat: float, lon: float, start: datetime, window: timedelta) -> dict[str, Any]:
+    return {
+        "crime_ref": f"BENCH/{i}",
+        "reason": "query benchmark",
+        "scene": {"type": "Point", "coordinates": [lon, lat]},
+        "radius_m": 200,
+        "from": start.isoformat(),
+        "to": (start + window).isoformat(),
+    }
+
+
 def http(
-    queries: list[tuple[float, float, datetime, timedelta]], token: str
-) -> dict[str, list[float]]:
+    queries: list[tuple[float, float, datetime, timedelta]], token: str, port: int = API_PORT
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """The time of each query through HTTP, and the size of each answer, by window."""
     times: dict[str, list[float]] = {"1h": [], "24h": []}
+    sizes: dict[str, list[int]] = {"1h": [], "24h": []}
     with httpx.Client(
-        base_url=f"http://127.0.0.1:{API_PORT}",
+        base_url=f"http://127.0.0.1:{port}",
         timeout=600,
         headers={"Authorization": f"Bearer {token}"},
     ) as client:
         for i, (lat, lon, start, window) in enumerate(queries, 1):
-            body = {
-                "crime_ref": f"BENCH/{i}",
-                "reason": "query benchmark",
-                "scene": {"type": "Point", "coordinates": [lon, lat]},
-                "radius_m": 200,
-                "from": start.isoformat(),
-                "to": (start + window).isoformat(),
-            }
             t = time.monotonic()
-            response = client.post("/v1/proximity", json=body)
+            response = client.post("/v1/proximity", json=body_of(i, lat, lon, start, window))
             elapsed = time.monotonic() - t
             response.raise_for_status()
-            times["1h" if window.total_seconds() == 3600 else "24h"].append(elapsed)
-            log(
-                f"query {i} of {len(queries)}: {window.total_seconds() / 3600:.0f} h window, "
-                f"{elapsed * 1000:,.0f} ms, {len(response.json()['results'])} verdicts"
+            times[kind(window)].append(elapsed)
+            sizes[kind(window)].append(len(response.content))
+            if port == API_PORT:
+                log(
+                    f"query {i} of {len(queries)}: {window.total_seconds() / 3600:.0f} h window,"
+                    f" {elapsed * 1000:,.0f} ms, {len(response.json()['results'])} verdicts"
+                )
+    return times, sizes
+
+
+# ------------------------------------------------------------------ raw limits
+
+# Every tile of the hours starting in [$1, $2] (Unix times), its fixes as stored.
+RAW_TILES = """
+SELECT subject_id, track FROM track_tiles
+WHERE tile_start >= to_timestamp($1) AND tile_start <= to_timestamp($2)
+"""
+
+
+async def raw_postgres(
+    queries: list[tuple[float, float, datetime, timedelta]],
+) -> tuple[list[float], dict[str, list[float]], dict[str, list[int]]]:
+    """PostgreSQL's raw limits, on two connections with the API's session settings:
+    round trips of `SELECT 1`, and for each query the time to read the stored fixes of
+    every tile of the hours its window reaches (max_gap either side), the first hours on
+    one connection and the rest on the other, with the bytes read."""
+    conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+    spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+    trips: list[float] = []
+    times: dict[str, list[float]] = {"1h": [], "24h": []}
+    read: dict[str, list[int]] = {"1h": [], "24h": []}
+    gap = Params().max_gap_s
+    try:
+        for _ in range(200):
+            t = time.monotonic()
+            await conn.fetchval("SELECT 1")
+            trips.append(time.monotonic() - t)
+        for i, (_lat, _lon, start, window) in enumerate(queries, 1):
+            first = math.floor((start.timestamp() - gap) / 3600) * 3600
+            last = math.floor(((start + window).timestamp() + gap) / 3600) * 3600
+            mid = first + 3600 * math.ceil((last - first + 3600) / 7200)  # the spare's first
+            t = time.monotonic()
+            mine, theirs = await asyncio.gather(
+                conn.fetch(RAW_TILES, first, mid - 3600), spare.fetch(RAW_TILES, mid, last)
             )
-    return times
+            times[kind(window)].append(time.monotonic() - t)
+            read[kind(window)].append(sum(len(r[1]) for r in mine + theirs))
+            if i % 20 == 0:
+                log(f"raw PostgreSQL: {i} of {len(queries)} windows read")
+    finally:
+        await conn.close()
+        await spare.close()
+    return trips, times, read
 
 
-def percentiles(values: list[float]) -> str:
+RAW_HTTP_PORT = 18059
+
+
+def raw_http_server(size: int) -> None:
+    """A bare ASGI app on the API's server and options, answering every request with
+    `size` bytes of JSON (after reading the request's body)."""
+    import uvicorn
+
+    body = b"[" + b" " * (size - 2) + b"]"
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % size)]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=RAW_HTTP_PORT,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+    )
+
+
+def raw_http(queries: list[tuple[float, float, datetime, timedelta]], size: int) -> list[float]:
+    """The time of each of these requests to `raw_http_server` answering `size` bytes."""
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--raw-http", str(size)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        up(RAW_HTTP_PORT)
+        times, _ = http(queries, "none", RAW_HTTP_PORT)
+        return times["1h"] + times["24h"]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def up(port: int) -> None:
+    """Wait until a server answers on this port."""
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"no server came up on port {port}")
+
+
+def percentiles(values: list[float], digits: int = 1) -> str:
     if len(values) < 2:
         return "n/a"
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return f"p50 {q[49] * 1000:,.1f} ms, p95 {q[94] * 1000:,.1f} ms, p99 {q[98] * 1000:,.1f} ms"
+    q = [v * 1000 for v in statistics.quantiles(values, n=100, method="inclusive")]
+    return f"p50 {q[49]:,.{digits}f} ms, p95 {q[94]:,.{digits}f} ms, p99 {q[98]:,.{digits}f} ms"
 
 
 def main() -> None:
@@ -359,7 +477,10 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="load only the days not yet loaded, then the tiles"
     )
+    parser.add_argument("--raw-http", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_http:
+        return raw_http_server(args.raw_http)
     memory.keep_freed_memory()  # as the API and `torch correlate` do
     memory.collect_less()  # as the API does
     env = dict(
@@ -396,20 +517,18 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{API_PORT}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        up(API_PORT)
         queries = scenes(args.queries, args.days)
-        through_api = http(queries, token)
+        through_api, answered = http(queries, token)
         # on the API's event loop
         answers, sql = uvloop.run(sql_only(queries))
         took, found = uvloop.run(bulk(crimes(args.crimes, args.days))) if args.crimes else (0, 0)
     finally:
         api.terminate()
         api.wait(10)
+    trips, raw_reads, raw_bytes = uvloop.run(raw_postgres(queries))
+    size = round(statistics.median(answered["1h"]))
+    bare = raw_http(queries, size)
     for line in asyncio.run(sizes()):
         print(line)
     print(f"{args.tags:,} subjects; {args.queries} queries of radius 200 m")
@@ -417,6 +536,25 @@ def main() -> None:
         print(f"{window:>3} windows, HTTP: {percentiles(through_api[window])}")
         print(f"{window:>3} windows, no HTTP: {percentiles(answers[window])}")
         print(f"{window:>3} windows, SQL alone: {percentiles(sql[window])}")
+    print("raw limits, measured in this run:")
+    print(f"  PostgreSQL, a round trip (SELECT 1): {percentiles(trips, 3)}")
+    for window in ("1h", "24h"):
+        megabytes = statistics.median(raw_bytes[window]) / 1e6
+        print(
+            f"  PostgreSQL, {window:>3} windows, every stored fix of the hours reached"
+            f" ({megabytes:,.1f} MB, two connections): {percentiles(raw_reads[window])}"
+        )
+        raw = statistics.median(raw_reads[window])
+        print(
+            f"  {window:>3} windows, p50 against that read: SQL alone"
+            f" {statistics.median(sql[window]) / raw:.2f} x, no HTTP"
+            f" {statistics.median(answers[window]) / raw:.2f} x,"
+            f" HTTP {statistics.median(through_api[window]) / raw:.2f} x"
+        )
+    print(
+        f"  HTTP, a bare app on the API's server answering {size / 1e3:,.0f} kB"
+        f" (a one-hour answer's size): {percentiles(bare)}"
+    )
     if args.crimes:
         print(
             f"bulk correlation: {args.crimes:,} crimes (1-12 h windows, 200 m) in {took:,.1f} s "
