@@ -189,6 +189,19 @@ def test_a_tile_grows_with_fixes_in_order_and_is_rebuilt_for_a_late_one(run: Run
     run(work)
 
 
+def test_the_marks_that_bound_the_five_minutes_a_read_reaches() -> None:
+    hour = epoch(7200)
+    # from 12:30 to 21:10 into the hour: the spans from 10:00 to 25:00, marks 2 to 5
+    assert store.marks_between(hour, (hour + 750, hour + 1270)) == (2, 5)
+    # a span's first second belongs to it
+    assert store.marks_between(hour, (hour + 600, hour + 1199.5)) == (2, 4)
+    # reaching back into the hour before and on into the next: every mark, 0 to 12
+    assert store.marks_between(hour, (hour - 300, hour + 3900)) == (0, 12)
+    # wholly after the hour, and wholly before it: no fix
+    assert store.marks_between(hour, (hour + 3700, hour + 4000)) == (12, 12)
+    assert store.marks_between(hour, (hour - 900, hour - 400)) == (0, 0)
+
+
 def test_a_window_reads_only_the_five_minutes_of_its_edge_hours_it_reaches(run: Run) -> None:
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await wearer(conn, 2)
@@ -209,6 +222,12 @@ def test_a_window_reads_only_the_five_minutes_of_its_edge_hours_it_reaches(run: 
         assert await read((epoch(3300), epoch(3900))) == [epoch(30 * i) for i in range(110, 120)]
         # all of it
         assert await read((epoch(-300), epoch(3900))) == [epoch(30 * i) for i in range(120)]
+        # two hours in one read: each hour's tiles from its own marks, with its start
+        rows = await store.edges(conn, epoch(0), epoch(3600), math.inf, (epoch(3300), epoch(3900)))
+        assert sorted((r["hour"], approach.fix_rows(r["track"])[:, 0].tolist()) for r in rows) == [
+            (epoch(0), [epoch(30 * i) for i in range(110, 120)]),
+            (epoch(3600), [epoch(3600)]),
+        ]
 
         # a tile written before it had marks is read whole, and stays so as it grows
         await conn.execute("UPDATE track_tiles SET marks = NULL")

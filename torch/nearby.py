@@ -268,9 +268,9 @@ async def _margins(
 
 
 # What each read costs, in hours of sketch (measured on the benchmark's data): an edge
-# hour's tiles cost about three such hours to find and send, and a further 0.035 for each
+# hour's tiles cost about 2.3 such hours to find and send, and a further 0.035 for each
 # minute of fixes read from them; `first` (who wore a device) about two.
-EDGE_TILES, EDGE_MINUTE, FIRST = 3.0, 0.035, 2.0
+EDGE_TILES, EDGE_MINUTE, FIRST = 2.3, 0.035, 2.0
 
 
 def _shares(
@@ -307,10 +307,8 @@ def _shares(
 def _edge_cost(plan: approach.Plan, hour: float) -> float:
     """What reading an edge hour's tiles costs (EDGE_TILES, EDGE_MINUTE): its five-minute
     spans that hold the window's reach (store.EDGES)."""
-    lo, hi = plan.reach()
-    first = min(12, max(0, math.floor((lo - hour) / 300)))
-    last = min(12, max(0, math.floor((hi - hour) / 300) + 1))
-    return EDGE_TILES + EDGE_MINUTE * 5 * max(0, last - first)
+    first, last = store.marks_between(hour, plan.reach())
+    return EDGE_TILES + EDGE_MINUTE * store.MARK_S / 60 * max(0, last - first)
 
 
 def _balanced(costs: list[float], head: float) -> list[int]:
