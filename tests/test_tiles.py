@@ -398,7 +398,28 @@ def test_blocks_hold_six_hours_of_sketches_and_follow_their_tiles(run: Run) -> N
         assert after["exact"] == [1.0, 1.0]  # positions on the lattice, within 16 km
         assert len(after["sketch"]) == 17 * 8
 
+        # a window's interior from the last hour of one block to the first of the next:
+        # the sketch of those hours only, with each block's start
+        rows = await store.blocks(
+            conn, (b - 6 * h).timestamp(), b.timestamp(), (b - h).timestamp(), (b + h).timestamp()
+        )
+        assert sorted((r["block_start"], r["sketch"]) for r in rows) == [
+            ((b - 6 * h).timestamp(), await sketch(conn, "IOM-T0005", b - h)),
+            (b.timestamp(), await sketch(conn, "IOM-T0005", b)),
+        ]
+
     run(work)
+
+
+def test_the_hours_of_a_block_a_window_interior_takes() -> None:
+    block = epoch(6 * 3600)
+    # the interior [block + 2 h, block + 5 h): hours 2, 3 and 4
+    assert store.hours_between(block, (block + 7200, block + 18000)) == (2, 5)
+    # an interior over the whole block and beyond: every hour
+    assert store.hours_between(block, (block - 3600, block + 25200)) == (0, 6)
+    # an interior wholly before the block, and wholly after it: no hour
+    assert store.hours_between(block, (block - 7200, block - 3600)) == (0, 0)
+    assert store.hours_between(block, (block + 21600, block + 28800)) == (6, 6)
 
 
 def test_the_hour_still_running_is_not_tiled_and_is_read_from_its_fixes(run: Run) -> None:

@@ -111,23 +111,30 @@ WHERE w.worn
 ORDER BY s.id
 """
 
-# The blocks of a window with each one's hour summaries, and the sketch of its hours
-# in [$3, $4) (Unix times), by the marks (the count of fixes before each hour); in the
-# primary key's order (sorting them here costs more than in the caller).
+# The blocks starting at $1 (Unix time) with each one's hour summaries, and the sketch of
+# its hours $2 to $3 - 1 (from 0; `hours_between`) by the marks (the count of fixes before
+# each hour); in the primary key's order (sorting them here costs more than in the
+# caller). The block's start and hours are worked out once, by the caller: worked out for
+# each of ten thousand blocks here, they took a fifth of the read.
 BLOCKS = """
-SELECT b.subject_id, date_part('epoch', b.block_start) AS block_start, b.hours,
-       CASE WHEN i.lo = 0 AND i.hi = 6 THEN b.sketch  -- a whole block, as most are
-            ELSE substring(b.sketch FROM 8 * b.marks[i.lo + 1] + 1
-                           FOR 8 * (b.marks[greatest(i.lo, i.hi) + 1] - b.marks[i.lo + 1]))
+SELECT b.subject_id, $1::float8 AS block_start, b.hours,
+       CASE WHEN $2 = 0 AND $3 = 6 THEN b.sketch  -- a whole block, as most are
+            ELSE substring(b.sketch FROM 8 * b.marks[$2 + 1] + 1
+                           FOR 8 * (b.marks[$3 + 1] - b.marks[$2 + 1]))
        END AS sketch
 FROM track_blocks b
-CROSS JOIN LATERAL (SELECT date_part('epoch', b.block_start) AS at) o
-CROSS JOIN LATERAL (
-    SELECT greatest(0, least(6, ($3 - o.at) / 3600))::int AS lo,
-           greatest(0, least(6, ($4 - o.at) / 3600))::int AS hi
-) i
-WHERE b.block_start >= to_timestamp($1) AND b.block_start <= to_timestamp($2)
+WHERE b.block_start = to_timestamp($1)
 """
+
+BLOCK_HOURS = 6
+
+
+def hours_between(block: float, inner: tuple[float, float]) -> tuple[int, int]:
+    """Which of a block's hours (from 0) lie in [inner) (Unix times of whole hours): from
+    the first to before the second."""
+    first = max(0, min(BLOCK_HOURS, math.floor((inner[0] - block) / 3600)))
+    return first, max(first, min(BLOCK_HOURS, math.floor((inner[1] - block) / 3600)))
+
 
 # The tiles of the hour starting at $1 (Unix time), in no set order: sorting these wide
 # rows took PostgreSQL five times as long as reading them. Of each tile's fixes, those
@@ -238,7 +245,12 @@ async def blocks(
 ) -> list[asyncpg.Record]:
     """(subject_id, block_start, hours, sketch) of the blocks starting in [first, last],
     with the sketch of the hours in [inner_from, inner_to) only; in no set order."""
-    return await conn.fetch(BLOCKS, first, last, inner_from, inner_to)  # type: ignore[no-any-return]
+    rows: list[asyncpg.Record] = []
+    block = first
+    while block <= last:
+        rows += await conn.fetch(BLOCKS, block, *hours_between(block, (inner_from, inner_to)))
+        block += BLOCK_HOURS * 3600
+    return rows
 
 
 async def edges(
