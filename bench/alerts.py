@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import broker  # noqa: E402
+from bench.serve import up  # noqa: E402
 from ingest.guard import Guard  # noqa: E402
 from simulators.output import MqttSink  # noqa: E402
 from torch import grid  # noqa: E402
@@ -222,12 +223,7 @@ def main() -> None:
         if not line:
             raise SystemExit("the worker stopped")
     threading.Thread(target=lambda: [None for _ in worker.stderr], daemon=True).start()  # type: ignore[union-attr]
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{API_PORT}/healthz", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    up(API_PORT)
 
     mqtt_at: dict[str, float] = {}
     sse_at: dict[str, float] = {}

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from shapely import Point  # noqa: E402
 
+from bench.serve import up  # noqa: E402
 from torch import correlate, grid, memory, nearby  # noqa: E402
 from torch.proximity import Assessment, Params, Scene, assess  # noqa: E402
 from torch.store import proximity as proximity_store  # noqa: E402
@@ -439,17 +440,6 @@ def raw_http(queries: list[tuple[float, float, datetime, timedelta]], size: int)
     finally:
         server.terminate()
         server.wait(10)
-
-
-def up(port: int) -> None:
-    """Wait until a server answers on this port."""
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"no server came up on port {port}")
 
 
 def percentiles(values: list[float], digits: int = 1) -> str:
