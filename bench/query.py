@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -30,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from shapely import Point  # noqa: E402
 
 from bench.serve import up  # noqa: E402
-from torch import correlate, grid, memory, nearby  # noqa: E402
+from torch import approach, correlate, grid, memory, nearby  # noqa: E402
 from torch.proximity import Assessment, Params, Scene, assess  # noqa: E402
 from torch.store import proximity as proximity_store  # noqa: E402
 from torch.store import tiles  # noqa: E402
@@ -217,31 +218,46 @@ def in_flight(spans: list[tuple[float, float]]) -> float:
     return total
 
 
+@contextlib.asynccontextmanager
+async def two_connections(
+    connection_class: type[asyncpg.Connection] = asyncpg.Connection,
+) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    """Two connections with the API's session settings: what an answer reads over."""
+    conn = await asyncpg.connect(
+        DATABASE_URL, server_settings=nearby.SESSION, connection_class=connection_class
+    )
+    try:
+        spare = await asyncpg.connect(
+            DATABASE_URL, server_settings=nearby.SESSION, connection_class=connection_class
+        )
+        try:
+            yield conn, spare
+        finally:
+            await spare.close()
+    finally:
+        await conn.close()
+
+
+def scene_of(lat: float, lon: float, start: datetime, window: timedelta) -> Scene:
+    """The benchmark's scene: radius 200 m around (lat, lon), for `window` from `start`."""
+    geometry = Point(*grid.point_to_grid(lon, lat))
+    return Scene(geometry, 200, start.timestamp(), (start + window).timestamp())
+
+
 async def sql_only(
     queries: list[tuple[float, float, datetime, timedelta]],
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Each answer with no HTTP (torch.nearby.answer on two connections, as the API), and
     the SQL alone: the time in it with a statement in flight on either connection."""
-    conn = await asyncpg.connect(
-        DATABASE_URL, server_settings=nearby.SESSION, connection_class=Timed
-    )
-    spare = await asyncpg.connect(
-        DATABASE_URL, server_settings=nearby.SESSION, connection_class=Timed
-    )
     times: dict[str, list[float]] = {"1h": [], "24h": []}
     sql: dict[str, list[float]] = {"1h": [], "24h": []}
-    try:
+    async with two_connections(Timed) as (conn, spare):
         for lat, lon, start, window in queries:
-            geometry = Point(*grid.point_to_grid(lon, lat))
-            scene = Scene(geometry, 200, start.timestamp(), (start + window).timestamp())
             Timed.spans.clear()
             t = time.monotonic()
-            await nearby.answer(conn, scene, Params(), spare)
+            await nearby.answer(conn, scene_of(lat, lon, start, window), Params(), spare)
             times[kind(window)].append(time.monotonic() - t)
             sql[kind(window)].append(in_flight(Timed.spans))
-    finally:
-        await conn.close()
-        await spare.close()
     return times, sql
 
 
@@ -265,22 +281,16 @@ def agrees(fast: Assessment, full: Assessment) -> bool:
 async def check(n: int, days: float) -> tuple[int, int]:
     """Answers to n scenes (half of an hour, half of a day) compared with the method run on
     every fix of every subject: how many verdicts were compared, and how many differ."""
-    conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
-    spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
     compared = differ = 0
-    try:
+    async with two_connections() as (conn, spare):
         for i, (lat, lon, start, window) in enumerate(scenes(n, days, seed=99), 1):
-            geometry = Point(*grid.point_to_grid(lon, lat))
-            scene = Scene(geometry, 200, start.timestamp(), (start + window).timestamp())
+            scene = scene_of(lat, lon, start, window)
             fast = await nearby.verdicts(conn, scene, Params(), spare)
             full = await proximity_store.tracks(conn, start, start + window, Params().max_gap_s)
             for v, track in zip(fast, full, strict=True):
                 compared += 1
                 differ += not agrees(v.assessment, assess(track.fixes, scene, Params()))
             log(f"checked {i} of {n}: {compared:,} verdicts, {differ} differ")
-    finally:
-        await conn.close()
-        await spare.close()
     return compared, differ
 
 
@@ -368,20 +378,18 @@ async def raw_postgres(
     round trips of `SELECT 1`, and for each query the time to read the stored fixes of
     every tile of the hours its window reaches (max_gap either side), the first hours on
     one connection and the rest on the other, with the bytes read."""
-    conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
-    spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
     trips: list[float] = []
     times: dict[str, list[float]] = {"1h": [], "24h": []}
     read: dict[str, list[int]] = {"1h": [], "24h": []}
-    gap = Params().max_gap_s
-    try:
+    async with two_connections() as (conn, spare):
         for _ in range(200):
             t = time.monotonic()
             await conn.fetchval("SELECT 1")
             trips.append(time.monotonic() - t)
         for i, (_lat, _lon, start, window) in enumerate(queries, 1):
-            first = math.floor((start.timestamp() - gap) / 3600) * 3600
-            last = math.floor(((start + window).timestamp() + gap) / 3600) * 3600
+            end = start + window
+            plan = approach.plan(start.timestamp(), end.timestamp(), Params().max_gap_s, math.inf)
+            first, last = plan.first_hour, plan.last_hour  # the hours the window reaches
             mid = first + 3600 * math.ceil((last - first + 3600) / 7200)  # the spare's first
             t = time.monotonic()
             mine, theirs = await asyncio.gather(
@@ -391,9 +399,6 @@ async def raw_postgres(
             read[kind(window)].append(sum(len(r[1]) for r in mine + theirs))
             if i % 20 == 0:
                 log(f"raw PostgreSQL: {i} of {len(queries)} windows read")
-    finally:
-        await conn.close()
-        await spare.close()
     return trips, times, read
 
 
