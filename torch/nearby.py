@@ -33,6 +33,7 @@ from torch.proximity import (
     far_and_covered,
 )
 from torch.store import proximity as store
+from torch.store import tiles
 
 # Settings for the sessions that run these queries: the plans are many small steps
 # that JIT compilation and parallel workers only slow down, and the sorts of a
@@ -308,7 +309,7 @@ def _edge_cost(plan: approach.Plan, hour: float) -> float:
     """What reading an edge hour's tiles costs (EDGE_TILES, EDGE_MINUTE): its five-minute
     spans that hold the window's reach (store.EDGES)."""
     first, last = store.marks_between(hour, plan.reach())
-    return EDGE_TILES + EDGE_MINUTE * store.MARK_S / 60 * max(0, last - first)
+    return EDGE_TILES + EDGE_MINUTE * tiles.MARK_S / 60 * max(0, last - first)
 
 
 def _balanced(costs: list[float], head: float) -> list[int]:

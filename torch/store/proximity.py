@@ -116,9 +116,9 @@ ORDER BY s.id
 # each hour); in the primary key's order (sorting them here costs more than in the
 # caller). The block's start and hours are worked out once, by the caller: worked out for
 # each of a day's ten thousand blocks here, they took an eighth to a fifth of the read.
-BLOCKS = """
+BLOCKS = f"""
 SELECT b.subject_id, $1::float8 AS block_start, b.hours,
-       CASE WHEN $2 = 0 AND $3 = 6 THEN b.sketch  -- a whole block, as most are
+       CASE WHEN $2 = 0 AND $3 = {tiles.BLOCK_HOURS} THEN b.sketch  -- a whole block, as most are
             ELSE substring(b.sketch FROM 8 * b.marks[$2 + 1] + 1
                            FOR 8 * (b.marks[$3 + 1] - b.marks[$2 + 1]))
        END AS sketch
@@ -126,14 +126,12 @@ FROM track_blocks b
 WHERE b.block_start = to_timestamp($1)
 """
 
-BLOCK_HOURS = 6
-
 
 def hours_between(block: float, inner: tuple[float, float]) -> tuple[int, int]:
     """Which of a block's hours (from 0) lie in [inner) (Unix times of whole hours): from
     the first to before the second."""
-    first = max(0, min(BLOCK_HOURS, math.floor((inner[0] - block) / 3600)))
-    return first, max(first, min(BLOCK_HOURS, math.floor((inner[1] - block) / 3600)))
+    first = max(0, min(tiles.BLOCK_HOURS, math.floor((inner[0] - block) / 3600)))
+    return first, max(first, min(tiles.BLOCK_HOURS, math.floor((inner[1] - block) / 3600)))
 
 
 # The tiles of the hour starting at $1 (Unix time), in no set order: sorting these wide
@@ -152,9 +150,6 @@ CROSS JOIN LATERAL (SELECT t.marks[$2 + 1] AS a, t.marks[$3 + 1] AS b) m
 WHERE t.tile_start = to_timestamp($1)
 """
 
-MARK_S = 300  # a tile marks where each five minutes of its hour begin in its fixes
-MARKS = 12  # the last mark is the count of the hour's fixes
-
 
 def marks_between(hour: float, near: tuple[float, float]) -> tuple[int, int]:
     """Which of an hour's marks (from 0) bound the fixes of the five-minute spans that
@@ -162,8 +157,8 @@ def marks_between(hour: float, near: tuple[float, float]) -> tuple[int, int]:
     first, and before the span after the one that holds the second."""
     lo, hi = near
     return (
-        max(0, min(MARKS, math.floor((lo - hour) / MARK_S))),
-        max(0, min(MARKS, math.floor((hi - hour) / MARK_S) + 1)),
+        max(0, min(tiles.MARKS, math.floor((lo - hour) / tiles.MARK_S))),
+        max(0, min(tiles.MARKS, math.floor((hi - hour) / tiles.MARK_S) + 1)),
     )
 
 
@@ -249,7 +244,7 @@ async def blocks(
     block = first
     while block <= last:
         rows += await conn.fetch(BLOCKS, block, *hours_between(block, (inner_from, inner_to)))
-        block += BLOCK_HOURS * 3600
+        block += tiles.BLOCK_HOURS * 3600
     return rows
 
 

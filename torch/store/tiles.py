@@ -49,6 +49,13 @@ PACKED_FIX = """float8send(date_part('epoch', fix_time))
     || float8send(ST_X(position)) || float8send(ST_Y(position))
     || float8send(coalesce(acc::numeric::float8, 'NaN'))"""
 
+# A tile marks where each five minutes of its hour begin in `track`: MARKS + 1 counts of
+# the fixes before each span, the last of them every fix of the hour. A block holds
+# BLOCK_HOURS hours, and marks where each begins in its sketch likewise.
+MARK_S = 300
+MARKS = 3600 // MARK_S
+BLOCK_HOURS = 6
+
 # The start of the hour still running.
 RUNNING = "date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
@@ -98,7 +105,7 @@ WITH drained AS (
     SELECT s.subject_id, s.tile_start, f.fix_time, f.position, f.acc,
            f.fix_time - lag(f.fix_time) OVER w AS step,
            -- which five minutes of the hour (0 to 11)
-           floor(date_part('epoch', f.fix_time - s.tile_start) / 300)::int AS slot,
+           floor(date_part('epoch', f.fix_time - s.tile_start) / {MARK_S})::int AS slot,
            coalesce(s.origin_x, ST_X(first_value(f.position) OVER w)) AS origin_x,
            coalesce(s.origin_y, ST_Y(first_value(f.position) OVER w)) AS origin_y
     FROM sources s
@@ -156,7 +163,7 @@ WITH drained AS (
                ARRAY(SELECT (CASE WHEN p.appending THEN o.marks[k + 1] ELSE 0 END
                              + (SELECT count(*) FROM unnest(b.slots) AS s (slot)
                                 WHERE s.slot < k))::smallint
-                     FROM generate_series(0, 12) AS k ORDER BY k)
+                     FROM generate_series(0, {MARKS}) AS k ORDER BY k)
            END
     FROM built b
     JOIN plan p ON p.subject_id = b.subject_id AND p.tile_start = b.tile_start
@@ -207,14 +214,15 @@ WITH given AS (
     RETURNING subject_id, tile_start
 ), keys AS (
     SELECT DISTINCT subject_id,
-           date_bin('6 hours', tile_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS block_start
+           date_bin('{BLOCK_HOURS} hours', tile_start, TIMESTAMPTZ '2000-01-01 00:00:00+00')
+               AS block_start
     FROM (SELECT subject_id, tile_start FROM given WHERE NOT open
           UNION ALL SELECT subject_id, tile_start FROM due) k
 ), hours AS (
     SELECT k.subject_id, k.block_start, h.i, tt.n, tt.first_at, tt.last_at, tt.longest_s,
            tt.first_x, tt.first_y, tt.exact, tt.sketch
     FROM keys k
-    CROSS JOIN generate_series(0, 5) AS h (i)
+    CROSS JOIN generate_series(0, {BLOCK_HOURS - 1}) AS h (i)
     LEFT JOIN track_tiles tt ON tt.subject_id = k.subject_id
      AND tt.tile_start = k.block_start + h.i * interval '1 hour'
 ), built AS (
@@ -233,8 +241,9 @@ WITH given AS (
     FROM (SELECT *, sum(n) OVER (PARTITION BY subject_id, block_start ORDER BY i
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS sum_n
           FROM hours
-          UNION ALL  -- the seventh mark: every fix of the block
-          SELECT subject_id, block_start, 6, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+          UNION ALL  -- the last mark: every fix of the block
+          SELECT subject_id, block_start, {BLOCK_HOURS},
+                 NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                  sum(n) FROM hours GROUP BY 1, 2) h
     GROUP BY 1, 2
 ), gone AS (
