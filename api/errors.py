@@ -33,6 +33,17 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _error(e: Any) -> dict[str, str]:
+    """A validation error as field and message; a body that is not JSON at all is
+    reported as the body's, with where its parser stopped (FastAPI's `loc` holds the
+    character offset there, not a field)."""
+    if e["type"] == "json_invalid":
+        at = e["loc"][-1]
+        why = e.get("ctx", {}).get("error", "")
+        return {"field": "body", "message": f"the body is not valid JSON: {why} at character {at}"}
+    return {"field": _field(tuple(e["loc"])), "message": e["msg"]}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TorchError)
     async def torch_error(_: Request, err: TorchError) -> JSONResponse:
@@ -46,7 +57,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in err.errors()]
+        errors = [_error(e) for e in err.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Invalid input", detail, errors=errors)
 

@@ -62,8 +62,14 @@ def world(broker, migrated, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def ask(world: dict[str, Any], body: dict[str, Any], role: str = "officer") -> httpx.Response:
-    headers = {"Authorization": f"Bearer {world['tokens'][role]}"}
-    return httpx.post(f"{world['api'].url}/v1/proximity", json=body, headers=headers, timeout=30)
+    """POST the body as Python's json writes it (NaN included, as some clients send)."""
+    headers = {
+        "Authorization": f"Bearer {world['tokens'][role]}",
+        "Content-Type": "application/json",
+    }
+    return httpx.post(
+        f"{world['api'].url}/v1/proximity", content=json.dumps(body), headers=headers, timeout=30
+    )
 
 
 def scene_query(truth: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -225,8 +231,35 @@ def test_no_token_bad_token_and_wrong_role(world: dict[str, Any]) -> None:
                 }
             },
             "scene",
-            "scene is not a valid polygon: Self-intersection[-0.335 51.755]",
+            "scene is not a valid polygon: Self-intersection at [-0.335, 51.755]",
         ),
+        (
+            {"scene": {"type": "Point", "coordinates": [-0.34]}},
+            "scene",
+            "scene: a position is [longitude, latitude] in decimal degrees, found [-0.34]",
+        ),
+        (
+            {"scene": {"type": "Point", "coordinates": [float("nan"), 51.75]}},
+            "scene",
+            "scene: a position is [longitude, latitude] in decimal degrees, found [NaN, 51.75]",
+        ),
+        (
+            {"scene": {"type": "Polygon", "coordinates": [[-0.34, 51.75], [-0.33, 51.76]]}},
+            "scene",
+            "scene: a position is [longitude, latitude] in decimal degrees, found -0.34",
+        ),
+        (
+            {
+                "scene": {
+                    "type": "Polygon",
+                    "coordinates": [[[-0.34, 51.75], [-0.33, 51.76], [-0.34, 51.75]]],
+                }
+            },
+            "scene",
+            "scene has a ring of 3 positions; a ring needs at least 4, the last the same as the "
+            "first",
+        ),
+        ({"scene": {"type": "Point"}}, "scene", "scene has no coordinates"),
         (
             {"scene": {"type": "Point", "coordinates": [51.75, -0.34]}},
             "scene",
@@ -243,6 +276,27 @@ def test_bad_requests_say_what_to_fix(
     assert response.status_code == 422
     problem = response.json()
     assert (problem["detail"], problem["errors"][0]["field"]) == (detail, field)
+
+
+def test_a_body_that_is_not_json_is_refused_with_where_it_went_wrong(
+    world: dict[str, Any],
+) -> None:
+    response = httpx.post(
+        f"{world['api'].url}/v1/proximity",
+        content=b'{"crime_ref": "41/1", }',
+        headers={
+            "Authorization": f"Bearer {world['tokens']['officer']}",
+            "Content-Type": "application/json",
+        },
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {
+            "field": "body",
+            "message": "the body is not valid JSON: Expecting property name enclosed in double "
+            "quotes at character 22",
+        }
+    ]
 
 
 def test_missing_reason_is_refused(world: dict[str, Any]) -> None:
