@@ -715,6 +715,26 @@ def test_bulk_correlation_finds_what_each_crime_alone_finds(run: Run) -> None:
     assert run(work) > 20
 
 
+def test_bulk_correlation_of_crimes_before_any_tile_reads_the_fixes(run: Run) -> None:
+    """Crimes in hours with no tiles at all (not yet refreshed, or still running) are
+    correlated on the fixes: a walker through the first crime's scene is found present, and
+    nobody at the second, a kilometre away."""
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> list[tuple[int, str, str]]:
+        await wearer(conn, 5)
+        walk = [(60.0 * i, 520000.0 + 10 * i, 210000.0, 5.0) for i in range(60)]
+        await send(pipeline, "TT0005", walk)
+        x, y = stored(520300, 210000)  # the fix at 30 minutes
+        crimes = [
+            correlate.Crime(2, "41/1/26", "burglary", x, y, at(1500), at(2100), 50),
+            correlate.Crime(3, "41/2/26", "burglary", x, y + 1000, at(1500), at(2100), 50),
+        ]
+        found = await correlate.run(conn, crimes, P)
+        return [(f["line"], f["subject_ref"], f["verdict"]) for f in found]
+
+    assert run(work) == [(2, "IOM-T0005", "present")]
+
+
 def test_a_second_connection_is_taken_only_when_the_pool_has_one_free(db: Database) -> None:
     """An answer reads over two connections where the pool has one open and idle; one that
     holds the pool's last idle connection goes on with one, rather than wait for a second

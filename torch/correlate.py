@@ -105,7 +105,9 @@ def _number(row: dict[str, str], name: str) -> float:
 
 
 def _where(row: dict[str, str], area: tuple[float, float, float, float]) -> tuple[float, float]:
-    if (row.get("lat") or "").strip():
+    if not any((row.get(name) or "").strip() for name in ("lat", "lon", "easting", "northing")):
+        raise ValueError("no place: give lat and lon, or easting and northing")
+    if (row.get("lat") or "").strip() or (row.get("lon") or "").strip():
         lat, lon = _number(row, "lat"), _number(row, "lon")
         west, south, east, north = area
         if not (west <= lon <= east and south <= lat <= north):

@@ -104,8 +104,10 @@ class Reach:
 def reach(t: Tiles) -> Reach:
     """The tiles widened by the stretch that joins each to the tile before (a car can pass
     a scene between the last fix of one hour and the first of the next)."""
-    prev = np.r_[False, t.subject[1:] == t.subject[:-1]]
-    before = np.r_[0, np.arange(len(t.subject) - 1)]
+    n = len(t.subject)
+    prev = np.zeros(n, bool)
+    prev[1:] = t.subject[1:] == t.subject[:-1]
+    before = np.maximum(np.arange(n) - 1, 0)
     since = np.where(prev, t.last_t[before], t.first_t)
     px = np.where(prev, t.last_x[before], t.first_x)
     py = np.where(prev, t.last_y[before], t.first_y)
