@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from api.auth import require
-from torch import correlate
+from torch import correlate, logs
 from torch.errors import InvalidInput, NotFound
 from torch.proximity import params_of
 from torch.settings import Settings
@@ -60,11 +60,15 @@ async def _run(pool: Any, job_id: UUID, crimes: list[correlate.Crime], settings:
 
             found = await correlate.run(conn, crimes, params_of(settings), progress)
             await store.advance(conn, job_id, len(crimes))
-            await store.finish(conn, job_id, "done", found)
+            await store.finish(conn, job_id, found)
     except Exception:
         log.exception("correlation job %s failed", job_id)
+        failure = (
+            "an internal error stopped the job; its details are in the API's log under request "
+            f"id {logs.request_id.get()}, which the operators can look up"
+        )
         async with pool.acquire() as conn:
-            await store.finish(conn, job_id, "failed", None)
+            await store.fail(conn, job_id, failure)
 
 
 @router.get("/{job_id}", summary="A job's progress, and its findings once done")
@@ -98,4 +102,5 @@ async def job(
         "done": j["done"],
         "errors": j["errors"],
         "results": results if j["results"] is not None else None,
+        "failure": j["failure"],
     }

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -454,12 +455,35 @@ def test_bulk_correlation_job_with_progress_and_bad_rows(world: dict[str, Any]) 
         ),
         timeout=30,
     )
-    assert done["done"] == 2
+    assert (done["done"], done["failure"]) == (2, None)
     found = {(r["line"], r["crime_ref"], r["subject_ref"], r["verdict"]) for r in done["results"]}
     assert {(2, "41/1/26", present, "present"), (3, "41/2/26", present, "present")} <= found
     assert all(r["verdict"] in ("present", "possible") for r in done["results"])
     assert (
         get(world, f"/v1/crime-correlations/{job['job_id']}", role="probation").status_code == 403
+    )
+
+
+def test_a_job_left_running_by_a_stopped_api_says_it_was_interrupted(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    db: Database = world["db"]
+    officer = db.fetchval("SELECT id FROM users WHERE name = 'officer1'")
+    job_id = uuid4()
+    db.execute(
+        "INSERT INTO correlation_jobs (id, user_id, reason, status, total)"
+        " VALUES ($1, $2, 'weekly acquisitive crime check', 'running', 3)",
+        job_id,
+        officer,
+    )
+    restarted = Api(tmp_path / "api.log", port=18002)  # its start-up finds the job running
+    restarted.stop()
+    job = get(world, f"/v1/crime-correlations/{job_id}", role="officer").json()
+    assert (job["status"], job["done"], job["results"], job["failure"]) == (
+        "interrupted",
+        0,
+        None,
+        "the API stopped before the job finished; start it again",
     )
 
 

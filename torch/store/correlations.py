@@ -32,23 +32,34 @@ async def advance(conn: asyncpg.Connection, job_id: UUID, done: int) -> None:
     await conn.execute("UPDATE correlation_jobs SET done = $2 WHERE id = $1", job_id, done)
 
 
-async def finish(
-    conn: asyncpg.Connection, job_id: UUID, status: str, results: list[dict[str, Any]] | None
-) -> None:
+async def finish(conn: asyncpg.Connection, job_id: UUID, results: list[dict[str, Any]]) -> None:
     await conn.execute(
-        "UPDATE correlation_jobs SET status = $2, results = $3::jsonb, finished_at = now()"
+        "UPDATE correlation_jobs SET status = 'done', results = $2::jsonb, finished_at = now()"
         " WHERE id = $1",
         job_id,
-        status,
-        None if results is None else json.dumps(results),
+        json.dumps(results),
     )
+
+
+async def fail(conn: asyncpg.Connection, job_id: UUID, failure: str) -> None:
+    """The job stopped on an error: `failure` says what the officer can do about it."""
+    await conn.execute(
+        "UPDATE correlation_jobs SET status = 'failed', failure = $2, finished_at = now()"
+        " WHERE id = $1",
+        job_id,
+        failure,
+    )
+
+
+INTERRUPTED = "the API stopped before the job finished; start it again"
 
 
 async def interrupt_running(conn: asyncpg.Connection) -> None:
     """Jobs left running by a stopped API will not finish: say so."""
     await conn.execute(
-        "UPDATE correlation_jobs SET status = 'interrupted', finished_at = now()"
-        " WHERE status = 'running'"
+        "UPDATE correlation_jobs SET status = 'interrupted', failure = $1, finished_at = now()"
+        " WHERE status = 'running'",
+        INTERRUPTED,
     )
 
 
