@@ -164,9 +164,19 @@ broker_accounts() {
     password=$(.venv/bin/torch broker account torch-ingest --kind ingest 2>/dev/null | tail -n 1)
     (umask 077 && printf 'TORCH_MQTT_USERNAME=torch-ingest\nTORCH_MQTT_PASSWORD=%s\n' \
       "$password" > "$env")
+  elif ! with_ingest_password broker check torch-ingest >/dev/null; then
+    # set again since, by another checkout on this machine or by hand: this one's file wins
+    say "the password in $env is no longer the ingest worker's broker account's: setting it again"
+    with_ingest_password broker account torch-ingest --kind ingest >/dev/null
   else
     .venv/bin/torch broker sync 2>/dev/null
   fi
+}
+
+# `torch ARGS --password-env TORCH_MQTT_PASSWORD`, the password read from ingest.env
+with_ingest_password() {
+  (set -a && . .run/secrets/ingest.env && set +a &&
+    .venv/bin/torch "$@" --password-env TORCH_MQTT_PASSWORD 2>/dev/null)
 }
 
 install_packages

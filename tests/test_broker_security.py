@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -14,8 +15,10 @@ from tests.factories import fix
 from tests.services import (
     MQTT_PORT,
     PASSWORDS,
+    TORCH,
     Database,
     mqtt_client,
+    service_env,
     torch_cli,
     wait_for,
     wearer,
@@ -87,6 +90,32 @@ def test_nobody_connects_without_a_live_account(broker, db: Database) -> None:  
     client.loop_stop()
     assert torch_cli("broker", "revoke", "SEC-A").stdout == "broker account SEC-A revoked\n"
     assert sign_in("SEC-A", new)[1].getName() == "Not authorized"
+
+
+def test_a_service_password_kept_elsewhere_is_checked_against_its_account(  # type: ignore[no-untyped-def]
+    broker, db: Database
+) -> None:
+    """`torch broker check`, as scripts/setup.sh uses it to find that the ingest worker's
+    password file no longer holds its account's password (set again since)."""
+
+    def check(password: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [TORCH, "broker", "check", "svc-check", "--password-env", "CHECK_PW"],
+            env=service_env(CHECK_PW=password),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode, done.stdout
+
+    first = torch_cli("broker", "account", "svc-check", "--kind", "listener")
+    password = first.stdout.splitlines()[-1]
+    assert check(password) == (0, "broker account svc-check: $CHECK_PW is its password\n")
+    assert check(password + "x") == (1, "broker account svc-check: $CHECK_PW is not its password\n")
+    torch_cli("broker", "account", "svc-check", "--kind", "listener")  # a new password
+    assert check(password)[0] == 1
+    torch_cli("broker", "revoke", "svc-check")
+    assert check(password) == (1, "no live broker account named svc-check\n")
 
 
 def test_a_tag_cannot_publish_as_another(broker, db: Database, workers) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 import signal
@@ -68,6 +69,16 @@ def password_hash(password: str, salt: bytes | None = None, iterations: int = IT
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     b64 = base64.b64encode
     return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def password_matches(password: str, stored: str) -> bool:
+    """Whether `password` is the one hashed as `stored` (password_hash's form)."""
+    try:
+        _, kind, iterations, salt, _digest = stored.split("$")
+        expected = password_hash(password, base64.b64decode(salt), int(iterations))
+    except ValueError:
+        return False
+    return kind == "7" and hmac.compare_digest(expected, stored)
 
 
 def password_file(accounts: Iterable[Account]) -> str:

@@ -136,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
         " making one",
     )
     ba.set_defaults(handler=_broker_account)
+    bc = broker.add_parser(
+        "check",
+        help="whether a live account's password is the one in an environment variable; exits 1"
+        " if not",
+    )
+    bc.add_argument("name")
+    bc.add_argument("--password-env", metavar="VAR", required=True)
+    bc.set_defaults(handler=_broker_check)
     br = broker.add_parser("revoke", help="refuse an account (a tag's or a service's)")
     br.add_argument("name")
     br.set_defaults(handler=_broker_revoke)
@@ -466,6 +474,22 @@ def _broker_account(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"broker account {args.name} ({args.kind}); password:")
         print(password)
+    return 0
+
+
+def _broker_check(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.broker import password_matches
+    from torch.store import broker
+
+    given = os.environ.get(args.password_env) or ""
+    stored = run_on_db(settings, lambda c: broker.live_hash(c, args.name))
+    if stored is None:
+        print(f"no live broker account named {args.name}")
+        return 1
+    if not password_matches(given, stored):
+        print(f"broker account {args.name}: ${args.password_env} is not its password")
+        return 1
+    print(f"broker account {args.name}: ${args.password_env} is its password")
     return 0
 
 

@@ -33,6 +33,14 @@ async def set_account(
     return password
 
 
+async def live_hash(conn: asyncpg.Connection, name: str) -> str | None:
+    """The password hash of the live (not revoked) account `name`; None if there is none."""
+    value = await conn.fetchval(
+        "SELECT password_hash FROM broker_accounts WHERE name = $1 AND revoked_at IS NULL", name
+    )
+    return None if value is None else str(value)
+
+
 async def revoke(conn: asyncpg.Connection, name: str) -> None:
     status = await conn.execute(
         "UPDATE broker_accounts SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
