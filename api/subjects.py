@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any, Literal
 from xml.sax.saxutils import escape
 
@@ -16,7 +17,7 @@ from api.auth import require
 from api.windows import check_window
 from torch import scene
 from torch.errors import NotFound
-from torch.proximity import TrackFix, iso, params_of, position_at
+from torch.proximity import TrackFix, iso, params_of, position_at, stretches
 from torch.settings import Settings
 from torch.store import subjects as store
 from torch.store import users
@@ -103,13 +104,19 @@ async def track(
             raise NotFound(f"no subject with id {subject_id}")
         rows = await store.track(conn, subject_id, start, end)
         await users.audit(conn, user, "GET", "/v1/subjects/{id}/track", [subject_id])
-    return RENDER[format](subject_id, rows)
+    return RENDER[format](subject_id, rows, settings.proximity_max_gap_s)
 
 
 Rows = list[tuple[TrackFix, str, float | None]]
 
 
-def _geojson(subject_id: int, rows: Rows) -> Response:
+def _runs(rows: Rows, max_gap_s: float) -> list[Rows]:
+    """The rows in runs of fixes at most max_gap_s apart (proximity.stretches): a track is
+    drawn along each run, never across the gap between two."""
+    return [rows[a:b] for a, b in stretches([f.t for f, _, _ in rows], max_gap_s)]
+
+
+def _geojson(subject_id: int, rows: Rows, max_gap_s: float) -> Response:
     import json
 
     points = [
@@ -120,16 +127,25 @@ def _geojson(subject_id: int, rows: Rows) -> Response:
         }
         for f, src, speed in rows
     ]
+    runs = _runs(rows, max_gap_s)
     line = {
         "type": "Feature",
-        "properties": {"subject_id": subject_id, "fixes": len(rows)},
-        "geometry": {"type": "LineString", "coordinates": [[f.lon, f.lat] for f, _, _ in rows]},
+        "properties": {
+            "subject_id": subject_id,
+            "fixes": len(rows),
+            "max_gap_s": max_gap_s,
+            "gaps": [{"from": iso(a[-1][0].t), "to": iso(b[0][0].t)} for a, b in pairwise(runs)],
+        },
+        "geometry": {
+            "type": "MultiLineString",
+            "coordinates": [[[f.lon, f.lat] for f, _, _ in run] for run in runs if len(run) > 1],
+        },
     }
     body = {"type": "FeatureCollection", "features": [line, *points]}
     return Response(json.dumps(body), media_type="application/geo+json")
 
 
-def _csv(subject_id: int, rows: Rows) -> Response:
+def _csv(subject_id: int, rows: Rows, _max_gap_s: float) -> Response:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["subject_id", "time", "lat", "lon", "acc", "src", "speed"])
@@ -138,16 +154,21 @@ def _csv(subject_id: int, rows: Rows) -> Response:
     return Response(out.getvalue(), media_type="text/csv")
 
 
-def _gpx(subject_id: int, rows: Rows) -> Response:
-    points = "".join(
-        f'<trkpt lat="{f.lat}" lon="{f.lon}"><time>{iso(f.t)}</time>'
-        f"<desc>{'accuracy unknown' if f.acc is None else f'accuracy {f.acc:g} m'}</desc></trkpt>"
-        for f, _, _ in rows
+def _gpx(subject_id: int, rows: Rows, max_gap_s: float) -> Response:
+    segments = "".join(
+        "<trkseg>"
+        + "".join(
+            f'<trkpt lat="{f.lat}" lon="{f.lon}"><time>{iso(f.t)}</time><desc>'
+            f"{'accuracy unknown' if f.acc is None else f'accuracy {f.acc:g} m'}</desc></trkpt>"
+            for f, _, _ in run
+        )
+        + "</trkseg>"
+        for run in _runs(rows, max_gap_s)
     )
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<gpx version="1.1" creator="TORCH" xmlns="http://www.topografix.com/GPX/1/1">'
-        f"<trk><name>{escape(str(subject_id))}</name><trkseg>{points}</trkseg></trk></gpx>"
+        f"<trk><name>{escape(str(subject_id))}</name>{segments}</trk></gpx>"
     )
     return Response(body, media_type="application/gpx+xml")
 

@@ -361,10 +361,12 @@ def test_track_in_three_formats(world: dict[str, Any]) -> None:
     csv_rows = get(world, f"/v1/subjects/{walker}/track", format="csv", **window).text.splitlines()
     assert csv_rows[0] == "subject_id,time,lat,lon,acc,src,speed" and len(csv_rows) == 1 + 11
     geo = get(world, f"/v1/subjects/{walker}/track", **window).json()
-    assert geo["features"][0]["geometry"]["type"] == "LineString"
-    assert len(geo["features"][0]["geometry"]["coordinates"]) == 11 == len(geo["features"]) - 1
+    assert geo["features"][0]["geometry"]["type"] == "MultiLineString"
+    assert [len(part) for part in geo["features"][0]["geometry"]["coordinates"]] == [11]
+    assert len(geo["features"]) - 1 == 11 and geo["features"][0]["properties"]["gaps"] == []
     gpx = get(world, f"/v1/subjects/{walker}/track", format="gpx", **window).text
     assert gpx.count("<trkpt ") == 11 and gpx.startswith('<?xml version="1.0"')
+    assert gpx.count("<trkseg>") == 1
     long = get(
         world,
         f"/v1/subjects/{walker}/track",
@@ -374,6 +376,32 @@ def test_track_in_three_formats(world: dict[str, Any]) -> None:
         422,
         "the window may be at most 7 days long",
     )
+
+
+def test_a_track_is_broken_at_a_gap_not_drawn_across_it(world: dict[str, Any]) -> None:
+    """The "silent" tag was off from half an hour before the scene's window to half an hour
+    after it: its track over the two hours around is two stretches with the gap between."""
+    silent = subject_id(world, "silent")
+    sc = world["truth"]["scene"]
+    off_from = datetime.fromisoformat(sc["from"]) - timedelta(minutes=30)
+    off_to = datetime.fromisoformat(sc["to"]) + timedelta(minutes=30)
+    window = {
+        "from": (off_from - timedelta(minutes=30)).isoformat(),
+        "to": (off_to + timedelta(minutes=30)).isoformat(),
+    }
+    rows = get(world, f"/v1/subjects/{silent}/track", format="csv", **window).text.splitlines()
+    times = [row.split(",")[1] for row in rows[1:]]
+    before = [t for t in times if datetime.fromisoformat(t) < off_from]
+    after = [t for t in times if datetime.fromisoformat(t) >= off_to]
+    assert len(before) + len(after) == len(times) and len(before) > 1 and len(after) > 1
+    line = get(world, f"/v1/subjects/{silent}/track", **window).json()["features"][0]
+    assert line["properties"]["gaps"] == [{"from": before[-1], "to": after[0]}]
+    assert [len(part) for part in line["geometry"]["coordinates"]] == [len(before), len(after)]
+    gpx = get(world, f"/v1/subjects/{silent}/track", format="gpx", **window).text
+    assert [segment.count("<trkpt ") for segment in gpx.split("<trkseg>")[1:]] == [
+        len(before),
+        len(after),
+    ]
 
 
 def test_evidence_pack_holds_the_answer_with_a_manifest_of_hashes(world: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import math
 from itertools import pairwise
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import Point, Polygon
@@ -24,6 +25,7 @@ from torch.proximity import (
     iso,
     isos,
     rounded,
+    stretches,
 )
 
 P = Params()
@@ -246,3 +248,18 @@ def test_far_reasons_written_at_once_are_those_of_one_assessment(
         [_approach_reason(dk, uk, _clock(tk), r), ACCOUNTED]
         for dk, uk, tk in zip(d.tolist(), u.tolist(), t.tolist(), strict=True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("times", "runs"),
+    [
+        ([], []),
+        ([0.0], [(0, 1)]),
+        ([0.0, 300.0, 600.0], [(0, 3)]),  # exactly max_gap apart: still track
+        ([0.0, 60.0, 360.5, 420.0, 1000.0], [(0, 2), (2, 4), (4, 5)]),
+    ],
+)
+def test_stretches_of_track_are_cut_where_fixes_are_more_than_max_gap_apart(
+    times: list[float], runs: list[tuple[int, int]]
+) -> None:
+    assert stretches(times, 300.0) == runs

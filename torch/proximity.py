@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -340,6 +341,14 @@ def point_distances(pc: Pieces, x: float, y: float) -> np.ndarray:
     k = np.clip(((x - x0) * dx + (y - y0) * dy) / np.where(l2 == 0, 1.0, l2), 0.0, 1.0)
     d: np.ndarray = np.hypot(x0 + k * dx - x, y0 + k * dy - y)
     return d
+
+
+def stretches(t: Sequence[float], max_gap_s: float) -> list[tuple[int, int]]:
+    """The runs of consecutive fixes at most max_gap_s apart, as [start, stop) index
+    ranges in time order: what the method takes as track. Between two runs is a gap, over
+    which nothing is known of the route."""
+    cuts = [0, *(i + 1 for i in range(len(t) - 1) if t[i + 1] - t[i] > max_gap_s), len(t)]
+    return [(a, b) for a, b in pairwise(cuts) if a < b]
 
 
 def _gaps(track: Track, scene: Scene, p: Params) -> list[Gap]:

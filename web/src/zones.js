@@ -208,7 +208,8 @@ function mount(panel, map) {
     trackLayer.clearLayers();
     const [line, ...points] = track.features;
     const inBreach = (t) => found.some((e) => t >= Date.parse(e.entered_at) && (!e.left_at || t <= Date.parse(e.left_at)));
-    if (line.geometry.coordinates.length > 1) {
+    // one line per stretch of track: never drawn across a gap, where the route is unknown
+    if (line.geometry.coordinates.length > 0) {
       L.geoJSON(line, { style: { color: COLOURS.track, weight: 2, opacity: 0.6 } }).addTo(trackLayer);
     }
     let marked = 0;
@@ -221,7 +222,9 @@ function mount(panel, map) {
         breach ? { radius: 5, className: 'breach-fix' } : {})
         .addTo(trackLayer);
     }
-    say(trackMessage, `${points.length} fixes; ${found.length} breach episode(s), ${marked} fixes marked.`, 'info');
+    const gaps = line.properties.gaps.length;
+    say(trackMessage, `${points.length} fixes` + (gaps ? `, ${gaps} gap(s) with no track` : '') +
+      `; ${found.length} breach episode(s), ${marked} fixes marked.`, 'info');
     episodes.replaceChildren(...found.map((e) => h('article', { class: 'episode' },
       h('strong', {}, `${e.kind} breach: ${e.zone_label}`),
       h('p', { class: 'small' }, `${fmt(e.entered_at)} – ${e.left_at ? fmt(e.left_at) : 'ongoing'} · ` +
