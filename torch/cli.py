@@ -46,7 +46,22 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch", description="TORCH: GPS tag tracking for IOM.")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
+    _add_db_commands(sub)
+    _add_service_commands(sub)
+    _add_registry_commands(sub)
+    _add_broker_commands(sub)
+    _add_correlate_command(sub)
+    _add_user_commands(sub)
+    _add_retention_commands(sub)
+    _add_record_commands(sub)
+    from simulators.cli import add_parser as add_sim_parser
 
+    add_sim_parser(sub)
+    return p
+
+
+def _add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The database's schema, backups and distribution."""
     db = sub.add_parser("db", help="database schema").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -67,11 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--print", action="store_true", help="print the statements, run nothing")
     ds.set_defaults(handler=_db_distribute)
 
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The long-running services."""
     sub.add_parser("ingest", help="run the ingest worker (MQTT -> PostGIS)").set_defaults(
         handler=_ingest
     )
     sub.add_parser("api", help="run the HTTP API").set_defaults(handler=_api)
 
+
+def _add_registry_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Who wears what: subjects, teams, protected persons, devices."""
     subject = sub.add_parser("subject", help="subjects").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -118,6 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("serial")
     dc.set_defaults(handler=_device_credentials)
 
+    assign = sub.add_parser("assign", help="record that a subject wears a device")
+    assign.add_argument("serial")
+    assign.add_argument("ref")
+    assign.add_argument("--from", dest="start", type=timestamp_arg, help="RFC 3339; default now")
+    assign.add_argument("--to", dest="end", type=timestamp_arg, help="RFC 3339; default open")
+    assign.set_defaults(handler=_assign)
+
+
+def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The broker's accounts."""
     broker = sub.add_parser("broker", help="the broker's accounts and access list").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -148,13 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     br.add_argument("name")
     br.set_defaults(handler=_broker_revoke)
 
-    assign = sub.add_parser("assign", help="record that a subject wears a device")
-    assign.add_argument("serial")
-    assign.add_argument("ref")
-    assign.add_argument("--from", dest="start", type=timestamp_arg, help="RFC 3339; default now")
-    assign.add_argument("--to", dest="end", type=timestamp_arg, help="RFC 3339; default open")
-    assign.set_defaults(handler=_assign)
 
+def _add_correlate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Bulk correlation from the command line."""
     co = sub.add_parser("correlate", help="correlate a CSV of crimes with the subjects' tracks")
     co.add_argument(
         "crimes",
@@ -166,6 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--out", type=Path, help="write the findings here (default: standard output)")
     co.set_defaults(handler=_correlate)
 
+
+def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """API users and their tokens."""
     user = sub.add_parser("user", help="API users").add_subparsers(required=True, metavar="ACTION")
     ua = user.add_parser("add", help="create a user; prints a bearer token as the last line")
     ua.add_argument("name")
@@ -190,6 +220,9 @@ def _parser() -> argparse.ArgumentParser:
     ur.add_argument("name")
     ur.set_defaults(handler=_user_revoke)
 
+
+def _add_retention_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """How long fixes are kept: retention, maintenance, holds."""
     ret = sub.add_parser("retention", help="purging fixes past retention").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -239,6 +272,9 @@ def _parser() -> argparse.ArgumentParser:
     hr.set_defaults(handler=_hold_release)
     hold.add_parser("list", help="every hold, live or released").set_defaults(handler=_hold_list)
 
+
+def _add_record_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The audit trail, dead letters and track tiles."""
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -268,11 +304,6 @@ def _parser() -> argparse.ArgumentParser:
         "rebuild", help="rebuild every tile from the fixes (after bulk loads or restores)"
     )
     tr.set_defaults(handler=_tiles_rebuild)
-
-    from simulators.cli import add_parser as add_sim_parser
-
-    add_sim_parser(sub)
-    return p
 
 
 def timestamp_arg(text: str) -> datetime:
