@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import asyncpg
@@ -106,12 +106,16 @@ def owntracks_topics(serial: str) -> list[str]:
     return [f"owntracks/{'-'.join(parts[:i])}/{'-'.join(parts[i:])}" for i in range(1, len(parts))]
 
 
-def write_files(directory: Path, accounts: list[Account], mode: int = 0o600) -> None:
+def write_files(directory: Path, accounts: list[Account], mode: int = 0o600) -> bool:
     """Write passwd and acl into the broker's directory, each replaced whole; by default
-    readable by the broker's own user (the directory's owner) and nobody else."""
+    readable by the broker's own user (the directory's owner) and nobody else. Returns
+    whether either changed (a file already as it should be is left alone)."""
     directory.mkdir(parents=True, exist_ok=True)
     owner = directory.stat()
+    changed = False
     for name, text in (("passwd", password_file(accounts)), ("acl", acl_file(accounts))):
+        if _holds(directory / name, text, mode, owner.st_uid):
+            continue
         tmp = directory / f".{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w") as out:
@@ -120,23 +124,48 @@ def write_files(directory: Path, accounts: list[Account], mode: int = 0o600) -> 
         if os.geteuid() == 0:
             os.chown(tmp, owner.st_uid, owner.st_gid)
         tmp.replace(directory / name)
+        changed = True
+    return changed
+
+
+def _holds(path: Path, text: str, mode: int, uid: int) -> bool:
+    """Whether the file already holds `text`, with `mode`, and (where we may chown) is the
+    broker's own: else the broker could not read it when it next starts."""
+    try:
+        found = path.stat()
+        mine = found.st_uid == uid or os.geteuid() != 0
+        return mine and found.st_mode & 0o777 == mode and path.read_text() == text
+    except FileNotFoundError:
+        return False
 
 
 def reload(directory: Path) -> bool:
-    """Ask a running broker that keeps its pid in the directory to re-read its files."""
-    pidfile = directory / "mosquitto.pid"
+    """Ask a running broker that keeps its pid in the directory to re-read its files.
+    Only a Mosquitto process is signalled: a pid file left by a broker that died may name
+    another process since, which SIGHUP would stop."""
     try:
-        os.kill(int(pidfile.read_text().strip()), signal.SIGHUP)
+        pid = int((directory / "mosquitto.pid").read_text().strip())
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "mosquitto":
+            return False
+        os.kill(pid, signal.SIGHUP)
     except (FileNotFoundError, ProcessLookupError, ValueError):
         return False
     return True
 
 
-async def sync(conn: asyncpg.Connection, directory: Path, mode: int = 0o600) -> tuple[int, bool]:
-    """Write the files for the accounts in the database and reload the broker; returns the
-    number of accounts and whether a running broker was asked to reload."""
+class Synced(NamedTuple):
+    accounts: int
+    changed: bool  # the files changed
+    reloaded: bool  # and a running broker was asked to re-read them
+
+
+async def sync(conn: asyncpg.Connection, directory: Path, mode: int = 0o600) -> Synced:
+    """Write the files for the accounts in the database and, where they changed, have the
+    broker reload them. Reloads are not free: each re-checks every connected client, and
+    Mosquitto 2.0.11 has crashed in them (docs/operations.md), so none is asked for
+    nothing."""
     from torch.store import broker as store
 
     accounts = await store.accounts(conn)
-    write_files(directory, accounts, mode)
-    return len(accounts), reload(directory)
+    changed = write_files(directory, accounts, mode)
+    return Synced(len(accounts), changed, changed and reload(directory))

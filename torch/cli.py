@@ -467,15 +467,14 @@ async def _sync(conn: Any, settings: Settings) -> None:
     """Write the broker's password and access-list files and have it reload them."""
     from torch import broker
 
-    accounts, reloaded = await broker.sync(
-        conn, settings.broker_dir, settings.broker_files_permissions
-    )
-    log.info(
-        "broker files written to %s (%d accounts)%s",
-        settings.broker_dir,
-        accounts,
-        "; broker reloaded" if reloaded else "; no running broker found there to reload",
-    )
+    done = await broker.sync(conn, settings.broker_dir, settings.broker_files_permissions)
+    if not done.changed:
+        outcome = "unchanged; broker not reloaded"
+    elif done.reloaded:
+        outcome = "written; broker reloaded"
+    else:
+        outcome = "written; no running broker found there to reload"
+    log.info("broker files in %s (%d accounts) %s", settings.broker_dir, done.accounts, outcome)
 
 
 def _broker_sync(_args: argparse.Namespace, settings: Settings) -> int:
