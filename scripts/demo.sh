@@ -34,5 +34,9 @@ TORCH is running.
 Simulating $TAGS tags in Hertfordshire; Ctrl-C stops everything.
 
 MSG
-# each simulated tag signs in with its own broker account, made as it is registered
-.venv/bin/torch sim --tags "$TAGS" --pace 60
+# each simulated tag signs in with its own broker account, made as it is registered.
+# In the background and waited for: a TERM (not only Ctrl-C) then stops it with the rest,
+# where a foreground child would keep running until it ended by itself.
+.venv/bin/torch sim --tags "$TAGS" --pace 60 &
+pids+=($!)
+wait $!
