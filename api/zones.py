@@ -136,18 +136,22 @@ async def create(
 async def of_subject(
     subject_id: int, request: Request, user: User = Depends(require(*READ))
 ) -> list[dict[str, Any]]:
-    async with request.app.state.pool.acquire() as conn:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _subject_exists(conn, subject_id, user)
-        return [_zone(v) for v in await store.of_subject(conn, subject_id)]
+        rows = await store.of_subject(conn, subject_id)
+        # a zone is where someone lives or must not go: reading one is audited
+        await users.audit(conn, user, "GET", "/v1/subjects/{id}/zones", [subject_id])
+    return [_zone(v) for v in rows]
 
 
 @router.get("/zones/{zone_id}", summary="A zone as it stands")
 async def one(zone_id: int, request: Request, user: User = Depends(require(*READ))) -> Any:
-    async with request.app.state.pool.acquire() as conn:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _zone_visible(conn, zone_id, user)
         row = await store.current(conn, zone_id)
-    if row is None:
-        raise NotFound(f"no zone {zone_id}")
+        if row is None:
+            raise NotFound(f"no zone {zone_id}")
+        await users.audit(conn, user, "GET", "/v1/zones/{id}", [row.subject_id])
     return _zone(row)
 
 
@@ -186,11 +190,12 @@ async def versions(
     at: AwareDatetime | None = Query(None, description="only the version current at this time"),
     user: User = Depends(require(*READ)),
 ) -> list[dict[str, Any]]:
-    async with request.app.state.pool.acquire() as conn:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _zone_visible(conn, zone_id, user)
         rows = await store.versions(conn, zone_id)
-    if not rows:
-        raise NotFound(f"no zone {zone_id}")
+        if not rows:
+            raise NotFound(f"no zone {zone_id}")
+        await users.audit(conn, user, "GET", "/v1/zones/{id}/versions", [rows[0].subject_id])
     if at is not None:
         rows = [
             v

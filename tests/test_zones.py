@@ -330,3 +330,24 @@ def test_device_alerts_survive_a_crash_before_publishing_and_stream_to_browsers(
     inbox = call("GET", "/v1/alerts", params={"type": "strap_tamper"}).json()
     assert [(a["escalations"], a["status"]) for a in inbox] == [(1, "open")]
     client.close()
+
+
+def test_every_read_of_a_zone_is_audited_with_its_subject(api: dict[str, Any]) -> None:
+    """A zone is where someone lives, or must not go: each read leaves an audit record."""
+    call, sid, db = api["call"], api["subject"], api["db"]
+    zone = call("POST", f"/v1/subjects/{sid}/zones", json=zone_body()).json()
+    reads = [
+        ("/v1/subjects/{id}/zones", f"/v1/subjects/{sid}/zones"),
+        ("/v1/zones/{id}", f"/v1/zones/{zone['id']}"),
+        ("/v1/zones/{id}/versions", f"/v1/zones/{zone['id']}/versions"),
+    ]
+    for _, path in reads:
+        assert call("GET", path, role="officer").status_code == 200
+    rows = db.fetch(
+        "SELECT u.name, a.method, a.route, a.subject_ids FROM audit_log a"
+        " JOIN users u ON u.id = a.user_id WHERE u.name = 'officer-z' ORDER BY a.id"
+    )
+    assert [tuple(r) for r in rows] == [("officer-z", "GET", route, [sid]) for route, _ in reads]
+    assert call("GET", "/v1/zones/987654", role="officer").status_code == 404
+    assert db.fetchval("SELECT count(*) FROM audit_log a JOIN users u ON u.id = a.user_id"
+                       " WHERE u.name = 'officer-z'") == 3  # fmt: skip
