@@ -8,6 +8,8 @@ from tests.services import Database, torch_cli
 
 TODAY = datetime.now(UTC).date()
 OLD = TODAY - timedelta(days=500)  # two days past the default retention of 365 days
+# a day within retention whose every hour is over, and so tiled, whatever the time of the run
+RECENT = TODAY - timedelta(days=1)
 
 
 def at(day: date, hour: int) -> datetime:
@@ -56,12 +58,11 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     for partition in partitions(db):  # days left by other tests, empty
         db.execute(f'DROP TABLE "{partition}"')
     d1, d2 = OLD, OLD + timedelta(days=1)
-    fixes_on(db, [d1, d2, TODAY])
+    fixes_on(db, [d1, d2, RECENT])
     torch_cli("tiles", "rebuild")
     assert db.count("track_tiles") == 12
-    # (today's blocks may wait for their hour to be over)
     assert (
-        db.fetchval("SELECT count(*) FROM track_blocks WHERE block_start < $1", at(TODAY, 0)) == 6
+        db.fetchval("SELECT count(*) FROM track_blocks WHERE block_start < $1", at(RECENT, 0)) == 6
     )
     torch_cli("user", "add", "rita", "--role", "supervisor")
     held = torch_cli(
@@ -88,8 +89,8 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     )
     torch_cli("retention", "run", "--user", "rita")
     assert name(d1) not in partitions(db)
-    assert name(d2) in partitions(db) and name(TODAY) in partitions(db)
-    kept = db.fetch("SELECT fix_time FROM fixes WHERE fix_time < $1 ORDER BY 1", at(TODAY, 0))
+    assert name(d2) in partitions(db) and name(RECENT) in partitions(db)
+    kept = db.fetch("SELECT fix_time FROM fixes WHERE fix_time < $1 ORDER BY 1", at(RECENT, 0))
     assert [r["fix_time"] for r in kept] == [at(d2, 5), at(d2, 9)]
     assert db.count("fixes") == 6
     # the trimmed day is a partition like the others: the index and the key came back
@@ -102,13 +103,13 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     )
     # the purged hours' tiles went, and the blocks that held them keep only the held hours
     tiles = db.fetch(
-        "SELECT tile_start FROM track_tiles WHERE tile_start < $1 ORDER BY 1", at(TODAY, 0)
+        "SELECT tile_start FROM track_tiles WHERE tile_start < $1 ORDER BY 1", at(RECENT, 0)
     )
     assert [r["tile_start"] for r in tiles] == [at(d2, 5), at(d2, 9)]
     blocks = db.fetch(
         "SELECT block_start, marks, length(sketch) AS size FROM track_blocks"
         " WHERE block_start < $1 ORDER BY 1",
-        at(TODAY, 0),
+        at(RECENT, 0),
     )
     assert [tuple(r) for r in blocks] == [
         (at(d2, 0), [0, 0, 0, 0, 0, 0, 1], 8),
