@@ -337,3 +337,57 @@ def test_any_valid_fix_round_trips(
     out = decode("tags/T1/fixes", payload, RECEIVED, LIMITS)
     assert out.rejections == []
     assert out.fixes == [FixReport("T1", when, lat, lon, acc, None, None, batt)]
+
+
+@pytest.mark.parametrize(
+    "topic", ["tags/HT-0001/fixes", "tags/HT-0001/events", "owntracks/jo/phone", "victims/V1/fixes"]
+)
+@pytest.mark.parametrize(
+    "nested", [b"[" * 5000 + b"]" * 5000, b'{"a":' * 5000 + b"1" + b"}" * 5000]
+)
+def test_json_nested_too_deeply_for_the_parser_is_a_rejection(topic: str, nested: bytes) -> None:
+    assert reasons(topic, nested) == [
+        (RejectCode.BAD_JSON, "not JSON we accept: nested too deeply", None)
+    ]
+
+
+@pytest.mark.parametrize("ts", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_time_past_the_calendars_ends_is_out_of_range_and_its_neighbours_kept(ts: str) -> None:
+    payload = json.dumps(
+        [{"ts": ts, "lat": 51.75, "lon": -0.34}, {"ts": T, "lat": 51.75, "lon": -0.34}]
+    )
+    out = decode("tags/HT-0001/fixes", payload.encode(), RECEIVED, LIMITS)
+    assert [(r.code, r.reason, r.index) for r in out.rejections] == [
+        (RejectCode.OUT_OF_RANGE, f"ts {ts!r} is not a usable time", 0)
+    ]
+    assert [f.ts for f in out.fixes] == [T_UTC]
+    event = json.dumps({"ts": ts, "type": "strap_open"}).encode()
+    assert reasons("tags/HT-0001/events", event) == [
+        (RejectCode.OUT_OF_RANGE, f"ts {ts!r} is not a usable time", None)
+    ]
+
+
+def test_an_error_no_check_foresaw_is_a_rejection_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever goes wrong in reading one item, the message is kept as a dead letter and
+    the items beside it are read: a message that stopped the worker would stop it again on
+    every restart, since the broker delivers it again."""
+    from torch import decode as module
+
+    real = module._HANDLERS["events"]
+
+    def broken(item: object, *rest: object) -> None:
+        if isinstance(item, dict) and item.get("type") == "power_on":
+            raise KeyError("a bug")
+        real(item, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(module._HANDLERS, "events", broken)
+    payload = json.dumps([{"ts": T, "type": "power_on"}, {"ts": T, "type": "strap_open"}]).encode()
+    out = decode("tags/HT-0001/events", payload, RECEIVED, LIMITS)
+    assert [(r.code, r.reason, r.index, r.serial) for r in out.rejections] == [
+        (RejectCode.BAD_VALUE, "could not be read: KeyError", 0, "HT-0001")
+    ]
+    assert out.events == [DeviceEvent("HT-0001", T_UTC, EventType.STRAP_OPEN)]
+    assert "a bug" not in caplog.text
+    assert "tags/HT-0001/events could not be decoded: KeyError at" in caplog.text

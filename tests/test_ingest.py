@@ -181,3 +181,25 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_its_neighbours_stor
         assert times == [at(0), at(120)]
     finally:
         db.execute("ALTER TABLE fixes DROP CONSTRAINT refuse_acc_1234")
+
+
+def test_a_payload_nested_too_deeply_is_dead_lettered_and_the_worker_goes_on(
+    db, workers, publisher, device
+):  # type: ignore[no-untyped-def]
+    """JSON nested thousands deep (a firmware bug, or someone's test of us) exhausts Python's
+    recursion in the parser: it is a dead letter like any other, and the fixes around it are
+    stored by the same worker."""
+    device("T1")
+    worker = workers()
+    publisher.send(fixes_topic(), json.dumps([fix(0)]))
+    publisher.send(fixes_topic(), b"[" * 5000 + b"]" * 5000)
+    publisher.send(fixes_topic(), b'{"a": ' * 5000 + b"1" + b"}" * 5000)
+    publisher.send(fixes_topic(), json.dumps([fix(60)]))
+    publisher.flush()
+    wait_for(lambda: db.count("dead_letters") == 2 and db.count("fixes") == 2)
+    rows = db.fetch("SELECT reason_code, reason FROM dead_letters ORDER BY id")
+    assert [tuple(r) for r in rows] == [
+        ("bad_json", "not JSON we accept: nested too deeply"),
+        ("bad_json", "not JSON we accept: nested too deeply"),
+    ]
+    assert worker.proc.poll() is None

@@ -7,8 +7,10 @@ items beside it are kept.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,8 @@ from torch.fixes import (
     Source,
     Strap,
 )
+
+log = logging.getLogger("torch.ingest")
 
 SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 OWNTRACKS_MS_PER_KMH = 1 / 3.6
@@ -64,7 +68,9 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 
 
 def decode(topic: str, payload: bytes, received_at: datetime, limits: Limits) -> Decoded:
-    """Decode one MQTT message. Never raises on bad input: it reports rejections."""
+    """Decode one MQTT message. Never raises on bad input: it reports rejections. An error
+    no check foresaw is a rejection too (and logged), so that one message can never stop
+    the worker, which would meet it again on every restart."""
     out = Decoded(None, [], [], [])
     try:
         kind, serial = _route(topic)
@@ -76,6 +82,10 @@ def decode(topic: str, payload: bytes, received_at: datetime, limits: Limits) ->
     except Invalid as bad:
         out.rejections.append(Rejection(bad.code, bad.reason, serial=out.serial))
         return out
+    except Exception as err:
+        out.fixes.clear()
+        out.rejections.append(_unforeseen(err, topic, None, out.serial))
+        return out
     handler = _HANDLERS[kind]
     items = body if isinstance(body, list) else [body]
     index_of = (lambda i: i) if isinstance(body, list) else (lambda i: None)
@@ -86,7 +96,25 @@ def decode(topic: str, payload: bytes, received_at: datetime, limits: Limits) ->
             handler(item, serial, received_at, limits, out)
         except Invalid as bad:
             out.rejections.append(Rejection(bad.code, bad.reason, index_of(i), serial))
+        except Exception as err:
+            out.rejections.append(_unforeseen(err, topic, index_of(i), serial))
     return out
+
+
+def _unforeseen(err: Exception, topic: str, index: int | None, serial: str | None) -> Rejection:
+    """A rejection for an error no check foresaw, logged with where it was raised: not its
+    message, nor the payload, either of which may hold a position."""
+    where = traceback.extract_tb(err.__traceback__)[-1]
+    log.error(
+        "a message on %s could not be decoded: %s at %s:%s in %s (kept as a dead letter)",
+        topic,
+        type(err).__name__,
+        where.filename,
+        where.lineno,
+        where.name,
+    )
+    reason = f"could not be read: {type(err).__name__}"
+    return Rejection(RejectCode.BAD_VALUE, reason, index, serial)
 
 
 class _Fix(msgspec.Struct):
@@ -125,7 +153,7 @@ def _fast_fixes(
         return False
     try:
         body = _FAST.decode(payload)
-    except msgspec.DecodeError:  # not JSON, or not the contract (ValidationError)
+    except (msgspec.DecodeError, RecursionError):  # not JSON, not the contract, too deep
         return False
     items = body if isinstance(body, list) else [body]
     west, south, east, north = limits.area
@@ -133,7 +161,10 @@ def _fast_fixes(
     latest = received_at + limits.max_future
     fixes = []
     for f in items:
-        ts = f.ts.astimezone(UTC)
+        try:
+            ts = f.ts.astimezone(UTC)
+        except OverflowError:  # the careful path explains it
+            return False
         if not (earliest <= ts <= latest and west <= f.lon <= east and south <= f.lat <= north):
             return False
         fixes.append(
@@ -193,6 +224,8 @@ def _parse_json(payload: bytes, limits: Limits) -> Any:
         return json.loads(payload, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as err:
         raise Invalid(RejectCode.BAD_JSON, f"not JSON: {err}") from None
+    except RecursionError:  # arrays or objects nested about a thousand deep
+        raise Invalid(RejectCode.BAD_JSON, "not JSON we accept: nested too deeply") from None
 
 
 def _no_constant(name: str) -> Any:
@@ -297,7 +330,11 @@ def _timestamp(value: Any, received_at: datetime, limits: Limits) -> datetime:
         raise Invalid(RejectCode.BAD_VALUE, f"ts {value!r} is not RFC 3339") from None
     if when.tzinfo is None or ("T" not in value.upper() and " " not in value):
         raise Invalid(RejectCode.BAD_VALUE, f"ts {value!r} needs a date, a time and an offset")
-    return _check_time(when.astimezone(UTC), received_at, limits)
+    try:
+        utc = when.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999, offset past the calendar's end
+        raise Invalid(RejectCode.OUT_OF_RANGE, f"ts {value!r} is not a usable time") from None
+    return _check_time(utc, received_at, limits)
 
 
 def _check_time(when: datetime, received_at: datetime, limits: Limits) -> datetime:
