@@ -64,3 +64,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
         return problem(err.status_code, str(err.detail), str(err.detail))
+
+
+def internal_error() -> JSONResponse:
+    """The answer to a request that failed on an error of the service's own: nothing of the
+    error, only the request id to quote (api.observe logs the error under it)."""
+    return problem(
+        500,
+        "Internal error",
+        "the request failed on an error of the service's own; the operators can find it in"
+        " the log under the request id",
+    )

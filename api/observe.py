@@ -26,7 +26,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import problem
+from api.errors import internal_error, problem
 from torch import logs
 from torch.observe import metrics_refusal, readiness
 from torch.settings import Settings
@@ -89,15 +89,24 @@ class Observe:
         status = 500
         started = time.perf_counter()
 
+        started_answer = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_answer
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_answer = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # answered here, where the request id is known, as problem details; an error
+            # after the answer began can only end the connection
+            log.exception("%s %s failed", scope["method"], route_of(scope))
+            if started_answer:
+                raise
+            await internal_error()(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             route = route_of(scope)

@@ -176,3 +176,46 @@ def test_the_alert_publisher_is_not_running_once_its_thread_has_ended(
     assert [r.getMessage() for r in caplog.records if r.name == "torch.ingest.alerts"] == [
         "the alert publisher stopped: alerts wait in the outbox"
     ]
+
+
+def test_an_error_of_the_apis_own_is_answered_as_problem_details_with_the_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request that fails on a fault of the service answers 500 in the same problem
+    format as every other error, quoting the request id under which the fault is logged,
+    and nothing of the fault itself (its text may hold what it was working on)."""
+    import asyncio
+
+    from api.app import create_app
+    from tests.services import APP_DATABASE_URL
+    from torch.settings import Settings
+
+    app = create_app(Settings(database_url=APP_DATABASE_URL))
+
+    async def fails() -> None:
+        raise RuntimeError("a fault at 51.7527, -0.3394")
+
+    app.add_api_route("/v1/fails", fails)
+    app.router.routes.insert(0, app.router.routes.pop())  # before the web app's catch-all
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get("/v1/fails", headers={"X-Request-ID": "case-9"})
+
+    answer = asyncio.run(ask())
+    assert (answer.status_code, answer.headers["content-type"], answer.headers["x-request-id"]) == (
+        500,
+        "application/problem+json",
+        "case-9",
+    )
+    assert answer.json() == {
+        "type": "about:blank",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "the request failed on an error of the service's own; the operators can find"
+        " it in the log under the request id",
+        "request_id": "case-9",
+    }
+    failed = [r for r in caplog.records if r.getMessage() == "GET /v1/fails failed"]
+    assert len(failed) == 1 and failed[0].exc_info is not None
