@@ -7,10 +7,10 @@ from typing import Any
 import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.windows import check_window
+from api.windows import When, check_window
 from torch import association, scene
 from torch.errors import InvalidInput
 from torch.proximity import iso
@@ -40,8 +40,8 @@ class AssociationRequest(BaseModel):
         None, min_length=1, max_length=64, description="the crime reference (officers: required)"
     )
     reason: str = Field(min_length=3, max_length=500, description="why the query is made")
-    from_: AwareDatetime = Field(alias="from", description="start of the window, RFC 3339")
-    to: AwareDatetime = Field(description="end of the window, RFC 3339")
+    from_: When = Field(alias="from", description="start of the window, RFC 3339")
+    to: When = Field(description="end of the window, RFC 3339")
     distance_m: float = Field(gt=0, le=1000, description="together when at most this apart")
     min_minutes: float = Field(
         5, ge=1, le=1440, description="an episode counts when it lasts at least this long"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require
+from api.windows import When
 from torch.store import audit as store
 from torch.store.users import User
 
@@ -19,8 +19,8 @@ async def records(
     request: Request,
     user: str | None = Query(None, description="only this user's requests (user name)"),
     subject: int | None = Query(None, description="only requests that returned this subject"),
-    from_: datetime | None = Query(None, alias="from", description="RFC 3339"),
-    to: datetime | None = Query(None, description="RFC 3339"),
+    from_: Annotated[When | None, Query(alias="from", description="RFC 3339")] = None,
+    to: Annotated[When | None, Query(description="RFC 3339")] = None,
     limit: int = Query(500, ge=1, le=10_000),
     _user: User = Depends(require("supervisor")),
 ) -> list[dict[str, Any]]:

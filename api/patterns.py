@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
 
 from api.auth import require
-from api.windows import check_window
+from api.windows import When, check_window
 from simulators.world import towns
 from torch import association, pattern, scene
 from torch.errors import InvalidInput, NotFound
@@ -45,8 +44,8 @@ async def _subject_track(
 async def places(
     subject_id: int,
     request: Request,
-    start: AwareDatetime = Query(alias="from", description="RFC 3339"),
-    end: AwareDatetime = Query(alias="to", description="RFC 3339"),
+    start: Annotated[When, Query(alias="from", description="RFC 3339")],
+    end: Annotated[When, Query(alias="to", description="RFC 3339")],
     radius_m: float = Query(50, gt=0, le=500, description="a stay keeps within this"),
     min_minutes: float = Query(10, ge=1, le=720, description="a stay lasts at least this"),
     user: User = Depends(require("probation", "supervisor")),
@@ -79,8 +78,8 @@ async def places(
 async def routine(
     subject_id: int,
     request: Request,
-    start: AwareDatetime = Query(alias="from", description="RFC 3339"),
-    end: AwareDatetime = Query(alias="to", description="RFC 3339"),
+    start: Annotated[When, Query(alias="from", description="RFC 3339")],
+    end: Annotated[When, Query(alias="to", description="RFC 3339")],
     user: User = Depends(require("probation", "supervisor")),
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
@@ -105,8 +104,8 @@ async def routine(
 @router.get("/hotspots", summary="Where and when the cohort spends time (grid cells)")
 async def hotspots(
     request: Request,
-    start: AwareDatetime = Query(alias="from", description="RFC 3339"),
-    end: AwareDatetime = Query(alias="to", description="RFC 3339"),
+    start: Annotated[When, Query(alias="from", description="RFC 3339")],
+    end: Annotated[When, Query(alias="to", description="RFC 3339")],
     cell_m: float = Query(250, ge=50, le=5000, description="the grid's cell size"),
     hour_from: int = Query(0, ge=0, le=23, description="hours of the day (Europe/London)"),
     hour_to: int = Query(24, ge=1, le=24, description="up to, not including; wraps"),

@@ -11,10 +11,10 @@ from uuid import UUID, uuid4
 import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.windows import check_window
+from api.windows import When, check_window
 from torch import __version__, nearby, scene
 from torch.errors import NotFound
 from torch.evidence import files, pack
@@ -51,8 +51,8 @@ class ProximityRequest(BaseModel):
         le=5000,
         description="around a point the search radius, around an area a buffer, metres",
     )
-    from_: AwareDatetime = Field(alias="from", description="start of the window, RFC 3339")
-    to: AwareDatetime = Field(description="end of the window, RFC 3339")
+    from_: When = Field(alias="from", description="start of the window, RFC 3339")
+    to: When = Field(description="end of the window, RFC 3339")
 
 
 def results(answer: Answer, allowed: Container[int]) -> bytes:

@@ -6,15 +6,14 @@ import csv
 import io
 from datetime import timedelta
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime
 
 from api.auth import require
-from api.windows import check_window
+from api.windows import When, check_window
 from torch import scene
 from torch.errors import NotFound
 from torch.proximity import TrackFix, iso, params_of, position_at, stretches
@@ -62,7 +61,7 @@ async def subject(
 async def position(
     subject_id: int,
     request: Request,
-    at: AwareDatetime = Query(description="the moment, RFC 3339"),
+    at: Annotated[When, Query(description="the moment, RFC 3339")],
     user: User = Depends(require("probation", "supervisor")),
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
@@ -92,8 +91,8 @@ async def position(
 async def track(
     subject_id: int,
     request: Request,
-    start: AwareDatetime = Query(alias="from", description="RFC 3339"),
-    end: AwareDatetime = Query(alias="to", description="RFC 3339"),
+    start: Annotated[When, Query(alias="from", description="RFC 3339")],
+    end: Annotated[When, Query(alias="to", description="RFC 3339")],
     format: Literal["geojson", "csv", "gpx"] = Query("geojson"),
     user: User = Depends(require("probation", "supervisor")),
 ) -> Response:

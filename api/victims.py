@@ -7,14 +7,14 @@ person's named officers may read it, every read is audited, and it appears nowhe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.windows import check_window
+from api.windows import When, check_window
 from torch.errors import Forbidden, InvalidInput, NotFound
 from torch.store import subjects as subject_store
 from torch.store import users, victims
@@ -71,7 +71,7 @@ async def _victim_for(conn: asyncpg.Connection, victim_ref: str, user: User) -> 
 async def position(
     victim_ref: str,
     request: Request,
-    at: AwareDatetime | None = Query(None, description="the moment (RFC 3339); now if absent"),
+    at: Annotated[When | None, Query(description="the moment (RFC 3339); now if absent")] = None,
     user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> dict[str, Any]:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
@@ -101,8 +101,8 @@ EPISODES_WINDOW_DAYS = 31
 async def episodes(
     victim_ref: str,
     request: Request,
-    start: AwareDatetime = Query(alias="from", description="RFC 3339"),
-    end: AwareDatetime = Query(alias="to", description="RFC 3339"),
+    start: Annotated[When, Query(alias="from", description="RFC 3339")],
+    end: Annotated[When, Query(alias="to", description="RFC 3339")],
     user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> dict[str, Any]:
     """The warning and breach episodes of the subjects linked to a protected person that

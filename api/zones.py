@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
+from api.windows import When
 from torch import zones
 from torch.errors import InvalidInput, NotFound
 from torch.settings import Settings
@@ -59,8 +60,8 @@ class ZoneRequest(BaseModel):
         '{"days": ["mon"], "start": "19:00", "end": "07:00"} (an end before the start '
         "runs past midnight)",
     )
-    valid_from: AwareDatetime | None = Field(None, description="default: now")
-    valid_until: AwareDatetime | None = None
+    valid_from: When | None = Field(None, description="default: now")
+    valid_until: When | None = None
 
 
 def _definition(body: ZoneRequest, settings: Settings) -> store.Definition:
@@ -187,7 +188,7 @@ async def delete(zone_id: int, request: Request, user: User = Depends(require(*W
 async def versions(
     zone_id: int,
     request: Request,
-    at: AwareDatetime | None = Query(None, description="only the version current at this time"),
+    at: Annotated[When | None, Query(description="only the version current at this time")] = None,
     user: User = Depends(require(*READ)),
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
@@ -209,8 +210,8 @@ async def versions(
 async def breaches(
     subject_id: int,
     request: Request,
-    from_: AwareDatetime = Query(alias="from"),
-    to: AwareDatetime = Query(),
+    from_: Annotated[When, Query(alias="from")],
+    to: Annotated[When, Query()],
     user: User = Depends(require("probation", "supervisor")),
 ) -> list[dict[str, Any]]:
     if to <= from_:

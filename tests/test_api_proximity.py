@@ -217,6 +217,12 @@ def test_no_token_bad_token_and_wrong_role(world: dict[str, Any]) -> None:
         ),
         ({"from": "2026-01-01T00:00:00"}, "from", "from: Input should have timezone info"),
         (
+            {"from": "0001-01-01T00:00:00+01:00", "to": "0001-01-01T01:00:00+01:00"},
+            "from",
+            "from: must lie between 2000-01-01 and 2100-01-01 (UTC); "
+            "to: must lie between 2000-01-01 and 2100-01-01 (UTC)",
+        ),
+        (
             {
                 "scene": {
                     "type": "Polygon",
@@ -352,6 +358,23 @@ def test_position_between_two_fixes_and_in_a_gap(world: dict[str, Any]) -> None:
         get(world, f"/v1/subjects/{walker}/position", role="officer", at=at.isoformat()).status_code
         == 403
     )
+
+
+def test_times_outside_the_services_years_are_refused_on_every_kind_of_route(
+    world: dict[str, Any],
+) -> None:
+    walker = subject_id(world, "near_150")
+    year_one = "0001-01-01T00:00:00+01:00"  # no UTC time: before the calendar began
+    asked = [
+        get(world, f"/v1/subjects/{walker}/position", at=year_one),
+        get(world, f"/v1/subjects/{walker}/track", **{"from": year_one, "to": year_one}),
+        get(world, "/v1/audit", role="supervisor", **{"from": "2100-01-01T00:00:00Z"}),
+    ]
+    assert [(r.status_code, r.json()["errors"][0]) for r in asked] == [
+        (422, {"field": "at", "message": "must lie between 2000-01-01 and 2100-01-01 (UTC)"}),
+        (422, {"field": "from", "message": "must lie between 2000-01-01 and 2100-01-01 (UTC)"}),
+        (422, {"field": "from", "message": "must lie between 2000-01-01 and 2100-01-01 (UTC)"}),
+    ]
 
 
 def test_track_in_three_formats(world: dict[str, Any]) -> None:

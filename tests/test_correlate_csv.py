@@ -29,6 +29,7 @@ def test_good_rows_are_kept_and_bad_ones_reported_with_their_line() -> None:
             "41/9/26,theft,51.75,-0.34,,,2026-11-21T01:00:00,2026-11-21T03:00:00Z,100",
             f"41/10/26,theft,51.75,-0.34,,,{WHEN},nan",
             "41/11/26,theft,51.75,-0.34,,,2026-11-01T00:00:00Z,2026-11-09T00:00:00Z,100",
+            "41/12/26,theft,51.75,-0.34,,,0001-01-01T00:00:00+01:00,2026-11-09T00:00:00Z,100",
         ]
     )
     crimes, errors = correlate.parse(text, AREA, WEEK)
@@ -49,6 +50,10 @@ def test_good_rows_are_kept_and_bad_ones_reported_with_their_line() -> None:
         RowError(10, "from '2026-11-21T01:00:00' needs an offset, e.g. 2026-11-23T01:00:00Z"),
         RowError(11, "radius_m nan is not between 0 and 5000"),
         RowError(12, "the window may be at most 7 days long"),
+        RowError(
+            13,
+            "from '0001-01-01T00:00:00+01:00' must lie between 2000-01-01 and 2100-01-01 (UTC)",
+        ),
     ]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from shapely import Point
 
 from torch import approach, grid, screen
+from torch.fixes import SERVICE_TIMES, in_service_times
 from torch.proximity import (
     Assessment,
     Params,
@@ -127,6 +128,8 @@ def _when(row: dict[str, str], name: str) -> datetime:
         raise ValueError(f"{name} {text!r} is not an RFC 3339 time") from None
     if value.tzinfo is None:
         raise ValueError(f"{name} {text!r} needs an offset, e.g. 2026-11-23T01:00:00Z")
+    if not in_service_times(value):
+        raise ValueError(f"{name} {text!r} must lie {SERVICE_TIMES}")
     return value.astimezone(UTC)
 
 

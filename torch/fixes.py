@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import NamedTuple
+
+# The times anything in the service may ask about: no tag reported before 2000 (the track
+# blocks count from it), and the calendar's ends, year 1 and 9999, have no UTC for every offset.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+SERVICE_TIMES = f"between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)"
+
+
+def in_service_times(t: datetime) -> bool:
+    """Whether the aware time t lies from EARLIEST up to LATEST."""
+    try:
+        return EARLIEST <= t.astimezone(UTC) < LATEST
+    except OverflowError:
+        return False
 
 
 class Source(StrEnum):
