@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import logs, memory
 from torch.errors import NotFound, TorchError
+from torch.fixes import SERVICE_TIMES, in_service_times
 from torch.settings import Settings
 
 log = logging.getLogger("torch")
@@ -314,6 +315,8 @@ def timestamp_arg(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2026-11-23T19:00:00Z")
+    if not in_service_times(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must lie {SERVICE_TIMES}")
     return value.astimezone(UTC)
 
 
