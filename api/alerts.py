@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
+from api.params import INT64, Text
 from torch.errors import NotFound
 from torch.store import breaches as store
 from torch.store import subjects as subject_store
@@ -25,15 +26,15 @@ POLL_S = 1.0  # streams look for alerts this often even without a notification
 class Note(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: str = Field(min_length=1, max_length=2000, description="what was done and why")
+    note: Text = Field(min_length=1, max_length=2000, description="what was done and why")
 
 
 @router.get("", summary="Alerts, newest first")
 async def alerts(
     request: Request,
     status: Literal["open", "acknowledged", "closed"] | None = Query(None),
-    subject: int | None = Query(None, description="subject id"),
-    type: str | None = Query(None, description="e.g. exclusion_breach"),
+    subject: Annotated[int | None, Query(ge=1, le=INT64, description="subject id")] = None,
+    type: Annotated[Text | None, Query(description="e.g. exclusion_breach")] = None,
     limit: int = Query(100, ge=1, le=1000),
     user: User = Depends(require(*ROLES)),
 ) -> list[dict[str, Any]]:
@@ -61,7 +62,9 @@ async def _visible_alert(conn: Any, alert_id: UUID, user: User) -> None:
 )
 async def stream(
     request: Request,
-    last_event_id: int | None = Header(None, description="resume after this event"),
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=INT64, description="resume after this event")
+    ] = None,
     user: User = Depends(require(*ROLES)),
 ) -> StreamingResponse:
     """Each event is an alert as published on MQTT; its id is the outbox entry, so a

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.windows import When, check_window
+from api.params import JsonObject, Text, When, check_window
 from torch import association, scene
 from torch.errors import InvalidInput
 from torch.proximity import iso
@@ -36,17 +36,17 @@ class AssociationRequest(BaseModel):
         populate_by_name=True, extra="forbid", json_schema_extra={"examples": [EXAMPLE]}
     )
 
-    crime_ref: str | None = Field(
+    crime_ref: Text | None = Field(
         None, min_length=1, max_length=64, description="the crime reference (officers: required)"
     )
-    reason: str = Field(min_length=3, max_length=500, description="why the query is made")
+    reason: Text = Field(min_length=3, max_length=500, description="why the query is made")
     from_: When = Field(alias="from", description="start of the window, RFC 3339")
     to: When = Field(description="end of the window, RFC 3339")
     distance_m: float = Field(gt=0, le=1000, description="together when at most this apart")
     min_minutes: float = Field(
         5, ge=1, le=1440, description="an episode counts when it lasts at least this long"
     )
-    area: dict[str, Any] | None = Field(
+    area: JsonObject | None = Field(
         None, description="GeoJSON Polygon or MultiPolygon (WGS84): only meetings inside it"
     )
     subject_ids: list[int] | None = Field(

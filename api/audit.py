@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require
-from api.windows import When
+from api.params import INT64, Text, When
 from torch.store import audit as store
 from torch.store.users import User
 
@@ -17,8 +17,10 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 @router.get("", summary="Audit records, newest first")
 async def records(
     request: Request,
-    user: str | None = Query(None, description="only this user's requests (user name)"),
-    subject: int | None = Query(None, description="only requests that returned this subject"),
+    user: Annotated[Text | None, Query(description="only this user's requests (user name)")] = None,
+    subject: Annotated[
+        int | None, Query(ge=1, le=INT64, description="only requests that returned this subject")
+    ] = None,
     from_: Annotated[When | None, Query(alias="from", description="RFC 3339")] = None,
     to: Annotated[When | None, Query(description="RFC 3339")] = None,
     limit: int = Query(500, ge=1, le=10_000),

@@ -6,12 +6,13 @@ import asyncio
 import logging
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from api.auth import require
+from api.params import Text
 from torch import correlate, logs
 from torch.errors import InvalidInput, NotFound
 from torch.proximity import params_of
@@ -29,8 +30,10 @@ PROGRESS_EVERY = 50  # crimes between progress updates
 @router.post("", status_code=202, summary="Correlate up to 10,000 crimes (CSV) as a job")
 async def start(
     request: Request,
-    body: str = Body(media_type="text/csv", description=f"CSV with {correlate.COLUMNS}"),
-    reason: str = Query(min_length=3, max_length=500, description="why the correlation is run"),
+    body: Annotated[Text, Body(media_type="text/csv", description=f"CSV with {correlate.COLUMNS}")],
+    reason: Annotated[
+        Text, Query(min_length=3, max_length=500, description="why the correlation is run")
+    ],
     user: User = Depends(require("officer", "supervisor")),
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +15,7 @@ from torch import logs
 from torch.errors import InvalidInput, TooManyRequests, TorchError
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger("torch.api")
 
 
 def problem(
@@ -60,6 +63,24 @@ def install(app: FastAPI) -> None:
         errors = [_error(e) for e in err.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Invalid input", detail, errors=errors)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def unstorable(request: Request, err: asyncpg.DataError) -> JSONResponse:
+        # the last line of defence: api.params refuses such values, naming the field, before
+        # any route runs; one it missed is still the request's fault, and still a 422
+        # its name and code only: its text may quote the value, which may be a reference
+        log.warning(
+            "%s %s: the database refused a value (%s, SQLSTATE %s)",
+            request.method,
+            request.url.path,
+            type(err).__name__,
+            getattr(err, "sqlstate", None),
+        )
+        return problem(
+            422,
+            "Invalid input",
+            f"a value in the request cannot be stored or compared: {str(err).splitlines()[0]}",
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:

@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require
-from api.windows import When, check_window
+from api.params import Id, Text, When, check_window
 from simulators.world import towns
 from torch import association, pattern, scene
 from torch.errors import InvalidInput, NotFound
@@ -42,7 +42,7 @@ async def _subject_track(
 
 @router.get("/subjects/{subject_id}/places", summary="Where the subject stays")
 async def places(
-    subject_id: int,
+    subject_id: Id,
     request: Request,
     start: Annotated[When, Query(alias="from", description="RFC 3339")],
     end: Annotated[When, Query(alias="to", description="RFC 3339")],
@@ -76,7 +76,7 @@ async def places(
 
 @router.get("/subjects/{subject_id}/routine", summary="The subject's week, hour by hour")
 async def routine(
-    subject_id: int,
+    subject_id: Id,
     request: Request,
     start: Annotated[When, Query(alias="from", description="RFC 3339")],
     end: Annotated[When, Query(alias="to", description="RFC 3339")],
@@ -109,7 +109,9 @@ async def hotspots(
     cell_m: float = Query(250, ge=50, le=5000, description="the grid's cell size"),
     hour_from: int = Query(0, ge=0, le=23, description="hours of the day (Europe/London)"),
     hour_to: int = Query(24, ge=1, le=24, description="up to, not including; wraps"),
-    district: str | None = Query(None, description="only cells nearest this district's town"),
+    district: Annotated[
+        Text | None, Query(description="only cells nearest this district's town")
+    ] = None,
     user: User = Depends(require("supervisor")),
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.windows import When, check_window
+from api.params import JsonObject, Text, When, check_window
 from torch import __version__, nearby, scene
 from torch.errors import NotFound
 from torch.evidence import files, pack
@@ -43,9 +43,9 @@ class ProximityRequest(BaseModel):
         populate_by_name=True, extra="forbid", json_schema_extra={"examples": [EXAMPLE]}
     )
 
-    crime_ref: str = Field(min_length=1, max_length=64, description="the crime reference")
-    reason: str = Field(min_length=3, max_length=500, description="why the query is made")
-    scene: dict[str, Any] = Field(description="GeoJSON Point, Polygon or MultiPolygon, WGS84")
+    crime_ref: Text = Field(min_length=1, max_length=64, description="the crime reference")
+    reason: Text = Field(min_length=3, max_length=500, description="why the query is made")
+    scene: JsonObject = Field(description="GeoJSON Point, Polygon or MultiPolygon, WGS84")
     radius_m: float = Field(
         ge=0,
         le=5000,

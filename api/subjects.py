@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from api.auth import require
-from api.windows import When, check_window
+from api.params import Id, Text, When, check_window
 from torch import scene
 from torch.errors import NotFound
 from torch.proximity import TrackFix, iso, params_of, position_at, stretches
@@ -37,7 +37,7 @@ def _fix(f: TrackFix) -> dict[str, Any]:
 @router.get("", summary="Subjects, optionally by reference")
 async def subjects(
     request: Request,
-    ref: str | None = Query(None, description="pseudonymous reference, e.g. IOM-0042"),
+    ref: Annotated[Text | None, Query(description="pseudonymous reference, e.g. IOM-0042")] = None,
     user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
@@ -46,7 +46,7 @@ async def subjects(
 
 @router.get("/{subject_id}", summary="One subject with its current device")
 async def subject(
-    subject_id: int,
+    subject_id: Id,
     request: Request,
     user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> dict[str, Any]:
@@ -59,7 +59,7 @@ async def subject(
 
 @router.get("/{subject_id}/position", summary="Where the subject was at a moment")
 async def position(
-    subject_id: int,
+    subject_id: Id,
     request: Request,
     at: Annotated[When, Query(description="the moment, RFC 3339")],
     user: User = Depends(require("probation", "supervisor")),
@@ -89,7 +89,7 @@ async def position(
 
 @router.get("/{subject_id}/track", summary="The subject's fixes over a window")
 async def track(
-    subject_id: int,
+    subject_id: Id,
     request: Request,
     start: Annotated[When, Query(alias="from", description="RFC 3339")],
     end: Annotated[When, Query(alias="to", description="RFC 3339")],

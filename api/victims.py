@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.windows import When, check_window
+from api.params import Id, Text, When, check_window
 from torch.errors import Forbidden, InvalidInput, NotFound
 from torch.store import subjects as subject_store
 from torch.store import users, victims
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["victims"])
 class LinkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    victim_ref: str = Field(min_length=1, max_length=64, description="the protected person")
+    victim_ref: Text = Field(min_length=1, max_length=64, description="the protected person")
     warning_m: float = Field(gt=0, le=50_000, description="a warning within this distance")
     breach_m: float = Field(gt=0, le=50_000, description="a breach within this distance")
 
@@ -37,7 +37,7 @@ class LinkRequest(BaseModel):
     summary="Keep a subject away from a protected person",
 )
 async def link(
-    subject_id: int,
+    subject_id: Id,
     body: LinkRequest,
     request: Request,
     user: User = Depends(require("probation", "supervisor")),
@@ -69,7 +69,7 @@ async def _victim_for(conn: asyncpg.Connection, victim_ref: str, user: User) -> 
 
 @router.get("/victims/{victim_ref}/position", summary="Where a protected person was")
 async def position(
-    victim_ref: str,
+    victim_ref: Annotated[Text, Path()],
     request: Request,
     at: Annotated[When | None, Query(description="the moment (RFC 3339); now if absent")] = None,
     user: User = Depends(require("officer", "probation", "supervisor", "admin")),
@@ -99,7 +99,7 @@ EPISODES_WINDOW_DAYS = 31
     summary="When subjects came near a protected person",
 )
 async def episodes(
-    victim_ref: str,
+    victim_ref: Annotated[Text, Path()],
     request: Request,
     start: Annotated[When, Query(alias="from", description="RFC 3339")],
     end: Annotated[When, Query(alias="to", description="RFC 3339")],

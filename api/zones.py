@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.windows import When
+from api.params import Id, JsonObject, Text, When
 from torch import zones
 from torch.errors import InvalidInput, NotFound
 from torch.settings import Settings
@@ -49,12 +49,12 @@ class ZoneRequest(BaseModel):
     kind: Literal["exclusion", "inclusion"] = Field(
         description="exclusion: keep out; inclusion: stay in (a curfew at home)"
     )
-    label: str = Field(min_length=1, max_length=200)
-    geometry: dict[str, Any] = Field(
+    label: Text = Field(min_length=1, max_length=200)
+    geometry: JsonObject = Field(
         description="GeoJSON Polygon or MultiPolygon, or a Point with radius_m (WGS84)"
     )
     radius_m: float | None = Field(None, description="with a Point: the circle's radius, metres")
-    schedule: list[dict[str, Any]] | None = Field(
+    schedule: list[JsonObject] | None = Field(
         None,
         description="null for always, or weekly windows in Europe/London time, e.g. "
         '{"days": ["mon"], "start": "19:00", "end": "07:00"} (an end before the start '
@@ -119,7 +119,7 @@ async def _zone_visible(conn: Any, zone_id: int, user: User) -> None:
     status_code=status.HTTP_201_CREATED,
 )
 async def create(
-    subject_id: int,
+    subject_id: Id,
     body: ZoneRequest,
     request: Request,
     user: User = Depends(require(*WRITE)),
@@ -135,7 +135,7 @@ async def create(
 
 @router.get("/subjects/{subject_id}/zones", summary="A subject's zones as they stand")
 async def of_subject(
-    subject_id: int, request: Request, user: User = Depends(require(*READ))
+    subject_id: Id, request: Request, user: User = Depends(require(*READ))
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _subject_exists(conn, subject_id, user)
@@ -146,7 +146,7 @@ async def of_subject(
 
 
 @router.get("/zones/{zone_id}", summary="A zone as it stands")
-async def one(zone_id: int, request: Request, user: User = Depends(require(*READ))) -> Any:
+async def one(zone_id: Id, request: Request, user: User = Depends(require(*READ))) -> Any:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _zone_visible(conn, zone_id, user)
         row = await store.current(conn, zone_id)
@@ -158,7 +158,7 @@ async def one(zone_id: int, request: Request, user: User = Depends(require(*READ
 
 @router.put("/zones/{zone_id}", summary="Change a zone: a new version, current from now")
 async def change(
-    zone_id: int, body: ZoneRequest, request: Request, user: User = Depends(require(*WRITE))
+    zone_id: Id, body: ZoneRequest, request: Request, user: User = Depends(require(*WRITE))
 ) -> dict[str, Any]:
     d = _definition(body, request.app.state.settings)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
@@ -177,7 +177,7 @@ async def change(
     summary="End a zone from now (its versions are kept)",
     status_code=status.HTTP_204_NO_CONTENT,
 )
-async def delete(zone_id: int, request: Request, user: User = Depends(require(*WRITE))) -> Response:
+async def delete(zone_id: Id, request: Request, user: User = Depends(require(*WRITE))) -> Response:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _zone_visible(conn, zone_id, user)
         await store.delete(conn, zone_id)
@@ -186,7 +186,7 @@ async def delete(zone_id: int, request: Request, user: User = Depends(require(*W
 
 @router.get("/zones/{zone_id}/versions", summary="Every version of a zone and when it was current")
 async def versions(
-    zone_id: int,
+    zone_id: Id,
     request: Request,
     at: Annotated[When | None, Query(description="only the version current at this time")] = None,
     user: User = Depends(require(*READ)),
@@ -208,7 +208,7 @@ async def versions(
 
 @router.get("/subjects/{subject_id}/breaches", summary="A subject's breach episodes")
 async def breaches(
-    subject_id: int,
+    subject_id: Id,
     request: Request,
     from_: Annotated[When, Query(alias="from")],
     to: Annotated[When, Query()],

@@ -268,6 +268,11 @@ def test_no_token_bad_token_and_wrong_role(world: dict[str, Any]) -> None:
         ),
         ({"scene": {"type": "Point"}}, "scene", "scene has no coordinates"),
         (
+            {"crime_ref": "41/1\x00/26"},
+            "crime_ref",
+            "crime_ref: must not contain the NUL character (U+0000)",
+        ),
+        (
             {"scene": {"type": "Point", "coordinates": [51.75, -0.34]}},
             "scene",
             "scene lies outside the service area (lon -9.0..2.0, lat 49.75..61.0); coordinates are "
@@ -360,7 +365,7 @@ def test_position_between_two_fixes_and_in_a_gap(world: dict[str, Any]) -> None:
     )
 
 
-def test_times_outside_the_services_years_are_refused_on_every_kind_of_route(
+def test_times_and_ids_out_of_range_are_refused_on_every_kind_of_route(
     world: dict[str, Any],
 ) -> None:
     walker = subject_id(world, "near_150")
@@ -370,10 +375,18 @@ def test_times_outside_the_services_years_are_refused_on_every_kind_of_route(
         get(world, f"/v1/subjects/{walker}/track", **{"from": year_one, "to": year_one}),
         get(world, "/v1/audit", role="supervisor", **{"from": "2100-01-01T00:00:00Z"}),
     ]
+    asked.append(get(world, f"/v1/subjects/{2**63}/zones"))  # past the largest id there is
     assert [(r.status_code, r.json()["errors"][0]) for r in asked] == [
         (422, {"field": "at", "message": "must lie between 2000-01-01 and 2100-01-01 (UTC)"}),
         (422, {"field": "from", "message": "must lie between 2000-01-01 and 2100-01-01 (UTC)"}),
         (422, {"field": "from", "message": "must lie between 2000-01-01 and 2100-01-01 (UTC)"}),
+        (
+            422,
+            {
+                "field": "subject_id",
+                "message": "Input should be less than or equal to 9223372036854775807",
+            },
+        ),
     ]
 
 

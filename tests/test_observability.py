@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -195,15 +196,22 @@ def test_an_error_of_the_apis_own_is_answered_as_problem_details_with_the_reques
     async def fails() -> None:
         raise RuntimeError("a fault at 51.7527, -0.3394")
 
-    app.add_api_route("/v1/fails", fails)
-    app.router.routes.insert(0, app.router.routes.pop())  # before the web app's catch-all
+    async def refused() -> None:  # what asyncpg raises for a value a column cannot take
+        raise asyncpg.exceptions.CharacterNotInRepertoireError(
+            'invalid byte sequence for encoding "UTF8": 0x00'
+        )
 
-    async def ask() -> httpx.Response:
+    app.add_api_route("/v1/fails", fails)
+    app.add_api_route("/v1/refused", refused)
+    for _ in range(2):  # before the web app's catch-all
+        app.router.routes.insert(0, app.router.routes.pop())
+
+    async def ask(path: str) -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            return await client.get("/v1/fails", headers={"X-Request-ID": "case-9"})
+            return await client.get(path, headers={"X-Request-ID": "case-9"})
 
-    answer = asyncio.run(ask())
+    answer = asyncio.run(ask("/v1/fails"))
     assert (answer.status_code, answer.headers["content-type"], answer.headers["x-request-id"]) == (
         500,
         "application/problem+json",
@@ -219,3 +227,10 @@ def test_an_error_of_the_apis_own_is_answered_as_problem_details_with_the_reques
     }
     failed = [r for r in caplog.records if r.getMessage() == "GET /v1/fails failed"]
     assert len(failed) == 1 and failed[0].exc_info is not None
+    # a value the database refused, that no check before the route caught: the request's
+    refused = asyncio.run(ask("/v1/refused"))
+    assert (refused.status_code, refused.json()["detail"]) == (
+        422,
+        "a value in the request cannot be stored or compared: invalid byte sequence for"
+        ' encoding "UTF8": 0x00',
+    )
