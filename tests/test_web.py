@@ -216,6 +216,38 @@ def test_a_drawn_zone_is_saved_and_its_breach_alert_arrives_live(
     assert page.locator("path.breach-fix").count() == marked
 
 
+def test_a_zone_label_shows_as_typed_and_never_runs_as_markup(
+    page: Any, stack: Api, db: Database
+) -> None:
+    """Map tooltips would read a string as HTML: a label typed by one member of staff must
+    not run as script in a colleague's browser, where the bearer token is."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    wearer("IOM-W0005", "HTW005", (now - MINUTE).isoformat())
+    subject_id = off_loop(lambda: db.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-W0005'"))
+    label = '<img src=x onerror="window.ranFromALabel = 1">'
+    made = httpx.post(
+        f"{stack.url}/v1/subjects/{subject_id}/zones",
+        headers={"Authorization": f"Bearer {add_user('web-author', 'probation')}"},
+        json={
+            "kind": "exclusion",
+            "label": label,
+            "geometry": {"type": "Point", "coordinates": list(grid.point_from_grid(*SCENE))},
+            "radius_m": 300,
+        },
+    )
+    assert made.status_code == 201, made.text
+    sign_in(page, "supervisor")
+    page.click("#tab-zones")
+    page.select_option("#zone-subject", str(subject_id))
+    page.locator("#zone-list article").wait_for()
+    page.locator("#map path.leaflet-interactive").first.hover()
+    tooltip = page.locator(".leaflet-tooltip")
+    tooltip.wait_for()
+    assert tooltip.inner_text() == f"exclusion: {label}"
+    assert page.locator(".leaflet-tooltip img").count() == 0
+    assert page.evaluate("window.ranFromALabel") is None
+
+
 def test_a_subjects_places_and_week_and_the_cohort_hotspots(page: Any, db: Database) -> None:
     from tests.services import torch_cli
     from tests.test_pattern_method import MONDAY

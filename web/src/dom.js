@@ -28,3 +28,9 @@ export function say(el, text, kind = 'error') {
   el.textContent = text || '';
   el.className = `message ${text ? kind : ''}`;
 }
+
+/** Text for a Leaflet tooltip or popup, which would read a string as HTML: a zone's label,
+ * typed by its author, must show as typed and never run as markup in a colleague's browser. */
+export function tip(text) {
+  return h('span', {}, String(text));
+}

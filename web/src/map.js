@@ -3,6 +3,7 @@
 // of its own.
 import L from './leaflet.js';
 import '@geoman-io/leaflet-geoman-free';
+import { tip } from './dom.js';
 
 /* global TORCH_TOWNS */
 export const COLOURS = {
@@ -45,7 +46,7 @@ export function createMap(el, settings) {
 export function fixDot(lat, lon, colour, title, options = {}) {
   return L.circleMarker([lat, lon], {
     radius: 3, color: colour, weight: 1, fillColor: colour, fillOpacity: 0.9, ...options,
-  }).bindTooltip(title);
+  }).bindTooltip(tip(title));
 }
 
 export function fitTo(map, layer, maxZoom = 17) {

@@ -1,7 +1,7 @@
 // Pattern of life: a subject's frequent places and weekly routine (probation, supervisors),
 // and the cohort's hotspots with an hour-of-the-day slider (supervisors only).
 import * as api from './api.js';
-import { h, field, problemText, say } from './dom.js';
+import { h, field, problemText, say, tip } from './dom.js';
 import { L, fitTo } from './map.js';
 
 /* global TORCH_TOWNS */
@@ -68,7 +68,7 @@ function mount(panel, map, me) {
         .sort((a, b) => b[0] - a[0]).slice(0, 3).map(([, hr]) => `${String(hr).padStart(2, '0')}:00`);
       const name = pl.place_id === p.home_place_id ? 'Home' : `Place ${pl.place_id}`;
       L.circle([lat, lon], { radius: 50, color: PLACE_COLOURS[i % PLACE_COLOURS.length], weight: 2 })
-        .bindTooltip(`${name}: ${pl.visits} visits, ${pl.hours} h`).addTo(placeLayer);
+        .bindTooltip(tip(`${name}: ${pl.visits} visits, ${pl.hours} h`)).addTo(placeLayer);
       return h('li', { class: 'place', dataset: { place: pl.place_id } },
         h('strong', {}, name), ` · ${pl.visits} visits · ${pl.hours} h · usually ${usual.join(', ') || '—'}`);
     }));
@@ -121,7 +121,7 @@ function mount(panel, map, me) {
     const most = Math.max(1, ...cells.features.map((f) => f.properties.hours));
     L.geoJSON(cells, {
       style: (f) => ({ color: '#c1121f', weight: 0.5, fillColor: '#c1121f', fillOpacity: 0.15 + 0.6 * f.properties.hours / most }),
-      onEachFeature: (f, layer) => layer.bindTooltip(`${f.properties.hours} h · ${f.properties.subjects} subjects · ${f.properties.district}`),
+      onEachFeature: (f, layer) => layer.bindTooltip(tip(`${f.properties.hours} h · ${f.properties.subjects} subjects · ${f.properties.district}`)),
     }).addTo(hotLayer);
   }
 

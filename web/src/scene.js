@@ -1,7 +1,7 @@
 // Crime scene: who was near this place at this time. The scene is picked on the map or typed
 // as latitude/longitude or as a British National Grid easting/northing.
 import * as api from './api.js';
-import { h, field, problemText, say } from './dom.js';
+import { h, field, problemText, say, tip } from './dom.js';
 import { gridToLonLat, lonLatToGrid } from './grid.js';
 import { COLOURS, L, fitTo, fixDot } from './map.js';
 import { clock, fmt, fromInput, toInput } from './time.js';
@@ -57,7 +57,7 @@ function mount(panel, map) {
     L.circle([scene[1], scene[0]], { radius, color: '#1d3557', weight: 2, fillOpacity: 0.08,
       dashArray: '6 4' }).addTo(layer);
     L.circleMarker([scene[1], scene[0]], { radius: 5, color: '#1d3557', fillOpacity: 1 })
-      .bindTooltip('scene').addTo(layer);
+      .bindTooltip(tip('scene')).addTo(layer);
   }
 
   const fromLatLon = () => {
@@ -159,7 +159,7 @@ function mount(panel, map) {
       const [lon, lat] = r.closest_point.coordinates;
       L.circleMarker([lat, lon], { radius: 8, color: colour, weight: 3, fillOpacity: 0.4,
         className: `closest ${r.verdict}` })
-        .bindTooltip(`${r.subject_ref}: ${LABEL[r.verdict]}, ${r.closest_m} m at ${fmt(r.closest_at)}`)
+        .bindTooltip(tip(`${r.subject_ref}: ${LABEL[r.verdict]}, ${r.closest_m} m at ${fmt(r.closest_at)}`))
         .addTo(layer);
     }
   }
@@ -169,7 +169,7 @@ function mount(panel, map) {
     const tracks = shown.filter((r) => r.fixes.length).map((r) => ({
       r, times: r.fixes.map((f) => Date.parse(f.time)),
       marker: L.circleMarker([0, 0], { radius: 7, color: '#000', weight: 2,
-        fillColor: COLOURS[r.verdict], fillOpacity: 1 }).bindTooltip(r.subject_ref, { permanent: true, direction: 'right' }),
+        fillColor: COLOURS[r.verdict], fillOpacity: 1 }).bindTooltip(tip(r.subject_ref), { permanent: true, direction: 'right' }),
     }));
     if (!tracks.length) { replay.hidden = true; return; }
     const start = Date.parse(a.request.from), end = Date.parse(a.request.to);

@@ -1,7 +1,7 @@
 // Probation: a subject's exclusion and inclusion zones, drawn and edited on the map with
 // their schedule and validity, and the subject's track for a day with breaches marked.
 import * as api from './api.js';
-import { h, field, problemText, say } from './dom.js';
+import { h, field, problemText, say, tip } from './dom.js';
 import { COLOURS, L, fitTo, fixDot } from './map.js';
 import { fmt, fromInput, toInput } from './time.js';
 
@@ -155,7 +155,7 @@ function mount(panel, map) {
         ? L.circle([z.geometry.coordinates[1], z.geometry.coordinates[0]], { radius: z.radius_m, ...style })
         : L.geoJSON(z.geometry, { style }).getLayers()[0];
       layer.zoneId = z.id;
-      layer.bindTooltip(`${z.kind}: ${z.label}`).addTo(zoneLayer);
+      layer.bindTooltip(tip(`${z.kind}: ${z.label}`)).addTo(zoneLayer);
     }
   }
 
