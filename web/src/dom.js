@@ -21,7 +21,10 @@ export function field(label, input, hint) {
 export function problemText(err) {
   const errors = err.problem && err.problem.errors;
   if (errors && errors.length) return errors.map((e) => `${e.field}: ${e.message}`).join('; ');
-  return err.message || String(err);
+  const text = err.message || String(err);
+  // a fault of the service's own: the id the operators find it under, to quote to them
+  const id = err.problem && err.problem.request_id;
+  return err.status >= 500 && id ? `${text}: ${id}` : text;
 }
 
 export function say(el, text, kind = 'error') {
