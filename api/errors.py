@@ -84,7 +84,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
-        return problem(err.status_code, str(err.detail), str(err.detail))
+        # with its headers: a 405 says what is allowed (Allow), as HTTP requires
+        return problem(err.status_code, str(err.detail), str(err.detail), dict(err.headers or {}))
 
 
 def internal_error() -> JSONResponse:

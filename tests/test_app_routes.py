@@ -103,3 +103,13 @@ def test_the_app_is_served_with_a_policy_that_keeps_code_to_this_origin(api: Api
     # the API's own routes are not shadowed by the app
     assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{api.url}/v1/subjects").status_code == 401
+
+
+def test_a_method_a_route_does_not_take_is_refused_saying_which_it_does(api: Api) -> None:
+    refused = httpx.delete(f"{api.url}/healthz")
+    assert (refused.status_code, refused.headers["allow"], refused.json()["title"]) == (
+        405,
+        "GET, HEAD",
+        "Method Not Allowed",
+    )
+    assert refused.headers["content-type"] == "application/problem+json"
