@@ -73,16 +73,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(limits.BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(observe.Observe, metrics=app.state.metrics)  # outermost: sees all
     app.include_router(observe.router)
-    app.include_router(proximity.router)
-    app.include_router(associations.router)
-    app.include_router(patterns.router)
-    app.include_router(subjects.router)
-    app.include_router(correlations.router)
-    app.include_router(zones.router)
-    app.include_router(alerts.router)
-    app.include_router(audit.router)
-    app.include_router(victims.router)
-    app.include_router(web.router)
+    app.include_router(proximity.router, responses=errors.RESPONSES)
+    app.include_router(associations.router, responses=errors.RESPONSES)
+    app.include_router(patterns.router, responses=errors.RESPONSES)
+    app.include_router(subjects.router, responses=errors.RESPONSES)
+    app.include_router(correlations.router, responses=errors.RESPONSES)
+    app.include_router(zones.router, responses=errors.RESPONSES)
+    app.include_router(alerts.router, responses=errors.RESPONSES)
+    app.include_router(audit.router, responses=errors.RESPONSES)
+    app.include_router(victims.router, responses=errors.RESPONSES)
+    app.include_router(web.router, responses=errors.RESPONSES)
 
     web.mount(app, settings)  # last: the app at / must not shadow the routes above
     return app

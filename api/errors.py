@@ -17,6 +17,38 @@ from torch.errors import InvalidInput, TooManyRequests, TorchError
 PROBLEM = "application/problem+json"
 log = logging.getLogger("torch.api")
 
+# The errors every route behind a token may answer, as /docs shows them: problem details.
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "example": "about:blank"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what is wrong, and what to do"},
+        "errors": {
+            "type": "array",
+            "description": "with 422: each field and what is wrong with it",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+        "request_id": {"type": "string", "description": "to quote to the operators"},
+    },
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": what, "content": {PROBLEM: {"schema": _PROBLEM_SCHEMA}}}
+    for status, what in [
+        (401, "no valid bearer token"),
+        (403, "the user's role may not use the route"),
+        (404, "no such thing, or none the user may see"),
+        (422, "invalid input: `errors` names each field and what is wrong with it"),
+        (429, "too many failed sign-ins from this address (Retry-After)"),
+        (500, "a fault of the service's own: quote `request_id` to the operators"),
+    ]
+}
+
 
 def problem(
     status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
