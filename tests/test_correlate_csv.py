@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from tests.services import torch_cli
 from torch import correlate, grid
 from torch.correlate import RowError
 
@@ -58,14 +60,37 @@ def test_good_rows_are_kept_and_bad_ones_reported_with_their_line() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["", "crime_ref,lat,lon\n41/1/26,51.75,-0.34\n", "a,b\n1,2\n"],
+    ("text", "found"),
+    [
+        ("", ""),
+        ("crime_ref,lat,lon\n41/1/26,51.75,-0.34\n", "crime_ref,lat,lon"),
+        (HEADER.replace(",", ";"), HEADER.replace(",", ";").strip()),
+    ],
 )
-def test_a_header_without_the_columns_is_reported_on_line_one(text: str) -> None:
+def test_a_header_without_the_columns_is_reported_on_line_one_with_what_it_is(
+    text: str, found: str
+) -> None:
     assert correlate.parse(text, AREA, WEEK) == (
         [],
-        [RowError(1, f"the header must name {correlate.COLUMNS}")],
+        [
+            RowError(
+                1,
+                f"the header must name {correlate.COLUMNS} (comma-separated); it is {found!r}",
+            )
+        ],
     )
+
+
+def test_a_header_as_spreadsheets_write_it_is_read() -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark; people write names in any case."""
+    header = "\ufeffCrime_Ref, Offence ,LAT,Lon,From,To,Radius_m\r\n"
+    crimes, errors = correlate.parse(
+        header + f"41/1/26,burglary,51.75,-0.34,{WHEN},100\r\n", AREA, WEEK
+    )
+    assert errors == []
+    assert [(c.line, c.crime_ref, c.offence, c.radius_m) for c in crimes] == [
+        (2, "41/1/26", "burglary", 100.0)
+    ]
 
 
 def test_rows_past_the_limit_are_reported_once() -> None:
@@ -74,3 +99,15 @@ def test_rows_past_the_limit_are_reported_once() -> None:
     assert len(crimes) == correlate.MAX_CRIMES
     limit = correlate.MAX_CRIMES + 2
     assert errors == [RowError(limit, "more than 10,000 crimes; the rest were not read")]
+
+
+def test_the_command_line_says_when_it_cannot_read_the_file(tmp_path: Path) -> None:
+    latin = tmp_path / "crimes.csv"
+    latin.write_bytes(HEADER.encode() + "41/1/26,café".encode("latin-1") + b"\n")
+    missing = tmp_path / "none.csv"
+    for path, said in [
+        (missing, f"error: cannot read {missing}: No such file or directory\n"),
+        (latin, f"error: {latin} is not UTF-8 text: save it as CSV UTF-8\n"),
+    ]:
+        done = torch_cli("correlate", str(path), "--user", "x", "--reason", "weekly", check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", said)

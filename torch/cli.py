@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except TorchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except ConnectionError as err:  # PostgreSQL (or the broker) not there
+        print(f"error: cannot connect: {err}; is the service running?", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -552,12 +555,18 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
     from torch import correlate
-    from torch.errors import NotFound
+    from torch.errors import InvalidInput, NotFound
     from torch.proximity import params_of
     from torch.store import users
 
+    try:
+        text = args.crimes.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise InvalidInput(f"cannot read {args.crimes}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{args.crimes} is not UTF-8 text: save it as CSV UTF-8") from None
     crimes, errors = correlate.parse(
-        args.crimes.read_text(),
+        text,
         settings.service_area,
         timedelta(days=settings.proximity_max_window_days),
     )

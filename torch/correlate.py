@@ -58,11 +58,18 @@ class RowError:
 def parse(
     text: str, area: tuple[float, float, float, float], max_window: timedelta
 ) -> tuple[list[Crime], list[RowError]]:
-    reader = csv.DictReader(io.StringIO(text))
-    header = set(reader.fieldnames or [])
+    # as spreadsheets write it: a byte-order mark first ("CSV UTF-8"), names in any case
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    named = reader.fieldnames or []
+    reader.fieldnames = [(name or "").strip().lower() for name in named]
+    header = set(reader.fieldnames)
     needed = {"crime_ref", "from", "to", "radius_m"}
     if not needed <= header or not ({"lat", "lon"} <= header or {"easting", "northing"} <= header):
-        return [], [RowError(1, f"the header must name {COLUMNS}")]
+        found = ",".join(named)
+        found = found if len(found) <= 80 else found[:77] + "..."
+        return [], [
+            RowError(1, f"the header must name {COLUMNS} (comma-separated); it is {found!r}")
+        ]
     crimes: list[Crime] = []
     errors: list[RowError] = []
     for row in reader:
