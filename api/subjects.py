@@ -99,11 +99,12 @@ async def track(
     settings: Settings = request.app.state.settings
     check_window(start, end, settings.proximity_max_window_days)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        if await store.one(conn, subject_id, user) is None:
+        subject = await store.one(conn, subject_id, user)
+        if subject is None:
             raise NotFound(f"no subject with id {subject_id}")
         rows = await store.track(conn, subject_id, start, end)
         await users.audit(conn, user, "GET", "/v1/subjects/{id}/track", [subject_id])
-    return RENDER[format](subject_id, rows, settings.proximity_max_gap_s)
+    return RENDER[format](subject, rows, settings.proximity_max_gap_s)
 
 
 Rows = list[tuple[TrackFix, str, float | None]]
@@ -115,7 +116,7 @@ def _runs(rows: Rows, max_gap_s: float) -> list[Rows]:
     return [rows[a:b] for a, b in stretches([f.t for f, _, _ in rows], max_gap_s)]
 
 
-def _geojson(subject_id: int, rows: Rows, max_gap_s: float) -> Response:
+def _geojson(subject: store.SubjectRow, rows: Rows, max_gap_s: float) -> Response:
     import json
 
     points = [
@@ -130,7 +131,8 @@ def _geojson(subject_id: int, rows: Rows, max_gap_s: float) -> Response:
     line = {
         "type": "Feature",
         "properties": {
-            "subject_id": subject_id,
+            "subject_id": subject.id,
+            "subject_ref": subject.ref,
             "fixes": len(rows),
             "max_gap_s": max_gap_s,
             "gaps": [{"from": iso(a[-1][0].t), "to": iso(b[0][0].t)} for a, b in pairwise(runs)],
@@ -144,16 +146,16 @@ def _geojson(subject_id: int, rows: Rows, max_gap_s: float) -> Response:
     return Response(json.dumps(body), media_type="application/geo+json")
 
 
-def _csv(subject_id: int, rows: Rows, _max_gap_s: float) -> Response:
+def _csv(subject: store.SubjectRow, rows: Rows, _max_gap_s: float) -> Response:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["subject_id", "time", "lat", "lon", "acc", "src", "speed"])
     for f, src, speed in rows:
-        writer.writerow([subject_id, iso(f.t), f.lat, f.lon, f.acc, src, speed])
+        writer.writerow([subject.id, iso(f.t), f.lat, f.lon, f.acc, src, speed])
     return Response(out.getvalue(), media_type="text/csv")
 
 
-def _gpx(subject_id: int, rows: Rows, max_gap_s: float) -> Response:
+def _gpx(subject: store.SubjectRow, rows: Rows, max_gap_s: float) -> Response:
     segments = "".join(
         "<trkseg>"
         + "".join(
@@ -167,7 +169,7 @@ def _gpx(subject_id: int, rows: Rows, max_gap_s: float) -> Response:
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<gpx version="1.1" creator="TORCH" xmlns="http://www.topografix.com/GPX/1/1">'
-        f"<trk><name>{escape(str(subject_id))}</name>{segments}</trk></gpx>"
+        f"<trk><name>{escape(subject.ref)}</name>{segments}</trk></gpx>"
     )
     return Response(body, media_type="application/gpx+xml")
 

@@ -400,9 +400,11 @@ def test_track_in_three_formats(world: dict[str, Any]) -> None:
     assert geo["features"][0]["geometry"]["type"] == "MultiLineString"
     assert [len(part) for part in geo["features"][0]["geometry"]["coordinates"]] == [11]
     assert len(geo["features"]) - 1 == 11 and geo["features"][0]["properties"]["gaps"] == []
+    ref = world["truth"]["subjects"]["near_150"]["ref"]
+    assert geo["features"][0]["properties"]["subject_ref"] == ref
     gpx = get(world, f"/v1/subjects/{walker}/track", format="gpx", **window).text
     assert gpx.count("<trkpt ") == 11 and gpx.startswith('<?xml version="1.0"')
-    assert gpx.count("<trkseg>") == 1
+    assert gpx.count("<trkseg>") == 1 and f"<trk><name>{ref}</name>" in gpx
     long = get(
         world,
         f"/v1/subjects/{walker}/track",
