@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="same seed and options, same bytes")
     p.add_argument(
         "--pace",
-        type=float,
+        type=_not_negative,
         default=1.0,
         help="simulated seconds per second: 1 real time, 60 accelerated, 0 as fast "
         "as possible (backfill)",
@@ -37,22 +37,24 @@ def add_parser(sub: Any) -> None:
         type=timestamp_arg,
         help="simulated start, RFC 3339 (default: now for --pace 1, else --hours before now)",
     )
-    p.add_argument("--hours", type=float, default=24.0, help="how much simulated time")
+    p.add_argument("--hours", type=_positive, default=24.0, help="how much simulated time")
     p.add_argument("--out", type=Path, help="write JSON Lines to this file instead of publishing")
     p.add_argument("--replay", type=Path, help="publish a JSON Lines file written by --out")
     p.add_argument("--scenario", help="run a scripted scenario (see --list-scenarios)")
     p.add_argument("--truth", type=Path, help="with --scenario: write its ground truth here")
     p.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
-    p.add_argument("--interval", type=int, default=60, help="seconds between fixes")
-    p.add_argument("--moving-interval", type=int, help="seconds between fixes while moving")
-    p.add_argument("--malformed-rate", type=float, default=0.005, help="share of garbled messages")
-    p.add_argument("--duplicate-rate", type=float, default=0.01, help="share delivered twice")
-    p.add_argument("--gap-rate", type=float, default=0.5, help="coverage gaps per tag-day")
-    p.add_argument("--owntracks-share", type=float, default=0.05, help="share of OwnTracks phones")
-    p.add_argument("--silent-share", type=float, default=0.01, help="share of tags that go silent")
-    p.add_argument("--tamper-rate", type=float, default=0.02, help="strap tampers per tag-day")
+    p.add_argument("--interval", type=_seconds, default=60, help="seconds between fixes")
+    p.add_argument("--moving-interval", type=_seconds, help="seconds between fixes while moving")
+    p.add_argument("--malformed-rate", type=_share, default=0.005, help="share of garbled messages")
+    p.add_argument("--duplicate-rate", type=_share, default=0.01, help="share delivered twice")
+    p.add_argument("--gap-rate", type=_not_negative, default=0.5, help="coverage gaps per tag-day")
+    p.add_argument("--owntracks-share", type=_share, default=0.05, help="share of OwnTracks phones")
+    p.add_argument("--silent-share", type=_share, default=0.01, help="share of tags that go silent")
     p.add_argument(
-        "--forget-charge", type=float, default=0.3, help="share of nights the tag is not charged"
+        "--tamper-rate", type=_not_negative, default=0.02, help="strap tampers per tag-day"
+    )
+    p.add_argument(
+        "--forget-charge", type=_share, default=0.3, help="share of nights the tag is not charged"
     )
     p.add_argument(
         "--no-noise",
@@ -65,6 +67,34 @@ def add_parser(sub: Any) -> None:
         help="do not register subjects and devices in the database",
     )
     p.set_defaults(handler=run)
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text} is not 0 or more")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not more than 0")
+    return value
+
+
+def _seconds(text: str) -> int:
+    value = int(text)
+    if value < 1:  # a tag reporting every 0 s would never let simulated time move on
+        raise argparse.ArgumentTypeError(f"{text} is less than 1 s")
+    return value
 
 
 def _tags(text: str) -> int:

@@ -290,6 +290,23 @@ def test_tags_out_of_range_is_a_usage_error() -> None:
     assert result.returncode == 2 and "--tags 20001 is not between 1 and 20,000" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--pace", "-1", "argument --pace: -1 is not 0 or more"),
+        ("--hours", "0", "argument --hours: 0 is not more than 0"),
+        ("--interval", "0", "argument --interval: 0 is less than 1 s"),  # it never ended
+        ("--malformed-rate", "2", "argument --malformed-rate: 2 is not a share between 0 and 1"),
+        ("--gap-rate", "nan", "argument --gap-rate: nan is not 0 or more"),
+    ],
+)
+def test_options_out_of_range_are_usage_errors(option: str, value: str, said: str) -> None:
+    result = subprocess.run(
+        [TORCH, "sim", option, value, "--out", "/dev/null"], capture_output=True, text=True
+    )
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (2, f"torch sim: error: {said}")
+
+
 def test_published_fleet_is_stored_exactly(db: Database, workers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     start = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0).isoformat()
     args = [
