@@ -9,6 +9,8 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.services import TORCH, Database, add_user, service_env, torch_cli, wait_for
 from tests.test_retention import OLD, TODAY, fixes_on, name, partitions
 
@@ -95,3 +97,25 @@ def test_distribute_refuses_a_database_without_citus(db: Database) -> None:
         "error: the citus extension is not installed in this database: this is not a Citus"
         " coordinator (docs/citus.md)"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["deadletters", "list", "--limit", "-1"],
+            "torch deadletters list: error: argument --limit: -1 is less than 1",
+        ),
+        (
+            ["maintain", "--once", "--every", "-1"],
+            "torch maintain: error: argument --every: -1 is less than 1.0",
+        ),
+        (
+            ["maintain", "--once", "--days-ahead", "0"],
+            "torch maintain: error: argument --days-ahead: 0 is less than 1",
+        ),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(args: list[str], said: str) -> None:
+    done = torch_cli(*args, check=False)
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (2, said)

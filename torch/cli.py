@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import logs, memory
 from torch.errors import NotFound, TorchError
@@ -241,8 +241,10 @@ def _add_retention_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
         "maintain",
         help="the maintenance loop: fix partitions made days ahead, retention applied",
     )
-    mt.add_argument("--every", type=float, default=3600, help="seconds between rounds")
-    mt.add_argument("--days-ahead", type=int, default=7, help="partitions made this far ahead")
+    mt.add_argument("--every", type=at_least(1.0), default=3600, help="seconds between rounds")
+    mt.add_argument(
+        "--days-ahead", type=at_least(1), default=7, help="partitions made this far ahead"
+    )
     mt.add_argument(
         "--user", help="the user on whose authority retention purges (audited); without one, "
         "partitions only",
@@ -294,7 +296,7 @@ def _add_record_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     ls = dl.add_parser("list", help="list dead letters, newest first")
     ls.add_argument("--reason", help="only this reason code, e.g. unknown_serial")
     ls.add_argument("--serial")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=at_least(1), default=50)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(handler=_deadletters_list)
     rp = dl.add_parser("replay", help="store unknown-serial letters whose device is now registered")
@@ -308,6 +310,24 @@ def _add_record_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "rebuild", help="rebuild every tile from the fixes (after bulk loads or restores)"
     )
     tr.set_defaults(handler=_tiles_rebuild)
+
+
+T = TypeVar("T", int, float)
+
+
+def at_least(least: T) -> Callable[[str], T]:
+    """An argument type: a number of the type of `least`, not below it."""
+
+    def number(text: str) -> T:
+        try:
+            value = type(least)(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value >= least:  # NaN too
+            raise argparse.ArgumentTypeError(f"{text} is less than {least}")
+        return value
+
+    return number
 
 
 def timestamp_arg(text: str) -> datetime:
