@@ -119,3 +119,11 @@ def test_distribute_refuses_a_database_without_citus(db: Database) -> None:
 def test_numbers_out_of_range_are_usage_errors(args: list[str], said: str) -> None:
     done = torch_cli(*args, check=False)
     assert (done.returncode, done.stderr.splitlines()[-1]) == (2, said)
+
+
+def test_an_unknown_migration_is_named_not_a_traceback() -> None:
+    done = torch_cli("db", "upgrade", "nope", check=False)
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        1,
+        "error: cannot upgrade to 'nope': Can't locate revision identified by 'nope'",
+    )

@@ -365,14 +365,19 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
 
     import migrations
+    from torch.errors import InvalidInput
     from torch.store.db import alembic_url
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     cfg.attributes["url"] = alembic_url(settings.admin_database_url.get_secret_value())
-    command.upgrade(cfg, args.revision)
+    try:
+        command.upgrade(cfg, args.revision)
+    except CommandError as err:  # no such revision, say
+        raise InvalidInput(f"cannot upgrade to {args.revision!r}: {err}") from None
     return 0
 
 
