@@ -108,7 +108,7 @@ def test_distribute_refuses_a_database_without_citus(db: Database) -> None:
         ),
         (
             ["maintain", "--once", "--every", "-1"],
-            "torch maintain: error: argument --every: -1 is less than 1.0",
+            "torch maintain: error: argument --every: -1 is not more than 0",
         ),
         (
             ["maintain", "--once", "--days-ahead", "0"],

@@ -241,7 +241,9 @@ def _add_retention_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
         "maintain",
         help="the maintenance loop: fix partitions made days ahead, retention applied",
     )
-    mt.add_argument("--every", type=at_least(1.0), default=3600, help="seconds between rounds")
+    mt.add_argument(
+        "--every", type=at_least(0.0, strictly=True), default=3600, help="seconds between rounds"
+    )
     mt.add_argument(
         "--days-ahead", type=at_least(1), default=7, help="partitions made this far ahead"
     )
@@ -315,16 +317,18 @@ def _add_record_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 T = TypeVar("T", int, float)
 
 
-def at_least(least: T) -> Callable[[str], T]:
-    """An argument type: a number of the type of `least`, not below it."""
+def at_least(least: T, *, strictly: bool = False) -> Callable[[str], T]:
+    """An argument type: a number of the type of `least`, not below it (above it, strictly)."""
 
     def number(text: str) -> T:
         try:
             value = type(least)(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value >= least:  # NaN too
-            raise argparse.ArgumentTypeError(f"{text} is less than {least}")
+        if strictly and not value > least:  # NaN too
+            raise argparse.ArgumentTypeError(f"{text} is not more than {least:g}")
+        if not value >= least:
+            raise argparse.ArgumentTypeError(f"{text} is less than {least:g}")
         return value
 
     return number
