@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from torch import logs, memory
 from torch.errors import NotFound, TorchError
-from torch.fixes import SERVICE_TIMES, in_service_times
+from torch.fixes import service_time
 from torch.settings import Settings
 
 log = logging.getLogger("torch")
@@ -335,16 +335,11 @@ def at_least(least: T, *, strictly: bool = False) -> Callable[[str], T]:
 
 
 def timestamp_arg(text: str) -> datetime:
-    """An RFC 3339 time with an offset, as a command-line argument type."""
+    """An RFC 3339 time with an offset (torch.fixes.service_time), as an argument type."""
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2026-11-23T19:00:00Z")
-    if not in_service_times(value):
-        raise argparse.ArgumentTypeError(f"{text!r} must lie {SERVICE_TIMES}")
-    return value.astimezone(UTC)
+        return service_time(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run_on_db(

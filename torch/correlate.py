@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -19,7 +19,7 @@ import numpy as np
 from shapely import Point
 
 from torch import approach, grid, screen
-from torch.fixes import SERVICE_TIMES, in_service_times
+from torch.fixes import service_time
 from torch.proximity import (
     Assessment,
     Params,
@@ -128,16 +128,10 @@ def _where(row: dict[str, str], area: tuple[float, float, float, float]) -> tupl
 
 
 def _when(row: dict[str, str], name: str) -> datetime:
-    text = (row.get(name) or "").strip()
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{name} {text!r} is not an RFC 3339 time") from None
-    if value.tzinfo is None:
-        raise ValueError(f"{name} {text!r} needs an offset, e.g. 2026-11-23T01:00:00Z")
-    if not in_service_times(value):
-        raise ValueError(f"{name} {text!r} must lie {SERVICE_TIMES}")
-    return value.astimezone(UTC)
+        return service_time((row.get(name) or "").strip())
+    except ValueError as err:
+        raise ValueError(f"{name} {err}") from None
 
 
 Progress = Callable[[int], Awaitable[None]]

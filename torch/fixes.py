@@ -22,6 +22,20 @@ def in_service_times(t: datetime) -> bool:
         return False
 
 
+def service_time(text: str) -> datetime:
+    """An RFC 3339 time with an offset, in the service's times, as UTC: what people type on
+    the command line and in crime CSVs. ValueError says what is wrong with it."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 time") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} needs an offset, e.g. 2026-11-23T01:00:00Z")
+    if not in_service_times(value):
+        raise ValueError(f"{text!r} must lie {SERVICE_TIMES}")
+    return value.astimezone(UTC)
+
+
 class Source(StrEnum):
     GPS = "gps"
     WIFI = "wifi"
