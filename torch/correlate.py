@@ -89,7 +89,7 @@ def parse(
 def _crime(
     line: int, row: dict[str, str], area: tuple[float, float, float, float], max_window: timedelta
 ) -> Crime:
-    ref = (row.get("crime_ref") or "").strip()
+    ref = _cell(row, "crime_ref")
     if not ref:
         raise ValueError("crime_ref is empty")
     x, y = _where(row, area)
@@ -101,11 +101,16 @@ def _crime(
     radius = _number(row, "radius_m")
     if not 0 <= radius <= 5000:
         raise ValueError(f"radius_m {radius:g} is not between 0 and 5000")
-    return Crime(line, ref, (row.get("offence") or "").strip(), x, y, start, end, radius)
+    return Crime(line, ref, _cell(row, "offence"), x, y, start, end, radius)
+
+
+def _cell(row: dict[str, str], name: str) -> str:
+    """A cell's text, trimmed; empty where the row is short or the column absent."""
+    return (row.get(name) or "").strip()
 
 
 def _number(row: dict[str, str], name: str) -> float:
-    text = (row.get(name) or "").strip()
+    text = _cell(row, name)
     try:
         return float(text)
     except ValueError:
@@ -113,9 +118,9 @@ def _number(row: dict[str, str], name: str) -> float:
 
 
 def _where(row: dict[str, str], area: tuple[float, float, float, float]) -> tuple[float, float]:
-    if not any((row.get(name) or "").strip() for name in ("lat", "lon", "easting", "northing")):
+    if not any(_cell(row, name) for name in ("lat", "lon", "easting", "northing")):
         raise ValueError("no place: give lat and lon, or easting and northing")
-    if (row.get("lat") or "").strip() or (row.get("lon") or "").strip():
+    if _cell(row, "lat") or _cell(row, "lon"):
         lat, lon = _number(row, "lat"), _number(row, "lon")
         west, south, east, north = area
         if not (west <= lon <= east and south <= lat <= north):
@@ -129,7 +134,7 @@ def _where(row: dict[str, str], area: tuple[float, float, float, float]) -> tupl
 
 def _when(row: dict[str, str], name: str) -> datetime:
     try:
-        return service_time((row.get(name) or "").strip())
+        return service_time(_cell(row, name))
     except ValueError as err:
         raise ValueError(f"{name} {err}") from None
 
