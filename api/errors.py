@@ -98,9 +98,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(asyncpg.DataError)
     async def unstorable(request: Request, err: asyncpg.DataError) -> JSONResponse:
-        # the last line of defence: api.params refuses such values, naming the field, before
-        # any route runs; one it missed is still the request's fault, and still a 422
-        # its name and code only: its text may quote the value, which may be a reference
+        # The last line of defence: api.params refuses such values, naming the field, before
+        # any route runs; one it missed is still the request's fault, and still a 422. The
+        # log has the error's name and code only: its text may quote the value, which may be
+        # a reference.
         log.warning(
             "%s %s: the database refused a value (%s, SQLSTATE %s)",
             request.method,
