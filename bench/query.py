@@ -60,18 +60,21 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 LOAD_DAY = """
 INSERT INTO fixes (device_id, fix_time, received_at, lat, lon, position, acc, src)
 SELECT d.id, t, t, ST_Y(ll), ST_X(ll), p,
-       5 + (d.id * 7 + extract(minute FROM t)::int) % 25, 'gps'
+       5 + (k * 7 + extract(minute FROM t)::int) % 25, 'gps'
 FROM devices d
+-- k: the tag's number in its serial (Q00001 is 1), not its id, which the sequence gives:
+-- the same history in every database, however many loads came before
+CROSS JOIN LATERAL (SELECT substr(d.serial, 2)::int AS k) AS tag
 CROSS JOIN generate_series($1::timestamptz,
                            $1::timestamptz + interval '1 day' - interval '1 minute',
                            interval '1 minute') AS t
 CROSS JOIN LATERAL (
     -- each wearer circles a home, 0.4 to 3 km out, at its own pace
-    SELECT extract(epoch FROM t) / (900 + d.id % 700) AS a, 400 + d.id % 2600 AS r) AS orbit
+    SELECT extract(epoch FROM t) / (900 + k % 700) AS a, 400 + k % 2600 AS r) AS orbit
 CROSS JOIN LATERAL (
     -- on torch.grid's lattice of 1/1024 m, as the ingest worker stores positions
-    SELECT ST_SnapToGrid(ST_SetSRID(ST_MakePoint(505000 + (d.id * 7919) % 40000 + r * cos(a),
-                                                 195000 + (d.id * 104729) % 45000 + r * sin(a)),
+    SELECT ST_SnapToGrid(ST_SetSRID(ST_MakePoint(505000 + (k * 7919) % 40000 + r * cos(a),
+                                                 195000 + (k * 104729) % 45000 + r * sin(a)),
                                     27700), 1.0 / 1024) AS p
 ) AS pos
 CROSS JOIN LATERAL (SELECT ST_Transform(pos.p, 4326) AS ll) AS geo
