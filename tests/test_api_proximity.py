@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -447,12 +447,19 @@ def test_evidence_pack_holds_the_answer_with_a_manifest_of_hashes(world: dict[st
     import io
     import zipfile
 
-    answer = ask(world, scene_query(world["truth"])).json()
+    sent = ask(world, scene_query(world["truth"]))
+    answer = sent.json()
+    # asked at a known moment, so that the files' dates can be held to it
+    asked = datetime(2026, 11, 21, 4, 30, 17, 250000, tzinfo=UTC)
+    world["db"].execute(
+        "UPDATE proximity_queries SET at = $1 WHERE id = $2", asked, UUID(answer["query_id"])
+    )
     response = get(world, f"/v1/proximity/{answer['query_id']}/evidence", role="officer")
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     z = zipfile.ZipFile(io.BytesIO(response.content))
     assert sorted(z.namelist()) == [
         "MANIFEST.sha256",
+        "answer.json",
         "fixes.csv",
         "method.md",
         "parameters.json",
@@ -465,8 +472,19 @@ def test_evidence_pack_holds_the_answer_with_a_manifest_of_hashes(world: dict[st
         reversed(line.split("  ")) for line in z.read("MANIFEST.sha256").decode().splitlines()
     )
     assert {name: hashlib.sha256(z.read(name)).hexdigest() for name in manifest} == manifest
+    assert sorted(manifest) == sorted(set(z.namelist()) - {"MANIFEST.sha256"})
+    assert z.read("answer.json") == sent.content  # the answer, byte for byte, as sent
     assert json.loads(z.read("verdicts.json")) == answer["results"]
-    assert json.loads(z.read("query.json"))["asked_by"] == "officer1"
+    query = json.loads(z.read("query.json"))
+    assert (query["asked_by"], query["asked_at"]) == (
+        "officer1",
+        "2026-11-21T04:30:17.250000+00:00",
+    )
+    # every file dated when the query was asked (zip dates: UTC, to even seconds), not when
+    # the pack was fetched; so fetched again, the pack is the same bytes
+    assert {i.date_time for i in z.infolist()} == {(2026, 11, 21, 4, 30, 16)}
+    again = get(world, f"/v1/proximity/{answer['query_id']}/evidence", role="officer")
+    assert hashlib.sha256(again.content).digest() == hashlib.sha256(response.content).digest()
     fixes = z.read("fixes.csv").decode().splitlines()
     assert len(fixes) - 1 == sum(len(r["fixes"]) for r in answer["results"])
     other = add_user("officer2", "officer")

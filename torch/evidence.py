@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import zipfile
+from datetime import UTC, datetime
 from typing import Any
 
 from torch import proximity
@@ -15,16 +16,19 @@ METHOD_HEADER = "# The proximity method\n\n"
 
 
 def files(
-    request: dict[str, Any], response: dict[str, Any], version: str, asked_at: str, asked_by: str
+    request: dict[str, Any], sent: bytes, version: str, asked_at: datetime, asked_by: str
 ) -> dict[str, bytes]:
-    """Every file of the pack but the manifest, by name."""
+    """Every file of the pack but the manifest, by name, from the answer `sent` (its bytes
+    as the API sent them, which `answer.json` holds unchanged)."""
+    response = json.loads(sent)
     query = {
         "query_id": response["query_id"],
-        "asked_at": asked_at,
+        "asked_at": asked_at.isoformat(),
         "asked_by": asked_by,
         "software": f"torch-tags {version}",
     }
     return {
+        "answer.json": sent,
         "query.json": _json(query),
         "request.json": _json(request),
         "parameters.json": _json(response["parameters"]),
@@ -35,16 +39,22 @@ def files(
     }
 
 
-def pack(contents: dict[str, bytes]) -> bytes:
-    """A zip of the files and MANIFEST.sha256, one `<sha256>  <name>` line per file."""
+def pack(contents: dict[str, bytes], made: datetime) -> bytes:
+    """A zip of the files and MANIFEST.sha256, one `<sha256>  <name>` line per file. Each
+    file is dated `made` (UTC; zip dates have no zone), not when the zip is written: the
+    pack of a query is the same bytes every time it is fetched, so that its own hash can be
+    quoted too."""
     manifest = "".join(
         f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(contents.items())
     )
+    when = made.astimezone(UTC).timetuple()[:6]
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in sorted(contents.items()):
-            z.writestr(name, data)
-        z.writestr("MANIFEST.sha256", manifest)
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in [*sorted(contents.items()), ("MANIFEST.sha256", manifest.encode())]:
+            entry = zipfile.ZipInfo(name, date_time=when)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            z.writestr(entry, data)
     return out.getvalue()
 
 

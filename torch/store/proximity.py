@@ -441,6 +441,7 @@ class RecordedQuery:
     request: dict[str, Any]
     response: dict[str, Any]
     version: str
+    sent: bytes  # the answer as the API sent it, which `response` parses
 
 
 async def recorded(conn: asyncpg.Connection, query_id: UUID) -> RecordedQuery | None:
@@ -457,4 +458,5 @@ async def recorded(conn: asyncpg.Connection, query_id: UUID) -> RecordedQuery | 
         json.loads(row["request"]),
         json.loads(row["response"]),
         row["version"],
+        row["response"],
     )
