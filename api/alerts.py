@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import require
+from api.auth import bearer, require, still_allowed
 from api.params import INT64, Text
 from torch.errors import NotFound
 from torch.store import breaches as store
 from torch.store import subjects as subject_store
+from torch.store import users
 from torch.store.users import User
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 ROLES = ("probation", "supervisor")
 POLL_S = 1.0  # streams look for alerts this often even without a notification
+KEEP_ALIVE_S = 15.0  # a quiet stream sends a comment this often, and checks its token
 
 
 class Note(BaseModel):
@@ -38,11 +41,22 @@ async def alerts(
     limit: int = Query(100, ge=1, le=1000),
     user: User = Depends(require(*ROLES)),
 ) -> list[dict[str, Any]]:
-    async with request.app.state.pool.acquire() as conn:
+    # An alert says where someone was (in a zone, away from home) and when: audited as a
+    # read of location data, with the subjects of the alerts returned.
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
         visible = await subject_store.visible(conn, user)
-        return await store.alerts(
+        found = await store.alerts(
             conn, status, subject, type, limit, sorted(visible), user.has("supervisor")
         )
+        await users.audit(
+            conn, user, "GET", "/v1/alerts", _subjects(a["subject_id"] for a in found)
+        )
+        return found
+
+
+def _subjects(ids: Iterable[int | None]) -> list[int]:
+    """The subjects of these alerts, once each (none for tags worn by nobody)."""
+    return sorted({i for i in ids if i is not None})
 
 
 async def _visible_alert(conn: Any, alert_id: UUID, user: User) -> None:
@@ -66,9 +80,12 @@ async def stream(
         int | None, Header(ge=0, le=INT64, description="resume after this event")
     ] = None,
     user: User = Depends(require(*ROLES)),
+    credentials: HTTPAuthorizationCredentials = Depends(bearer),
 ) -> StreamingResponse:
     """Each event is an alert as published on MQTT; its id is the outbox entry, so a
-    browser that reconnects with Last-Event-ID misses nothing."""
+    browser that reconnects with Last-Event-ID misses nothing. The token is checked again
+    before each event and at each keep-alive: the stream ends once it is revoked or
+    expired, or its user disabled or given another role. What each event shows is audited."""
     pool = request.app.state.pool
     raised = request.app.state.alerts_raised
     async with pool.acquire() as conn:
@@ -80,23 +97,46 @@ async def stream(
         yield b": connected\n\n"
         while not await request.is_disconnected():
             ticket = raised.ticket()
+            now = asyncio.get_running_loop().time()
+            due = now - quiet >= KEEP_ALIVE_S
             async with pool.acquire() as conn:
                 rows = await store.events_after(conn, cursor)
-                visible = await subject_store.visible(conn, user) if rows else set()
-            for event_id, subject_id, payload in rows:
-                cursor = event_id
-                if subject_id in visible or (subject_id is None and user.has("supervisor")):
-                    yield f"id: {event_id}\nevent: alert\ndata: {payload}\n\n".encode()
-            now = asyncio.get_running_loop().time()
-            quiet = now if rows else quiet
-            if now - quiet >= 15:
+                if not rows and not due:
+                    shown = []
+                elif (asker := await still_allowed(conn, credentials.credentials, ROLES)) is None:
+                    return
+                else:
+                    shown = await _shown(conn, asker, rows) if rows else []
+            if rows:
+                cursor = rows[-1][0]
+            for event_id, payload in shown:
+                yield f"id: {event_id}\nevent: alert\ndata: {payload}\n\n".encode()
+            if rows or due:
                 quiet = now
+            if due and not rows:
                 yield b": still here\n\n"
             await raised.wait(ticket, POLL_S)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
+
+
+async def _shown(
+    conn: Any, user: User, rows: list[tuple[int, int | None, str]]
+) -> list[tuple[int, str]]:
+    """The events of these a user may see (their caseload's; a supervisor's, those of tags
+    worn by nobody too), audited as shown to them."""
+    visible = await subject_store.visible(conn, user)
+    shown = [
+        (event_id, subject_id, payload)
+        for event_id, subject_id, payload in rows
+        if subject_id in visible or (subject_id is None and user.has("supervisor"))
+    ]
+    if shown:
+        subjects = _subjects(s for _, s, _ in shown)
+        await users.audit(conn, user, "GET", "/v1/alerts/stream", subjects)
+    return [(event_id, payload) for event_id, _, payload in shown]
 
 
 @router.post("/{alert_id}/acknowledge", summary="Acknowledge an alert, with a note")

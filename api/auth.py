@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
+import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -74,6 +75,13 @@ async def authenticate(
             raise Unauthorized("send Authorization: Bearer <token>")
         raise Unauthorized("the token is not valid: unknown, expired or revoked")
     return user
+
+
+async def still_allowed(conn: asyncpg.Connection, token: str, roles: Sequence[str]) -> User | None:
+    """The user of a token that is still valid, with one of these roles: for a request that
+    goes on (a stream), which its authentication at the start does not cover."""
+    user = await users.user_for_token(conn, token)
+    return user if user is not None and user.has(*roles) else None
 
 
 def require(*roles: str) -> Callable[..., Awaitable[User]]:

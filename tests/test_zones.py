@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from tests.services import (
     Publisher,
     Worker,
     add_user,
+    torch_cli,
     wait_for,
     wearer,
 )
@@ -351,3 +353,76 @@ def test_every_read_of_a_zone_is_audited_with_its_subject(api: dict[str, Any]) -
     assert call("GET", "/v1/zones/987654", role="officer").status_code == 404
     assert db.fetchval("SELECT count(*) FROM audit_log a JOIN users u ON u.id = a.user_id"
                        " WHERE u.name = 'officer-z'") == 3  # fmt: skip
+
+
+def raise_alert(db: Database, subject_id: int) -> str:
+    """An open alert of the subject with its outbox entry, as the worker writes them."""
+    alert_id = str(uuid4())
+    db.execute(
+        "INSERT INTO alerts (id, subject_id, type, severity, occurred_at, detail)"
+        " VALUES ($1::uuid, $2, 'curfew_breach', 'high', now(), '{}')",
+        alert_id,
+        subject_id,
+    )
+    db.execute(
+        "INSERT INTO alert_outbox (alert_id, topic, payload)"
+        " VALUES ($1::uuid, 'torch/alerts/IOM-Z0001', jsonb_build_object('alert_id', $1::text))",
+        alert_id,
+    )
+    return alert_id
+
+
+def test_a_revoked_token_ends_the_alert_stream_before_another_alert(api: dict[str, Any]) -> None:
+    import threading
+
+    call, sid, db = api["call"], api["subject"], api["db"]
+    url = str(call("GET", "/v1/alerts").request.url) + "/stream"
+    token = add_user("leaver-z", "probation")
+    lines: queue.Queue[str] = queue.Queue()
+    ended = threading.Event()
+
+    def listen() -> None:
+        try:
+            with httpx.stream(
+                "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=None
+            ) as r:
+                for line in r.iter_lines():
+                    lines.put(line)
+        except httpx.HTTPError:
+            pass
+        ended.set()
+
+    sent: list[str] = []
+
+    def delivered() -> list[str]:
+        while not lines.empty():
+            line = lines.get()
+            if line.startswith("data: "):
+                sent.append(json.loads(line[6:])["alert_id"])
+        return sent
+
+    threading.Thread(target=listen, daemon=True).start()
+    assert lines.get(timeout=10) == ": connected"
+    first = raise_alert(db, sid)
+    wait_for(lambda: delivered() == [first], timeout=10)
+    torch_cli("user", "revoke", "leaver-z")
+    raise_alert(db, sid)
+    assert ended.wait(10), "the stream of a revoked token went on"
+    assert delivered() == [first]
+    # what it was sent is audited: the one alert, of its subject
+    assert db.fetch(AUDIT_ROWS, "leaver-z", "/v1/alerts/stream") == [("GET", [sid])]
+
+
+AUDIT_ROWS = (
+    "SELECT a.method, a.subject_ids FROM audit_log a JOIN users u ON u.id = a.user_id"
+    " WHERE u.name = $1 AND a.route = $2 ORDER BY a.id"
+)
+
+
+def test_every_read_of_alerts_is_audited_with_their_subjects(api: dict[str, Any]) -> None:
+    """An alert says where someone was (in a zone, out of their home) and when."""
+    call, sid, db = api["call"], api["subject"], api["db"]
+    alert_id = raise_alert(db, sid)
+    assert [a["id"] for a in call("GET", "/v1/alerts").json()] == [alert_id]
+    assert [a["id"] for a in call("GET", "/v1/alerts", params={"status": "closed"}).json()] == []
+    assert db.fetch(AUDIT_ROWS, "probation-z", "/v1/alerts") == [("GET", [sid]), ("GET", [])]
