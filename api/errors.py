@@ -46,8 +46,19 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         (422, "invalid input: `errors` names each field and what is wrong with it"),
         (429, "too many failed sign-ins from this address (Retry-After)"),
         (500, "a fault of the service's own: quote `request_id` to the operators"),
+        (503, "the database cannot be reached just now: try again after Retry-After seconds"),
     ]
 }
+
+# The database cannot be reached, or is starting or stopping: the request was not at
+# fault, and the same request will do once it is back.
+UNREACHABLE = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+RETRY_AFTER_S = 5
 
 
 def problem(
@@ -114,6 +125,24 @@ def install(app: FastAPI) -> None:
             "Invalid input",
             f"a value in the request cannot be stored or compared: {str(err).splitlines()[0]}",
         )
+
+    async def unreachable(request: Request, err: Exception) -> JSONResponse:
+        log.warning(
+            "%s %s: the database cannot be reached (%s)",
+            request.method,
+            request.url.path,
+            type(err).__name__,
+        )
+        return problem(
+            503,
+            "Service unavailable",
+            "the database cannot be reached just now: send the request "
+            f"again in {RETRY_AFTER_S} seconds",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    for kind in UNREACHABLE:  # looked up by class, subclasses included
+        app.add_exception_handler(kind, unreachable)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:

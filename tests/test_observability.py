@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -234,3 +235,101 @@ def test_an_error_of_the_apis_own_is_answered_as_problem_details_with_the_reques
         "a value in the request cannot be stored or compared: invalid byte sequence for"
         ' encoding "UTF8": 0x00',
     )
+
+
+class Outage:
+    """A TCP relay to PostgreSQL that can be cut: `cut` closes it and every connection
+    through it, as a database host that goes away does; `restore` listens again."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        import socket
+
+        self.upstream = upstream
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._open: list[socket.socket] = []
+        self.restore()
+
+    def restore(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._open.append(listener)
+
+        def pump(source: socket.socket, sink: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return  # cut
+                server = socket.create_connection(self.upstream)
+                self._open += [client, server]
+                threading.Thread(target=pump, args=(client, server), daemon=True).start()
+                threading.Thread(target=pump, args=(server, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def cut(self) -> None:
+        import socket
+
+        for s in self._open:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self._open = []
+
+
+def test_while_the_database_cannot_be_reached_requests_get_503_then_work_again(
+    db: Database, tmp_path: Path
+) -> None:
+    """Not a fault of the service's: 503 with Retry-After and what to do, no traceback in
+    the log; and the API serves again once the database is back, without a restart."""
+    from urllib.parse import urlsplit
+
+    from tests.services import APP_DATABASE_URL
+
+    where = urlsplit(APP_DATABASE_URL)
+    outage = Outage((where.hostname or "127.0.0.1", where.port or 5432))
+    relayed = where._replace(netloc=f"{where.username}:{where.password}@127.0.0.1:{outage.port}")
+    api = Api(tmp_path / "api.log", port=18046, TORCH_DATABASE_URL=relayed.geturl())
+    token = add_user("outage-1", "supervisor")
+
+    def subjects() -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.get(f"{api.url}/v1/subjects", headers=headers, timeout=10)
+
+    try:
+        assert subjects().status_code == 200
+        outage.cut()
+        answer = subjects()
+        assert (answer.status_code, answer.headers["retry-after"]) == (503, "5")
+        assert answer.headers["content-type"] == "application/problem+json"
+        body = answer.json()
+        assert (body["title"], body["detail"]) == (
+            "Service unavailable",
+            "the database cannot be reached just now: send the request again in 5 seconds",
+        )
+        outage.restore()
+        wait_for(lambda: subjects().status_code == 200, timeout=15)
+    finally:
+        api.stop()
+        outage.cut()
+    log = (tmp_path / "api.log").read_text()
+    assert "GET /v1/subjects: the database cannot be reached" in log
+    assert "GET /v1/subjects failed" not in log  # not logged as a fault, with its traceback
