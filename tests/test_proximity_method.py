@@ -55,6 +55,27 @@ def test_standing_at_the_scene_is_present_with_the_fixes_that_show_it() -> None:
     assert len(a.evidence) == 62 and a.evidence[0].t == -60
 
 
+def test_a_long_stay_near_the_scene_gives_its_nearest_fixes_not_the_whole_trail() -> None:
+    """An officer's answer is about one scene: a subject near it for a week at a fix every
+    30 s (20,161 fixes) is shown by the 200 fixes nearest to it, and says so."""
+    # east of the scene, stepping out from 10 m to 90 m a metre a fix and back to 10 m,
+    # over and over; but at 04:00 on the third day 3 m from it
+    week = 7 * 86400
+    closest_t = 2 * 86400 + 4 * 3600
+    track = [f(30.0 * i, 10.0 + i % 81, 0.0) for i in range(week // 30 + 1)]
+    track[closest_t // 30] = f(closest_t, 3.0, 0.0)
+    a = assess(track, scene(100, 0, week), P)
+    assert (a.verdict, a.closest_m, a.closest_at) == (Verdict.PRESENT, 3.0, closest_t)
+    assert a.reasons[-1] == (
+        "20,161 fixes in the window lay within 100 m of the scene (with their accuracy); the"
+        " 200 nearest to it are given"
+    )
+    # the fix 3 m away and the earliest 199 of those 10 m away (one every 81 fixes), with
+    # the fix before the closest approach, which bounds it; in time order
+    nearest = [closest_t] + [30.0 * 81 * j for j in range(199)]
+    assert [e.t for e in a.evidence] == sorted([*nearest, closest_t - 30])
+
+
 def test_a_car_between_two_fixes_is_found_on_the_segment() -> None:
     # 3 km in 60 s, passing 30 m from the scene half-way between the fixes
     track = [f(1770, -1500, 30), f(1830, 1500, 30)]

@@ -14,6 +14,10 @@ method (see README, "The proximity method"):
   the scene and the next fix at no more than `max_speed_ms`; excluded when
   neither; no_data when there is no fix from `max_gap_s` before the window to
   `max_gap_s` after it.
+- The fixes given for present and possible: the two around the closest
+  approach, the ends of each gap through which the scene was reachable, and of
+  the fixes in the window within the radius of the scene (with their accuracy)
+  the 200 nearest to it.
 """
 
 from __future__ import annotations
@@ -162,7 +166,12 @@ def assess(fixes: Sequence[TrackFix] | Track, scene: Scene, p: Params) -> Assess
     a.verdict = _decide(closest, gaps, scene)
     a.reasons = _reasons(a, closest, scene, p)
     if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
-        a.evidence = _evidence(track, closest, gaps, scene)
+        a.evidence, near = _evidence(track, closest, gaps, scene)
+        if near > EVIDENCE_NEAR_MAX:
+            a.reasons.append(
+                f"{near:,} fixes in the window lay within {scene.radius_m:.0f} m of the scene"
+                f" (with their accuracy); the {EVIDENCE_NEAR_MAX} nearest to it are given"
+            )
     return a
 
 
@@ -504,24 +513,34 @@ def _reasons(a: Assessment, closest: Approach | None, scene: Scene, p: Params) -
     return out
 
 
+# The fixes near the scene that an answer gives of one subject, at most: the nearest to
+# it. An officer's query is about one scene, not a way to read a trail; a wide scene over
+# days would otherwise give a subject's every fix (ten thousand a week at one a minute).
+EVIDENCE_NEAR_MAX = 200
+
+
 def _evidence(
     track: Track, closest: Approach | None, gaps: list[Gap], scene: Scene
-) -> list[TrackFix]:
-    """The fixes that show the verdict: around the closest approach, near the scene, and
-    at the ends of each gap in which the scene was reachable."""
+) -> tuple[list[TrackFix], int]:
+    """The fixes that show the verdict: around the closest approach, near the scene (the
+    EVIDENCE_NEAR_MAX nearest, of equals the earliest), and at the ends of each gap in
+    which the scene was reachable; with how many fixes in the window were near it."""
     chosen: dict[float, TrackFix] = {}
     if closest is not None:
         chosen |= {f.t: f for f in closest.around}
     inside = np.flatnonzero((track.t >= scene.start) & (track.t <= scene.end))
+    count = 0
     if len(inside):
         d = shapely.distance(shapely.points(track.x[inside], track.y[inside]), scene.geometry)
-        near = d <= scene.radius_m + np.nan_to_num(track.acc[inside], nan=0.0)
-        for i in inside[near].tolist():
+        near = np.flatnonzero(d <= scene.radius_m + np.nan_to_num(track.acc[inside], nan=0.0))
+        count = len(near)
+        nearest = near[np.argsort(d[near], kind="stable")[:EVIDENCE_NEAR_MAX]]
+        for i in inside[np.sort(nearest)].tolist():
             chosen.setdefault(float(track.t[i]), track.fix(i))
     for g in gaps:
         if g.reachable:
             chosen |= {f.t: f for f in (g.before, g.after) if f is not None}
-    return [chosen[t] for t in sorted(chosen)]
+    return [chosen[t] for t in sorted(chosen)], count
 
 
 @dataclass(frozen=True, slots=True)
