@@ -64,6 +64,44 @@ def test_duplicates_are_stored_once_and_late_fixes_are_kept(db, workers, publish
     assert [s["last_fix_at"] for s in state] == [at(120)]  # a late fix does not move it back
 
 
+def test_a_fix_that_contradicts_a_stored_one_is_kept_as_a_dead_letter(
+    db, workers, publisher, device
+):  # type: ignore[no-untyped-def]
+    """Two positions for one tag at one moment is not a second delivery: the first stays,
+    and the other is kept with the reason, never silently dropped."""
+    device("T1")
+    workers()
+    publisher.send(fixes_topic(), fix(60, lat=51.75, batt=80))
+    publisher.flush()
+    stored(db, 1)
+    publisher.send(fixes_topic(), fix(60, lat=51.75, batt=80))  # the same fix again: skipped
+    # in one array: a new fix, and another at 60 s somewhere else
+    publisher.send(fixes_topic(), [fix(120), fix(60, lat=51.76, batt=80)])
+    publisher.flush()
+    wait_for(lambda: db.count("dead_letters") == 1 and db.count("fixes") == 2)
+    time.sleep(0.5)  # and no further letter, for the second delivery
+    rows = db.fetch(
+        "SELECT topic, payload, reason_code, reason, item_index, serial FROM dead_letters"
+    )
+    assert [(r["topic"], r["reason_code"], r["item_index"], r["serial"]) for r in rows] == [
+        ("tags/T1/fixes", "conflicting_fix", None, "T1")
+    ]
+    assert rows[0]["reason"] == (
+        f"another fix of T1 at {at(60).isoformat().replace('+00:00', 'Z')} is stored, with a"
+        " different position or reading; this one is kept here, not stored"
+    )
+    assert json.loads(rows[0]["payload"]) == {
+        "ts": at(60).isoformat().replace("+00:00", "Z"),
+        "lat": 51.76,
+        "lon": -0.34,
+        "acc": 8.0,
+        "batt": 80,
+        "src": "gps",
+    }
+    kept = db.fetch("SELECT fix_time, lat FROM fixes ORDER BY fix_time")
+    assert [(r["fix_time"], r["lat"]) for r in kept] == [(at(60), 51.75), (at(120), 51.75)]
+
+
 def test_bad_items_go_to_dead_letters_and_good_neighbours_are_stored(
     db, workers, publisher, device
 ):  # type: ignore[no-untyped-def]

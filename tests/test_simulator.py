@@ -9,6 +9,7 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from shapely.geometry import LineString, shape
@@ -332,17 +333,24 @@ def test_published_fleet_is_stored_exactly(db: Database, workers, tmp_path: Path
         capture_output=True,
         env=service_env(),
     )
-    distinct, garbled = set(), 0
+    # What the worker must make of it: the first fix of each tag and time stored; a later
+    # one that says otherwise is a conflict. (A garbled clock an hour fast is not in the
+    # future here, three hours back, and meets the true fix of that time an hour later.)
+    first: dict[tuple[str, datetime], Any] = {}
+    garbled = conflicts = 0
     for line in (tmp_path / "s.jsonl").read_text().splitlines():
         row = json.loads(line)
         dec = decode(row["topic"], row["payload"].encode(), datetime.now(UTC), Limits())
         garbled += len(dec.rejections)
-        distinct |= {(f.serial, f.ts) for f in dec.fixes}
+        for f in dec.fixes:
+            conflicts += first.setdefault((f.serial, f.ts), f) != f
     workers()
     subprocess.run([TORCH, *args], check=True, capture_output=True, env=service_env())
-    wait_for(lambda: db.count("fixes") == len(distinct), timeout=60)
-    wait_for(lambda: db.count("dead_letters") == garbled, timeout=30)
+    wait_for(lambda: db.count("fixes") == len(first), timeout=60)
+    wait_for(lambda: db.count("dead_letters") == garbled + conflicts, timeout=30)
     time.sleep(0.5)
-    assert db.count("fixes") == len(distinct) > 500
-    assert db.count("dead_letters") == garbled > 0
+    assert db.count("fixes") == len(first) > 500
+    assert db.count("dead_letters") == garbled + conflicts and garbled > 0
+    kept = "SELECT count(*) FROM dead_letters WHERE reason_code = 'conflicting_fix'"
+    assert db.fetchval(kept) == conflicts
     assert db.count("device_assignments") == 6

@@ -99,6 +99,7 @@ class RejectCode(StrEnum):
     UNSUPPORTED = "unsupported"
     UNKNOWN_SERIAL = "unknown_serial"
     STORE_ERROR = "store_error"
+    CONFLICTING_FIX = "conflicting_fix"  # the device has another at that time, saying otherwise
 
 
 @dataclass(frozen=True, slots=True)

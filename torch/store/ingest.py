@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -9,6 +10,7 @@ from datetime import date, timedelta
 import asyncpg
 
 from torch import grid
+from torch.fixes import RejectCode
 from torch.intake import Batch, DeadLetter, DeviceState
 from torch.store import tiles, victims
 
@@ -54,6 +56,20 @@ WITH stored AS (
     RETURNING device_id, fix_time
 ), queued AS ({tiles.MARK})
 SELECT count(*) FROM stored
+"""
+
+# The staged fixes not stored because the device has a fix at that time already that says
+# something else (another position or reading): not a second delivery of the same fix,
+# which is skipped, but a conflict, kept as a dead letter. (Asked only of a batch with
+# fixes not stored, so never in the usual run of things.)
+CONFLICTS = """
+SELECT s.device_id, s.fix_time, s.received_at, s.lat, s.lon, s.acc, s.speed, s.heading,
+       s.batt, s.src::text, s.strap::text
+FROM fix_stage s
+JOIN fixes f ON f.device_id = s.device_id AND f.fix_time = s.fix_time
+WHERE (s.lat, s.lon, s.acc, s.speed, s.heading, s.batt, s.src, s.strap)
+      IS DISTINCT FROM (f.lat, f.lon, f.acc, f.speed, f.heading, f.batt, f.src, f.strap)
+ORDER BY s.device_id, s.fix_time
 """
 
 # One row per device: its newest fix since the last write. The state moves
@@ -151,15 +167,42 @@ def _runs(days: Sequence[date]) -> list[tuple[date, date]]:
 async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) -> Written:
     """Store one batch; call inside a transaction that the caller commits."""
     stored = 0
+    conflicts: list[DeadLetter] = []
     if batch.fixes:
         await conn.copy_records_to_table(
             "fix_stage", records=_fix_records(batch), columns=STAGE_COLUMNS
         )
         stored = int(await conn.fetchval(INSERT_FROM_STAGE))
+        if stored < len(batch.fixes):
+            serials = {s.device_id: s.fix.serial for s in batch.fixes}
+            conflicts = [_conflict(r, serials) for r in await conn.fetch(CONFLICTS)]
     events = await _write_events(conn, batch) if batch.events else 0
     await victims.write_fixes(conn, batch.victim_fixes)
-    await write_dead_letters(conn, batch.dead_letters, worker_id)
-    return Written(stored, len(batch.fixes) - stored, events, len(batch.dead_letters))
+    letters = [*batch.dead_letters, *conflicts]
+    await write_dead_letters(conn, letters, worker_id)
+    duplicates = len(batch.fixes) - stored - len(conflicts)
+    return Written(stored, duplicates, events, len(letters))
+
+
+def _conflict(r: asyncpg.Record, serials: dict[int, str]) -> DeadLetter:
+    """A fix not stored because another of the device at the same time says otherwise
+    (CONFLICTS), as a dead letter: the fix as it was read, since the message it came in
+    may hold others that were stored."""
+    serial = serials[r["device_id"]]
+    when = r["fix_time"].isoformat().replace("+00:00", "Z")
+    fix = {"ts": when, "lat": r["lat"], "lon": r["lon"]}
+    for name in ("acc", "speed", "heading", "batt", "src", "strap"):
+        if r[name] is not None:
+            fix[name] = r[name]
+    return DeadLetter(
+        r["received_at"],
+        f"tags/{serial}/fixes",
+        json.dumps(fix).encode(),
+        RejectCode.CONFLICTING_FIX,
+        f"another fix of {serial} at {when} is stored, with a different position or reading;"
+        " this one is kept here, not stored",
+        serial=serial,
+    )
 
 
 def _fix_records(batch: Batch) -> list[tuple[object, ...]]:
