@@ -179,3 +179,33 @@ def test_an_approach_raises_the_warning_then_the_breach_and_a_pass_at_3_km_nothi
         ("sam", [v1]),
         ("sam", []),
     ]
+
+
+def test_a_phone_fix_that_contradicts_a_stored_one_is_kept_as_a_dead_letter(
+    world: dict[str, Any], db: Database, workers
+) -> None:  # type: ignore[no-untyped-def]
+    workers()
+    phone = mqtt_client("vic-phone-2", "victim.VIC-1", world["password"])
+    phone.connect("127.0.0.1", MQTT_PORT)
+    phone.loop_start()
+    sent = [
+        grid_fix(at(0), VICTIM0[0], VICTIM0[1]),
+        grid_fix(at(0), VICTIM0[0], VICTIM0[1]),  # again: skipped
+        grid_fix(at(0), VICTIM0[0] + 400, VICTIM0[1]),  # the same moment, 400 m away
+    ]
+    for fix in sent:
+        phone.publish("victims/VIC-1/fixes", json.dumps(fix), qos=1).wait_for_publish(10)
+    phone.disconnect()
+    phone.loop_stop()
+    wait_for(lambda: db.count("dead_letters") == 1)
+    assert db.count("victim_fixes") == 1
+    row = db.fetch("SELECT topic, payload, reason_code, serial FROM dead_letters")[0]
+    assert (row["topic"], row["reason_code"], row["serial"]) == (
+        "victims/VIC-1/fixes",
+        "conflicting_fix",
+        "VIC-1",
+    )
+    kept = json.loads(row["payload"])
+    assert (kept["lat"], kept["lon"], kept["acc"]) == (sent[2]["lat"], sent[2]["lon"], 5.0)
+    stored = db.fetch("SELECT lat, lon FROM victim_fixes")[0]
+    assert (stored["lat"], stored["lon"]) == (sent[0]["lat"], sent[0]["lon"])

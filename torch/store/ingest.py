@@ -177,11 +177,10 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) ->
             serials = {s.device_id: s.fix.serial for s in batch.fixes}
             conflicts = [_conflict(r, serials) for r in await conn.fetch(CONFLICTS)]
     events = await _write_events(conn, batch) if batch.events else 0
-    await victims.write_fixes(conn, batch.victim_fixes)
-    letters = [*batch.dead_letters, *conflicts]
+    theirs = await victims.write_fixes(conn, batch.victim_fixes)
+    letters = [*batch.dead_letters, *conflicts, *theirs]
     await write_dead_letters(conn, letters, worker_id)
-    duplicates = len(batch.fixes) - stored - len(conflicts)
-    return Written(stored, duplicates, events, len(letters))
+    return Written(stored, len(batch.fixes) - stored - len(conflicts), events, len(letters))
 
 
 def _conflict(r: asyncpg.Record, serials: dict[int, str]) -> DeadLetter:

@@ -13,7 +13,8 @@ import asyncpg
 
 from torch import grid
 from torch.errors import Conflict, NotFound
-from torch.intake import VictimFix
+from torch.fixes import RejectCode
+from torch.intake import DeadLetter, VictimFix
 from torch.store import breaches
 from torch.store.users import User, audit
 from torch.victim import ALERT_TYPES, Episode, Link, Position, Stage
@@ -82,20 +83,14 @@ async def ids(conn: asyncpg.Connection, refs: Iterable[str]) -> dict[str, int]:
     return {r["ref"]: r["id"] for r in rows}
 
 
-async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[VictimFix]) -> int:
-    """Store a batch's protected-person fixes (a fix sent twice is stored once)."""
+async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[VictimFix]) -> list[DeadLetter]:
+    """Store a batch's protected-person fixes: a fix sent twice is stored once; one for a
+    time already stored that says otherwise is returned as a dead letter (as the tags'
+    are, torch.store.ingest.CONFLICTS)."""
     if not fixes:
-        return 0
+        return []
     xs, ys = grid.fix_positions([f.fix.lon for f in fixes], [f.fix.lat for f in fixes])
-    status = await conn.execute(
-        """
-        INSERT INTO victim_fixes (victim_id, fix_time, received_at, lat, lon, position, acc)
-        SELECT v, t, r, la, lo, ST_SetSRID(ST_MakePoint(x, y), 27700), a
-        FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
-                    $5::float8[], $6::float8[], $7::float8[], $8::real[])
-             AS u(v, t, r, la, lo, x, y, a)
-        ON CONFLICT DO NOTHING
-        """,
+    columns = [
         [f.victim_id for f in fixes],
         [f.fix.ts for f in fixes],
         [f.received_at for f in fixes],
@@ -104,8 +99,50 @@ async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[VictimFix]) -> i
         list(xs),
         list(ys),
         [f.fix.acc for f in fixes],
+    ]
+    status = await conn.execute(
+        f"""
+        INSERT INTO victim_fixes (victim_id, fix_time, received_at, lat, lon, position, acc)
+        SELECT v, t, r, la, lo, ST_SetSRID(ST_MakePoint(x, y), 27700), a FROM {STAGED}
+        ON CONFLICT DO NOTHING
+        """,
+        *columns,
     )
-    return int(status.split()[-1])
+    if int(status.split()[-1]) == len(fixes):
+        return []
+    rows = await conn.fetch(
+        f"""
+        SELECT u.v, u.t, u.r, u.la, u.lo, u.a FROM {STAGED}
+        JOIN victim_fixes f ON f.victim_id = u.v AND f.fix_time = u.t
+        WHERE (u.la, u.lo, u.a) IS DISTINCT FROM (f.lat, f.lon, f.acc)
+        ORDER BY u.v, u.t
+        """,
+        *columns,
+    )
+    refs = {f.victim_id: f.fix.serial for f in fixes}
+    return [_conflict(refs[r["v"]], r) for r in rows]
+
+
+# A batch's protected-person fixes, as passed to write_fixes.
+STAGED = """unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
+                    $5::float8[], $6::float8[], $7::float8[], $8::real[])
+             AS u(v, t, r, la, lo, x, y, a)"""
+
+
+def _conflict(ref: str, r: asyncpg.Record) -> DeadLetter:
+    when = r["t"].isoformat().replace("+00:00", "Z")
+    fix = {"ts": when, "lat": r["la"], "lon": r["lo"]}
+    if r["a"] is not None:
+        fix["acc"] = r["a"]
+    return DeadLetter(
+        r["r"],
+        f"victims/{ref}/fixes",
+        json.dumps(fix).encode(),
+        RejectCode.CONFLICTING_FIX,
+        f"another fix of {ref} at {when} is stored, with a different position or reading;"
+        " this one is kept here, not stored",
+        serial=ref,
+    )
 
 
 async def live_links(conn: asyncpg.Connection) -> list[Link]:
