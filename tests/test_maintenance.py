@@ -35,17 +35,26 @@ def test_one_round_makes_partitions_ahead_and_purges_past_retention(db: Database
             " ST_SetSRID(ST_MakePoint(515000, 207000), 27700) FROM victims",
             age,
         )
+    # dead letters (positions as sent): one received 400 days ago, past retention; one today
+    for age in (400, 0):
+        db.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, reason_code, reason, serial)"
+            " VALUES (now() - make_interval(days => $1), 'tags/X9/fixes', '{}', 'unknown_serial',"
+            " 'no device', 'X9')",
+            age,
+        )
     out = torch_cli("maintain", "--once", "--days-ahead", "3", "--user", "ops").stdout
     assert out.strip() == (
         "0 partitions made (3 days ahead); 1 day past retention, 4 fixes purged, 0 kept;"
-        " 1 protected persons' fixes purged"
+        " 1 protected persons' fixes purged; 1 dead letters purged"
     )
     assert partitions(db) == ahead
     assert db.count("victim_fixes") == 1
+    assert db.fetchval("SELECT received_at > now() - interval '1 day' FROM dead_letters")
     purge = db.fetch(
         "SELECT u.name, a.method FROM audit_log a JOIN users u ON u.id = a.user_id ORDER BY a.id"
     )
-    assert [(r["name"], r["method"]) for r in purge] == [("ops", "PURGE"), ("ops", "PURGE")]
+    assert [(r["name"], r["method"]) for r in purge] == [("ops", "PURGE")] * 3
 
     refused = torch_cli("maintain", "--once", "--user", "nobody", check=False)
     assert refused.returncode == 1

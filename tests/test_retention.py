@@ -42,6 +42,16 @@ def fixes_on(db: Database, days: list[date], serial: str = "R1", team: int = 1) 
             )
 
 
+def dead_letter(db: Database, received: datetime, serial: str) -> None:
+    db.execute(
+        "INSERT INTO dead_letters (received_at, topic, payload, reason_code, reason, serial)"
+        " VALUES ($1, $2, '{}', 'bad_json', 'not JSON', $3)",
+        received,
+        f"tags/{serial}/fixes",
+        serial,
+    )
+
+
 def partitions(db: Database) -> list[str]:
     rows = db.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -73,14 +83,20 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     assert held == (
         f"legal hold 1 on IOM-R1 from {at(d2, 4).isoformat()} to {at(d2, 10).isoformat()}\n"
     )
+    # dead letters, which hold positions as sent: of R1 on each old day (the second's under
+    # the hold), of a serial nobody registered on the first, and of R1 yesterday
+    for received in (at(d1, 6), at(d2, 6), at(RECENT, 6)):
+        dead_letter(db, received, "R1")
+    dead_letter(db, at(d1, 7), "NOBODY")
     dry = torch_cli("retention", "run", "--dry-run").stdout.splitlines()
     assert dry == [
         f"{name(d1)}: would drop (4 fixes)",
         f"{name(d2)}: would trim (2 fixes; 2 kept)",
         "retention 365 days unless a force sets its own: 2 day partitions, 6 fixes to purge,"
         " 2 kept (legal hold or a longer retention)",
+        f"dead letters received before {TODAY - timedelta(days=365)}: 2 to purge",
     ]
-    assert db.count("fixes") == 12  # a dry run changes nothing
+    assert db.count("fixes") == 12 and db.count("dead_letters") == 4  # a dry run changes nothing
 
     refused = torch_cli("retention", "run", check=False)
     assert (refused.returncode, refused.stderr) == (
@@ -88,6 +104,8 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
         "error: --user NAME is needed to purge (the purge is audited)\n",
     )
     torch_cli("retention", "run", "--user", "rita")
+    letters = db.fetch("SELECT received_at, serial FROM dead_letters ORDER BY received_at")
+    assert [tuple(r) for r in letters] == [(at(d2, 6), "R1"), (at(RECENT, 6), "R1")]
     assert name(d1) not in partitions(db)
     assert name(d2) in partitions(db) and name(RECENT) in partitions(db)
     kept = db.fetch("SELECT fix_time FROM fixes WHERE fix_time < $1 ORDER BY 1", at(RECENT, 0))
@@ -97,10 +115,16 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
     indexes = db.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = $1", name(d2))
     assert indexes == 2
     audit = db.fetch("SELECT method, reason, subject_ids FROM audit_log ORDER BY seq")
-    assert [(r["method"], r["subject_ids"]) for r in audit] == [("HOLD", [1]), ("PURGE", [])]
+    assert [(r["method"], r["subject_ids"]) for r in audit] == [
+        ("HOLD", [1]),
+        ("PURGE", []),
+        ("PURGE", []),
+    ]
     assert audit[1]["reason"] == (
         "2 day partitions, 6 fixes purged, 2 kept (legal hold or a longer retention)"
     )
+    before = datetime.combine(TODAY - timedelta(days=365), datetime.min.time(), UTC)
+    assert audit[2]["reason"] == f"2 dead letters received before {before.isoformat()} purged"
     # the purged hours' tiles went, and the blocks that held them keep only the held hours
     tiles = db.fetch(
         "SELECT tile_start FROM track_tiles WHERE tile_start < $1 ORDER BY 1", at(RECENT, 0)
@@ -122,10 +146,13 @@ def test_purge_drops_old_days_and_trims_held_ones(db: Database) -> None:
         f"{name(d2)}: did drop (2 fixes)"
     )
     assert db.count("fixes") == 4 and name(d2) not in partitions(db)
+    assert db.fetchval("SELECT array_agg(received_at) FROM dead_letters") == [at(RECENT, 6)]
     assert [r["method"] for r in db.fetch("SELECT method FROM audit_log ORDER BY seq")] == [
         "HOLD",
         "PURGE",
+        "PURGE",
         "RELEASE",
+        "PURGE",
         "PURGE",
     ]
 

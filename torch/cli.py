@@ -683,20 +683,24 @@ async def _acting(conn: Any, name: str | None) -> Any:
 
 def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
     from torch.errors import InvalidInput
-    from torch.store import retention
+    from torch.store import deadletters, retention
 
     if not args.dry_run and not args.user:
         raise InvalidInput("--user NAME is needed to purge (the purge is audited)")
     today = datetime.now(UTC).date()
     default = settings.retention_days
 
-    async def work(conn: Any) -> list[Any]:
+    async def work(conn: Any) -> tuple[list[Any], datetime, int]:
         days = await retention.plan(conn, today, default)
-        if not args.dry_run and days:
-            await retention.purge(conn, days, today, default, await _acting(conn, args.user))
-        return days
+        before = await retention.letters_before(conn, today, default)
+        if args.dry_run:
+            return days, before, await deadletters.past_retention(conn, before)
+        user = await _acting(conn, args.user)
+        if days:
+            await retention.purge(conn, days, today, default, user)
+        return days, before, await deadletters.purge(conn, before, user)
 
-    days = run_on_db(settings, work, admin=True)
+    days, before, letters = run_on_db(settings, work, admin=True)
     verb = "would" if args.dry_run else "did"
     for d in days:
         if d.whole:
@@ -709,6 +713,11 @@ def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
         f" {purged} fixes {'to purge' if args.dry_run else 'purged'},"
         f" {kept} kept (legal hold or a longer retention)"
     )
+    if letters:
+        print(
+            f"dead letters received before {before.date().isoformat()}:"
+            f" {letters} {'to purge' if args.dry_run else 'purged'}"
+        )
     return 0
 
 

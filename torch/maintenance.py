@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from torch.store import db, ingest, retention, users, victims
+from torch.store import db, deadletters, ingest, retention, users, victims
 
 log = logging.getLogger("torch.maintenance")
 
@@ -28,6 +28,7 @@ class Round:
     purged_fixes: int
     kept_fixes: int
     victim_fixes: int = 0  # protected persons' fixes purged
+    dead_letters: int = 0  # dead letters purged
 
     def summary(self, days_ahead: int) -> str:
         plural = "" if self.made == 1 else "s"
@@ -37,7 +38,8 @@ class Round:
         days = f"{self.purged_days} day{'' if self.purged_days == 1 else 's'}"
         return (
             f"{made}; {days} past retention, {self.purged_fixes} fixes purged,"
-            f" {self.kept_fixes} kept; {self.victim_fixes} protected persons' fixes purged"
+            f" {self.kept_fixes} kept; {self.victim_fixes} protected persons' fixes purged;"
+            f" {self.dead_letters} dead letters purged"
         )
 
 
@@ -62,7 +64,9 @@ async def once(
         await retention.purge(conn, days, today, retention_days, user)
     purged, kept = retention.totals(days)
     gone = await victims.purge(conn, datetime.now(UTC) - timedelta(days=victim_days), user)
-    return Round(made, len(days), purged, kept, gone)
+    before = await retention.letters_before(conn, today, retention_days)
+    letters = await deadletters.purge(conn, before, user)
+    return Round(made, len(days), purged, kept, gone, letters)
 
 
 async def loop(

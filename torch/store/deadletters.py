@@ -9,6 +9,7 @@ import asyncpg
 
 from torch.fixes import RejectCode
 from torch.intake import Message
+from torch.store.users import User, audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +72,37 @@ async def claim_replayable(
         ((r["id"], Message(r["topic"], bytes(r["payload"]), r["received_at"])) for r in rows),
         key=lambda pair: pair[0],
     )
+
+
+# Dead letters past retention: received before `before` ($1), except those of a tag worn
+# then by a subject under a live legal hold. (A dead letter's force is not always known: a
+# serial nobody registered, a tag nobody wears; `before` is the longest retention in force.)
+PAST = """
+FROM dead_letters d
+WHERE d.received_at < $1
+  AND NOT EXISTS (
+      SELECT 1 FROM devices v
+      JOIN device_assignments a ON a.device_id = v.id AND a.during @> d.received_at
+      JOIN legal_holds h ON h.subject_id = a.subject_id
+       AND h.released_at IS NULL AND h.during @> d.received_at
+      WHERE v.serial = d.serial)
+"""
+
+
+async def past_retention(conn: asyncpg.Connection, before: datetime) -> int:
+    """How many dead letters `purge` would delete."""
+    return int(await conn.fetchval("SELECT count(*) " + PAST, before))
+
+
+async def purge(conn: asyncpg.Connection, before: datetime, user: User) -> int:
+    """Delete the dead letters past retention, audited: they hold positions as tags sent
+    them, which retention must not leave behind. How many went."""
+    async with conn.transaction():
+        status = await conn.execute(
+            "DELETE FROM dead_letters WHERE id IN (SELECT d.id " + PAST + ")", before
+        )
+        gone = int(status.split()[-1])
+        if gone:
+            reason = f"{gone} dead letters received before {before.isoformat()} purged"
+            await audit(conn, user, "PURGE", "retention", [], reason=reason)
+    return gone

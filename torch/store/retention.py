@@ -54,6 +54,18 @@ async def shortest(conn: asyncpg.Connection, default_days: int) -> int:
     return min(default_days, days) if days is not None else default_days
 
 
+async def longest(conn: asyncpg.Connection, default_days: int) -> int:
+    """The longest retention in force, in days: what a record of no known force is kept for."""
+    days = await conn.fetchval("SELECT max(retention_days) FROM forces")
+    return max(default_days, days) if days is not None else default_days
+
+
+async def letters_before(conn: asyncpg.Connection, today: date, default_days: int) -> datetime:
+    """Dead letters received before this are past retention (torch.store.deadletters)."""
+    day = today - timedelta(days=await longest(conn, default_days))
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 async def plan(conn: asyncpg.Connection, today: date, default_days: int) -> list[Day]:
     """The day partitions with something past retention: their fixes, and those kept."""
     cutoff = today - timedelta(days=await shortest(conn, default_days))
