@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import NamedTuple
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
 
 from torch.fixes import Decoded, DeviceEvent, FixReport, RejectCode
 
@@ -25,6 +26,24 @@ class DeadLetter:
     reason: str
     item_index: int | None = None
     serial: str | None = None
+
+
+def conflicting(
+    received_at: datetime, topic: str, serial: str, at: datetime, fix: dict[str, Any]
+) -> DeadLetter:
+    """A fix not stored because one of the same tag (or phone) at the same time `at` is
+    stored and says otherwise: a dead letter with the fix as read (`fix`, its fields but
+    the time), since the message it came in may hold others that were stored."""
+    when = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return DeadLetter(
+        received_at,
+        topic,
+        json.dumps({"ts": when, **fix}).encode(),
+        RejectCode.CONFLICTING_FIX,
+        f"another fix of {serial} at {when} is stored, with a different position or reading;"
+        " this one is kept here, not stored",
+        serial=serial,
+    )
 
 
 class VictimFix(NamedTuple):

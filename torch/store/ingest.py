@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -10,8 +9,7 @@ from datetime import date, timedelta
 import asyncpg
 
 from torch import grid
-from torch.fixes import RejectCode
-from torch.intake import Batch, DeadLetter, DeviceState
+from torch.intake import Batch, DeadLetter, DeviceState, conflicting
 from torch.store import tiles, victims
 
 STAGE_COLUMNS = (
@@ -184,24 +182,13 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch, worker_id: str) ->
 
 
 def _conflict(r: asyncpg.Record, serials: dict[int, str]) -> DeadLetter:
-    """A fix not stored because another of the device at the same time says otherwise
-    (CONFLICTS), as a dead letter: the fix as it was read, since the message it came in
-    may hold others that were stored."""
+    """A staged fix in conflict (CONFLICTS), as a dead letter."""
     serial = serials[r["device_id"]]
-    when = r["fix_time"].isoformat().replace("+00:00", "Z")
-    fix = {"ts": when, "lat": r["lat"], "lon": r["lon"]}
+    fix = {"lat": r["lat"], "lon": r["lon"]}
     for name in ("acc", "speed", "heading", "batt", "src", "strap"):
         if r[name] is not None:
             fix[name] = r[name]
-    return DeadLetter(
-        r["received_at"],
-        f"tags/{serial}/fixes",
-        json.dumps(fix).encode(),
-        RejectCode.CONFLICTING_FIX,
-        f"another fix of {serial} at {when} is stored, with a different position or reading;"
-        " this one is kept here, not stored",
-        serial=serial,
-    )
+    return conflicting(r["received_at"], f"tags/{serial}/fixes", serial, r["fix_time"], fix)
 
 
 def _fix_records(batch: Batch) -> list[tuple[object, ...]]:

@@ -13,8 +13,7 @@ import asyncpg
 
 from torch import grid
 from torch.errors import Conflict, NotFound
-from torch.fixes import RejectCode
-from torch.intake import DeadLetter, VictimFix
+from torch.intake import DeadLetter, VictimFix, conflicting
 from torch.store import breaches
 from torch.store.users import User, audit
 from torch.victim import ALERT_TYPES, Episode, Link, Position, Stage
@@ -130,19 +129,8 @@ STAGED = """unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::float
 
 
 def _conflict(ref: str, r: asyncpg.Record) -> DeadLetter:
-    when = r["t"].isoformat().replace("+00:00", "Z")
-    fix = {"ts": when, "lat": r["la"], "lon": r["lo"]}
-    if r["a"] is not None:
-        fix["acc"] = r["a"]
-    return DeadLetter(
-        r["r"],
-        f"victims/{ref}/fixes",
-        json.dumps(fix).encode(),
-        RejectCode.CONFLICTING_FIX,
-        f"another fix of {ref} at {when} is stored, with a different position or reading;"
-        " this one is kept here, not stored",
-        serial=ref,
-    )
+    fix = {"lat": r["la"], "lon": r["lo"]} | ({} if r["a"] is None else {"acc": r["a"]})
+    return conflicting(r["r"], f"victims/{ref}/fixes", ref, r["t"], fix)
 
 
 async def live_links(conn: asyncpg.Connection) -> list[Link]:
