@@ -69,11 +69,15 @@ async def position(
         if await store.one(conn, subject_id, user) is None:
             raise NotFound(f"no subject with id {subject_id}")
         before, after = await store.fixes_around(conn, subject_id, at, LOOK_AROUND.total_seconds())
+        device = await store.device_at(conn, subject_id, at)
         await users.audit(conn, user, "GET", "/v1/subjects/{id}/position", [subject_id])
     p = position_at(before, after, at.timestamp(), params_of(settings))
     body: dict[str, Any] = {
         "subject_id": subject_id,
         "at": iso(p.t),
+        # the tag worn then: none tells a moment before or between assignments from a
+        # gap in a worn tag's track
+        "device": device,
         "position": scene.to_lonlat(*p.xy) if p.xy else None,
         "accuracy_m": p.accuracy_m,
         "before": _fix(p.before) if p.before else None,

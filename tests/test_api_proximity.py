@@ -353,12 +353,21 @@ def test_position_between_two_fixes_and_in_a_gap(world: dict[str, Any]) -> None:
     )
     mid = [(body["before"][k] + body["after"][k]) / 2 for k in ("lon", "lat")]
     assert body["position"]["coordinates"] == pytest.approx(mid, abs=1e-6)  # half-way, 1.25 m/s
-    assert db.count("audit_log") == before + 1
+    assert body["device"] == truth["subjects"]["near_150"]["serial"]
+    # before any tag was assigned: no position, and no tag to blame for it
+    unworn = get(world, f"/v1/subjects/{walker}/position", at="2001-01-01T00:00:00Z").json()
+    assert (unworn["device"], unworn["position"], unworn["gap"]) == (
+        None,
+        None,
+        {"from": None, "to": None},
+    )
+    assert db.count("audit_log") == before + 2
     silent = subject_id(world, "silent")
     gap = get(world, f"/v1/subjects/{silent}/position", at=truth["scene"]["from"]).json()
     assert (
         gap["position"] is None and gap["gap"]["from"] < truth["scene"]["from"] < gap["gap"]["to"]
     )
+    assert gap["device"] == truth["subjects"]["silent"]["serial"]  # worn, and silent
     assert (
         get(world, f"/v1/subjects/{walker}/position", role="officer", at=at.isoformat()).status_code
         == 403

@@ -79,6 +79,17 @@ def _fix(r: asyncpg.Record) -> TrackFix:
     return TrackFix(r["t"], r["x"], r["y"], r["acc"], r["lat"], r["lon"])
 
 
+async def device_at(conn: asyncpg.Connection, subject_id: int, at: datetime) -> str | None:
+    """The serial of the device the subject wore at `at`; None when they wore none."""
+    serial = await conn.fetchval(
+        "SELECT d.serial FROM device_assignments a JOIN devices d ON d.id = a.device_id"
+        " WHERE a.subject_id = $1 AND a.during @> $2::timestamptz",
+        subject_id,
+        at,
+    )
+    return None if serial is None else str(serial)
+
+
 async def fixes_around(
     conn: asyncpg.Connection, subject_id: int, at: datetime, within_s: float
 ) -> tuple[TrackFix | None, TrackFix | None]:
