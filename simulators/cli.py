@@ -10,7 +10,10 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulators.output import Progress
 
 from simulators.tag import Options, Out
 from torch.cli import run_on_db, timestamp_arg
@@ -163,6 +166,7 @@ def _send(
     messages: Iterator[tuple[float, str, str, int]],
     begin: float,
     passwords: dict[str, str] | None,
+    progress: Progress | None = None,
 ) -> None:
     """Publish each tag on its own connection with the broker account made for it when it
     was registered; without registration, on one connection as TORCH_MQTT_USERNAME (a
@@ -186,7 +190,7 @@ def _send(
             password,
         )
         pace = args.pace
-    drain(messages, sink, Pacer(pace, begin), Progress())
+    drain(messages, sink, Pacer(pace, begin), progress or Progress())
 
 
 def _members_path(out: Path) -> Path:
@@ -202,6 +206,7 @@ def _register(settings: Any, members: list[Any], begin: float) -> dict[str, str]
     """Register the tags, their subjects and their broker accounts (with new passwords, which
     the broker takes up at once); returns the passwords by serial."""
     from torch import broker
+    from torch.cli import sync_broker
     from torch.store import broker as accounts
     from torch.store import registry
 
@@ -216,7 +221,7 @@ def _register(settings: Any, members: list[Any], begin: float) -> dict[str, str]
                 passwords[m.serial] = await accounts.set_account(
                     conn, m.serial, broker.AccountKind.DEVICE
                 )
-        await broker.sync(conn, settings.broker_dir, settings.broker_files_permissions)
+        await sync_broker(conn, settings)  # says so when no broker will take the accounts up
         return assigned, other, passwords
 
     assigned, other, passwords = run_on_db(settings, work)
@@ -232,7 +237,7 @@ def _register(settings: Any, members: list[Any], begin: float) -> dict[str, str]
 
 def _replay(args: argparse.Namespace, settings: Any) -> int:
     from simulators.fleet import Member
-    from simulators.output import read_jsonl
+    from simulators.output import Progress, read_jsonl
 
     side = _members_path(args.replay)
     passwords = None
@@ -241,7 +246,7 @@ def _replay(args: argparse.Namespace, settings: Any) -> int:
         passwords = _register(
             settings, [Member(r["ref"], r["serial"]) for r in rows], time.time() - 400 * 86400
         )
-    messages = ((0.0, topic, payload, 1) for topic, payload in read_jsonl(args.replay))
+    messages = ((0.0, topic, payload, 0) for topic, payload in read_jsonl(args.replay))
     args.pace = 0.0
-    _send(args, settings, messages, 0.0, passwords)
+    _send(args, settings, messages, 0.0, passwords, Progress(simulated=False))
     return 0

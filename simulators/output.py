@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,8 +12,12 @@ from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from torch.decode import topic_serial
+from torch.errors import TorchError
+
+CONNECT_TIMEOUT_S = 10.0  # for the broker's answer to a connection
 
 
 class Sink(Protocol):
@@ -44,11 +49,35 @@ class MqttSink:
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
         self._client.on_publish = self._on_publish
+        self._client.on_connect = self._on_connect
         self._window = window
         self.sent = 0
         self.acked = 0
+        self._answer: ReasonCode | None = None
+        self._answered = threading.Event()
         self._client.connect(host, port)
         self._client.loop_start()
+        # paho would retry a refused connection for ever, and every message wait with it
+        if not self._answered.wait(CONNECT_TIMEOUT_S):
+            self._stop()
+            raise TorchError(f"the broker at {host}:{port} did not answer {client_id}")
+        if self._answer is not None and self._answer.is_failure:
+            self._stop()
+            raise TorchError(
+                f"the broker at {host}:{port} refused {username or client_id}: {self._answer}"
+                " (has it taken up the accounts? `torch broker sync` says where it wrote them)"
+            )
+
+    def _on_connect(
+        self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
+        if not self._answered.is_set():
+            self._answer = reason
+            self._answered.set()
+
+    def _stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
     def _on_publish(self, *_: object) -> None:
         self.acked += 1
@@ -63,8 +92,7 @@ class MqttSink:
         deadline = time.monotonic() + timeout
         while self.acked < self.sent and time.monotonic() < deadline:
             time.sleep(0.005)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stop()
 
 
 class TagSinks:
@@ -141,9 +169,12 @@ class Pacer:
 class Progress:
     """A status line on stderr every few seconds: rate, messages and fixes sent, simulated time."""
 
-    def __init__(self, every: float = 2.0, stream: object = sys.stderr) -> None:
+    def __init__(
+        self, every: float = 2.0, stream: object = sys.stderr, simulated: bool = True
+    ) -> None:
         self.every = every
         self.stream = stream
+        self.simulated = simulated  # False: a file replayed, whose times and fixes are not known
         self.started = self.last = time.monotonic()
         self.messages = 0
         self.fixes = 0
@@ -161,14 +192,15 @@ class Progress:
 
     def _print(self, sim_t: float, end: str) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(sim_t))
-        print(
-            f"sent {self.messages:,} messages, {self.fixes:,} fixes "
-            f"({self.fixes / elapsed:,.0f} fixes/s); simulated time {stamp}Z",
-            end=end,
-            file=self.stream,
-            flush=True,
-        )  # type: ignore[call-overload]
+        if self.simulated:
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(sim_t))
+            line = (
+                f"sent {self.messages:,} messages, {self.fixes:,} fixes "
+                f"({self.fixes / elapsed:,.0f} fixes/s); simulated time {stamp}Z"
+            )
+        else:
+            line = f"sent {self.messages:,} messages ({self.messages / elapsed:,.0f} a second)"
+        print(line, end=end, file=self.stream, flush=True)  # type: ignore[call-overload]
 
 
 def drain(

@@ -19,7 +19,7 @@ from simulators import fleet, scenarios
 from simulators.routine import make_subject, timeline
 from simulators.tag import Options
 from simulators.world import SPEED_LIMIT, Mode, Point
-from tests.services import TORCH, Database, service_env, wait_for
+from tests.services import INGEST, MQTT_PORT, TORCH, Database, service_env, wait_for
 from torch.decode import Limits, decode
 
 BEGIN = datetime(2026, 11, 2, 0, 0, tzinfo=UTC).timestamp()  # a Monday
@@ -289,6 +289,28 @@ def test_curfew_tamper_and_silence(scenario) -> None:  # type: ignore[no-untyped
 def test_tags_out_of_range_is_a_usage_error() -> None:
     result = subprocess.run([TORCH, "sim", "--tags", "20001"], capture_output=True, text=True)
     assert result.returncode == 2 and "--tags 20001 is not between 1 and 20,000" in result.stderr
+
+
+def test_a_connection_the_broker_refuses_is_an_error_not_a_wait(broker) -> None:  # type: ignore[no-untyped-def]
+    """paho retries a refused connection for ever: the simulator waited ten minutes for
+    acknowledgements that could never come, and said nothing."""
+    env = service_env(TORCH_MQTT_PASSWORD="not-the-password")
+    args = ["sim", "--tags", "1", "--hours", "0.1", "--pace", "0", "--no-register"]
+    result = subprocess.run([TORCH, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1,
+        f"error: the broker at 127.0.0.1:{MQTT_PORT} refused {INGEST}: Not authorized"
+        " (has it taken up the accounts? `torch broker sync` says where it wrote them)",
+    )
+
+
+def test_the_broker_files_go_to_the_checkouts_broker_wherever_a_command_runs() -> None:
+    """A relative default wrote them under whatever directory a command ran in, where no
+    broker reads them: the simulator's new tag accounts were then refused."""
+    from torch.settings import Settings
+
+    root = Path(__file__).resolve().parent.parent
+    assert Settings.model_fields["broker_dir"].default == root / ".run" / "mosquitto"
 
 
 @pytest.mark.parametrize(

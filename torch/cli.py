@@ -442,7 +442,7 @@ def _device_add(args: argparse.Namespace, settings: Settings) -> int:
         async with conn.transaction():
             device_id = await registry.add_device(conn, args.serial, args.model)
             password = await broker.set_account(conn, args.serial, AccountKind.DEVICE)
-        await _sync(conn, settings)
+        await sync_broker(conn, settings)
         return device_id, password
 
     device_id, password = run_on_db(settings, work)
@@ -463,7 +463,7 @@ def _victim_add(args: argparse.Namespace, settings: Settings) -> int:
             for name in args.officer:
                 await victims.name_officer(conn, victim_id, name)
             password = await broker.set_account(conn, account, AccountKind.VICTIM)
-        await _sync(conn, settings)
+        await sync_broker(conn, settings)
         return victim_id, password
 
     victim_id, password = run_on_db(settings, work)
@@ -484,7 +484,7 @@ def _device_credentials(args: argparse.Namespace, settings: Settings) -> int:
         if not await registry.device_ids(conn, [args.serial]):
             raise NotFound(f"no device with serial {args.serial}")
         password = await broker.set_account(conn, args.serial, AccountKind.DEVICE)
-        await _sync(conn, settings)
+        await sync_broker(conn, settings)
         return password
 
     password = run_on_db(settings, work)
@@ -493,22 +493,25 @@ def _device_credentials(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _sync(conn: Any, settings: Settings) -> None:
+async def sync_broker(conn: Any, settings: Settings) -> None:
     """Write the broker's password and access-list files and have it reload them."""
     from torch import broker
 
     done = await broker.sync(conn, settings.broker_dir, settings.broker_files_permissions)
-    if not done.changed:
-        outcome = "unchanged; broker not reloaded"
-    elif done.reloaded:
-        outcome = "written; broker reloaded"
-    else:
-        outcome = "written; no running broker found there to reload"
+    if done.changed and not done.reloaded:
+        log.warning(
+            "broker files in %s (%d accounts) written, but no broker runs from there: the"
+            " accounts take effect when one that reads them starts (TORCH_BROKER_DIR)",
+            settings.broker_dir,
+            done.accounts,
+        )
+        return
+    outcome = "written; broker reloaded" if done.changed else "unchanged; broker not reloaded"
     log.info("broker files in %s (%d accounts) %s", settings.broker_dir, done.accounts, outcome)
 
 
 def _broker_sync(_args: argparse.Namespace, settings: Settings) -> int:
-    run_on_db(settings, lambda c: _sync(c, settings))
+    run_on_db(settings, lambda c: sync_broker(c, settings))
     return 0
 
 
@@ -525,7 +528,7 @@ def _broker_account(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(conn: Any) -> str:
         password = await broker.set_account(conn, args.name, AccountKind(args.kind), given)
-        await _sync(conn, settings)
+        await sync_broker(conn, settings)
         return password
 
     password = run_on_db(settings, work)
@@ -558,7 +561,7 @@ def _broker_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(conn: Any) -> None:
         await broker.revoke(conn, args.name)
-        await _sync(conn, settings)
+        await sync_broker(conn, settings)
 
     run_on_db(settings, work)
     print(f"broker account {args.name} revoked")

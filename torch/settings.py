@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     mqtt_username: str | None = Field(None, description="broker user name")
     mqtt_password: SecretStr | None = Field(None, description="broker password")
     broker_dir: Path = Field(
-        Path(".run/mosquitto"),
+        # the checkout's broker, which scripts/setup.sh runs, wherever a command is run from
+        Path(__file__).resolve().parent.parent / ".run" / "mosquitto",
         description="where `torch broker sync` writes Mosquitto's passwd and acl files (the "
         "broker's state directory, holding its pid file)",
     )
