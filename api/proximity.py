@@ -218,7 +218,7 @@ async def evidence(
             reason=q.request["reason"],
             query_id=query_id,
         )
-    contents = pack(files(q.request, q.sent, q.version, q.at, asked_by), q.at)
+    contents = pack(files(q.request, q.response, q.sent, q.version, q.at, asked_by), q.at)
     name = f"evidence-{query_id}.zip"
     return Response(
         contents,

@@ -16,11 +16,15 @@ METHOD_HEADER = "# The proximity method\n\n"
 
 
 def files(
-    request: dict[str, Any], sent: bytes, version: str, asked_at: datetime, asked_by: str
+    request: dict[str, Any],
+    response: dict[str, Any],
+    sent: bytes,
+    version: str,
+    asked_at: datetime,
+    asked_by: str,
 ) -> dict[str, bytes]:
-    """Every file of the pack but the manifest, by name, from the answer `sent` (its bytes
-    as the API sent them, which `answer.json` holds unchanged)."""
-    response = json.loads(sent)
+    """Every file of the pack but the manifest, by name: from the answer `response`, and
+    the bytes it was `sent` as, which `answer.json` holds unchanged."""
     query = {
         "query_id": response["query_id"],
         "asked_at": asked_at.isoformat(),
