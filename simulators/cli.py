@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from simulators.output import Progress
 
 from simulators.tag import Options, Out
-from torch.cli import run_on_db, timestamp_arg
+from torch.cli import at_least, run_on_db, timestamp_arg
 
 
 def add_parser(sub: Any) -> None:
@@ -40,7 +40,9 @@ def add_parser(sub: Any) -> None:
         type=timestamp_arg,
         help="simulated start, RFC 3339 (default: now for --pace 1, else --hours before now)",
     )
-    p.add_argument("--hours", type=_positive, default=24.0, help="how much simulated time")
+    p.add_argument(
+        "--hours", type=at_least(0.0, strictly=True), default=24.0, help="how much simulated time"
+    )
     p.add_argument("--out", type=Path, help="write JSON Lines to this file instead of publishing")
     p.add_argument("--replay", type=Path, help="publish a JSON Lines file written by --out")
     p.add_argument("--scenario", help="run a scripted scenario (see --list-scenarios)")
@@ -83,13 +85,6 @@ def _not_negative(text: str) -> float:
     value = float(text)
     if not value >= 0:  # NaN too
         raise argparse.ArgumentTypeError(f"{text} is not 0 or more")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not more than 0")
     return value
 
 
