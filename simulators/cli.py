@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from simulators.output import Progress
 
 from simulators.tag import Options, Out
-from torch.cli import at_least, run_on_db, timestamp_arg
+from torch.cli import at_least, run_on_db, sync_broker, timestamp_arg
 
 
 def add_parser(sub: Any) -> None:
@@ -201,7 +201,6 @@ def _register(settings: Any, members: list[Any], begin: float) -> dict[str, str]
     """Register the tags, their subjects and their broker accounts (with new passwords, which
     the broker takes up at once); returns the passwords by serial."""
     from torch import broker
-    from torch.cli import sync_broker
     from torch.store import broker as accounts
     from torch.store import registry
 
