@@ -686,22 +686,16 @@ async def _acting(conn: Any, name: str | None) -> Any:
 
 def _retention_run(args: argparse.Namespace, settings: Settings) -> int:
     from torch.errors import InvalidInput
-    from torch.store import deadletters, retention
+    from torch.store import retention
 
     if not args.dry_run and not args.user:
         raise InvalidInput("--user NAME is needed to purge (the purge is audited)")
     today = datetime.now(UTC).date()
     default = settings.retention_days
 
-    async def work(conn: Any) -> tuple[list[Any], datetime, int]:
-        days = await retention.plan(conn, today, default)
-        before = await retention.letters_before(conn, today, default)
-        if args.dry_run:
-            return days, before, await deadletters.past_retention(conn, before)
-        user = await _acting(conn, args.user)
-        if days:
-            await retention.purge(conn, days, today, default, user)
-        return days, before, await deadletters.purge(conn, before, user)
+    async def work(conn: Any) -> retention.Applied:
+        user = None if args.dry_run else await _acting(conn, args.user)
+        return await retention.apply(conn, today, default, user)
 
     days, before, letters = run_on_db(settings, work, admin=True)
     verb = "would" if args.dry_run else "did"

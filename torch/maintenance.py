@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from torch.store import db, deadletters, ingest, retention, users, victims
+from torch.store import db, ingest, retention, users, victims
 
 log = logging.getLogger("torch.maintenance")
 
@@ -59,14 +59,10 @@ async def once(
     if user is None:
         log.error("retention not applied: no active user named %s", user_name)
         return Round(made, None, 0, 0)
-    days = await retention.plan(conn, today, retention_days)
-    if days:
-        await retention.purge(conn, days, today, retention_days, user)
-    purged, kept = retention.totals(days)
+    done = await retention.apply(conn, today, retention_days, user)
+    purged, kept = retention.totals(done.days)
     gone = await victims.purge(conn, datetime.now(UTC) - timedelta(days=victim_days), user)
-    before = await retention.letters_before(conn, today, retention_days)
-    letters = await deadletters.purge(conn, before, user)
-    return Round(made, len(days), purged, kept, gone, letters)
+    return Round(made, len(done.days), purged, kept, gone, done.letters)
 
 
 async def loop(

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import asyncpg
 
 from torch.errors import InvalidInput, NotFound
-from torch.store import tiles
+from torch.store import deadletters, tiles
 from torch.store.users import User, audit
 
 # A fix f is kept when a live legal hold covers it, or when it is younger than the
@@ -54,15 +55,15 @@ async def shortest(conn: asyncpg.Connection, default_days: int) -> int:
     return min(default_days, days) if days is not None else default_days
 
 
-async def longest(conn: asyncpg.Connection, default_days: int) -> int:
+async def _longest(conn: asyncpg.Connection, default_days: int) -> int:
     """The longest retention in force, in days: what a record of no known force is kept for."""
     days = await conn.fetchval("SELECT max(retention_days) FROM forces")
     return max(default_days, days) if days is not None else default_days
 
 
-async def letters_before(conn: asyncpg.Connection, today: date, default_days: int) -> datetime:
+async def _letters_before(conn: asyncpg.Connection, today: date, default_days: int) -> datetime:
     """Dead letters received before this are past retention (torch.store.deadletters)."""
-    day = today - timedelta(days=await longest(conn, default_days))
+    day = today - timedelta(days=await _longest(conn, default_days))
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
@@ -133,6 +134,29 @@ async def purge(
         )
         await tiles.rebuild_blocks(conn, [(r["subject_id"], r["tile_start"]) for r in purged])
         await audit(conn, user, "PURGE", "torch retention run", [], reason=_summary(days))
+
+
+class Applied(NamedTuple):
+    """What retention did, or with `dry_run` would do."""
+
+    days: list[Day]  # day partitions past retention, dropped or trimmed
+    letters_before: datetime  # dead letters received before this went
+    letters: int  # how many
+
+
+async def apply(
+    conn: asyncpg.Connection, today: date, default_days: int, user: User | None
+) -> Applied:
+    """Retention: the day partitions past it dropped or trimmed (`purge`), and the dead
+    letters past it deleted (torch.store.deadletters), each audited on the authority of
+    `user`; with no user, only what would go, changing nothing."""
+    days = await plan(conn, today, default_days)
+    before = await _letters_before(conn, today, default_days)
+    if user is None:
+        return Applied(days, before, await deadletters.past_retention(conn, before))
+    if days:
+        await purge(conn, days, today, default_days, user)
+    return Applied(days, before, await deadletters.purge(conn, before, user))
 
 
 def _ident(name: str) -> str:
