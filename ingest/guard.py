@@ -24,7 +24,7 @@ from ingest.tracks import subject_tracks
 from ingest.victims import VictimGuard
 from torch.breach import Detection, Episode, EpisodeKind, Event, Fix, Rules, Watch
 from torch.intake import Batch
-from torch.store import breaches
+from torch.store import breaches, registry
 from torch.store import zones as zone_store
 from torch.zones import ZoneVersion
 
@@ -84,22 +84,13 @@ class Guard:
                 zones_of[vs[0].subject_id].append(zone_id)
             self.versions, self.zones_of, self.zone_mark = dict(versions), dict(zones_of), snap.mark
             log.info("zones loaded: %d zones, %d versions", len(versions), len(snap.versions))
-        mark = tuple(
-            await conn.fetchrow(
-                "SELECT count(*), max(id), max(upper(during)) FROM device_assignments"
-            )
-        )
+        mark = await registry.assignments_mark(conn)
         await self.victims.reload(conn)
         if mark != self.assignment_mark:
-            rows = await conn.fetch(
-                "SELECT a.device_id, a.subject_id, lower(a.during) AS start,"
-                " upper(a.during) AS end, s.ref"
-                " FROM device_assignments a JOIN subjects s ON s.id = a.subject_id"
-            )
             worn: dict[int, list[Assignment]] = defaultdict(list)
-            for r in rows:
-                worn[r["device_id"]].append(Assignment(r["subject_id"], r["start"], r["end"]))
-                self.refs[r["subject_id"]] = r["ref"]
+            for a in await registry.all_assignments(conn):
+                worn[a.device_id].append(Assignment(a.subject_id, a.start, a.end))
+                self.refs[a.subject_id] = a.subject_ref
             self.worn, self.assignment_mark = dict(worn), mark
 
     async def _prime(self, conn: asyncpg.Connection) -> None:
@@ -244,20 +235,7 @@ class Guard:
         """Check the subject's stored track around late fixes again, from scratch."""
         start = datetime.fromtimestamp(late[0].t, UTC) - LATE_CONTEXT
         end = datetime.fromtimestamp(late[-1].t, UTC) + LATE_CONTEXT
-        rows = await conn.fetch(
-            """
-            SELECT extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x,
-                   ST_Y(f.position) AS y, f.acc::numeric::float8 AS acc
-            FROM device_assignments a
-            JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
-            WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
-            ORDER BY f.fix_time
-            """,
-            subject_id,
-            start,
-            end,
-        )
-        track = [Fix(r["t"], r["x"], r["y"], r["acc"]) for r in rows]
+        track = await breaches.subject_track(conn, subject_id, start, end)
         out: list[breaches.Found] = []
         for zone_id in self.zones_of[subject_id]:
             w = Watch(self.rules, detection=Detection.LATE)

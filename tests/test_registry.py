@@ -96,6 +96,37 @@ def test_overlapping_assignments_are_refused_for_device_and_subject(db: Database
     assert db.count("device_assignments") == 2
 
 
+def test_a_tag_taken_off_ends_its_assignment_and_can_be_worn_by_another(db: Database) -> None:
+    for cmd in (("subject", "add", "S1"), ("subject", "add", "S2"), ("device", "add", "D1")):
+        torch_cli(*cmd)
+    torch_cli("assign", "D1", "S1", "--from", "2026-11-01T00:00:00Z")
+    out = torch_cli("unassign", "D1", "--at", "2026-11-10T08:30:00Z").stdout
+    assert out == "device D1 taken off S1 at 2026-11-10T08:30:00+00:00\n"
+    torch_cli("assign", "D1", "S2", "--from", "2026-11-10T09:00:00Z")
+    rows = db.fetch(
+        "SELECT s.ref, lower(a.during) AS a, upper(a.during) AS b FROM device_assignments a"
+        " JOIN subjects s ON s.id = a.subject_id ORDER BY lower(a.during)"
+    )
+    assert [(r["ref"], r["a"].isoformat(), r["b"] and r["b"].isoformat()) for r in rows] == [
+        ("S1", "2026-11-01T00:00:00+00:00", "2026-11-10T08:30:00+00:00"),
+        ("S2", "2026-11-10T09:00:00+00:00", None),
+    ]
+    # the gap between the two: worn by nobody
+    gap = torch_cli("unassign", "D1", "--at", "2026-11-10T08:45:00Z", check=False)
+    assert (gap.returncode, gap.stderr) == (
+        1,
+        "error: device D1 is not assigned to anyone at 2026-11-10T08:45:00+00:00\n",
+    )
+    start = torch_cli("unassign", "D1", "--at", "2026-11-10T09:00:00Z", check=False)
+    assert (start.returncode, start.stderr) == (
+        1,
+        "error: --at 2026-11-10T09:00:00+00:00 is when the assignment to S2 starts: it would"
+        " end before it began; give a later time\n",
+    )
+    unknown = torch_cli("unassign", "NOPE", check=False)
+    assert (unknown.returncode, unknown.stderr) == (1, "error: no device with serial NOPE\n")
+
+
 def test_database_itself_refuses_overlap(db: Database) -> None:
     """The rule holds for every writer, not only the CLI."""
     s = db.fetchval("INSERT INTO subjects (ref) VALUES ('S9') RETURNING id")

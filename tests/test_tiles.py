@@ -494,6 +494,22 @@ def test_fixes_stored_before_an_assignment_join_the_tiles_when_it_is_made(run: R
     run(work)
 
 
+def test_fixes_after_a_tag_was_taken_off_leave_the_tiles(run: Run) -> None:
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
+        await registry.add_subject(conn, "IOM-T0003", None)
+        await registry.add_device(conn, "TT0003", None)
+        await registry.assign(conn, "TT0003", "IOM-T0003", at(0), None)
+        await send(pipeline, "TT0003", [(60.0 * i, 521000.0, 211000.0 + i, 5.0) for i in range(5)])
+        assert await tiles.refresh(conn) == 1
+        assert (await tile(conn, "IOM-T0003", 0))["n"] == 5
+        await registry.unassign(conn, "TT0003", at(150))
+        assert await tiles.refresh(conn) == 1
+        t = await tile(conn, "IOM-T0003", 0)
+        assert t["ts"] == [epoch(0), epoch(60), epoch(120)]
+
+    run(work)
+
+
 def wander(rng: random.Random, hours: float = 3, gaps: bool = True) -> list[Fix]:
     """Some hours of a tag around Hatfield: walking or driving, pauses standing still,
     intervals of 20 s to 4 min, some gaps of 6 to 40 minutes, some fixes without acc."""

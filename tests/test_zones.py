@@ -255,6 +255,43 @@ def test_a_zone_edit_reaches_the_worker_within_two_seconds(
     assert db.fetchval("SELECT version FROM breach_episodes") == 2
 
 
+def test_a_tag_taken_off_reaches_the_worker_within_two_seconds(
+    api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
+) -> None:
+    """Once HTZ001 is recorded as taken off, its fixes are nobody's: a tag lying in the zone
+    (in a drawer at the office, say) breaches nothing. Another tag's assignment ends later
+    than the new end, so the change is not the latest end of any assignment."""
+    call, sid, db = api["call"], api["subject"], api["db"]
+    x, y = CENTRE
+    call("POST", f"/v1/subjects/{sid}/zones", json=zone_body())
+    torch_cli("subject", "add", "IOM-Z0002")
+    torch_cli("device", "add", "HTZ002")
+    torch_cli(
+        "assign", "HTZ002", "IOM-Z0002",
+        "--from", (NOW - timedelta(days=1)).isoformat(),
+        "--to", (NOW + timedelta(days=30)).isoformat(),
+    )  # fmt: skip
+    workers("unassign")
+    publisher.send("tags/HTZ001/fixes", fix(NOW - timedelta(minutes=5), x - 500, y + 100))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == 1)
+    off = datetime.now(UTC).replace(microsecond=0)
+    out = torch_cli("unassign", "HTZ001", "--at", off.isoformat()).stdout
+    assert out == f"device HTZ001 taken off IOM-Z0001 at {off.isoformat()}\n"
+    time.sleep(2)
+    for seconds in (1, 2, 3):
+        publisher.send("tags/HTZ001/fixes", fix(off + timedelta(seconds=seconds), x + 100, y + 100))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == 4)
+    # a low battery on the other tag: once its alert is raised, the fixes before it were checked
+    low = {**fix(off + timedelta(seconds=4), x - 900, y), "batt": 5}
+    publisher.send("tags/HTZ002/fixes", low)
+    publisher.flush()
+    wait_for(lambda: db.fetchval("SELECT count(*) FROM alerts WHERE type = 'battery_low'") == 1)
+    assert db.fetchval(BREACH_ALERTS) == 0
+    assert db.fetchval("SELECT count(*) FROM breach_episodes") == 0
+
+
 def sse_events(response: httpx.Response, into: queue.Queue[dict[str, Any]]) -> None:
     event: dict[str, Any] = {}
     for line in response.iter_lines():

@@ -149,6 +149,13 @@ def _add_registry_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     assign.add_argument("--from", dest="start", type=timestamp_arg, help="RFC 3339; default now")
     assign.add_argument("--to", dest="end", type=timestamp_arg, help="RFC 3339; default open")
     assign.set_defaults(handler=_assign)
+    unassign = sub.add_parser(
+        "unassign",
+        help="record that a device was taken off: end its assignment at T (default now)",
+    )
+    unassign.add_argument("serial")
+    unassign.add_argument("--at", type=timestamp_arg, help="RFC 3339; default now")
+    unassign.set_defaults(handler=_unassign)
 
 
 def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -575,6 +582,15 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     a = run_on_db(settings, lambda c: registry.assign(c, args.serial, args.ref, start, args.end))
     end = a.end.isoformat() if a.end else "open end"
     print(f"device {a.serial} assigned to {a.subject_ref} from {a.start.isoformat()} to {end}")
+    return 0
+
+
+def _unassign(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import registry
+
+    at = args.at or datetime.now(UTC)
+    a = run_on_db(settings, lambda c: registry.unassign(c, args.serial, at))
+    print(f"device {a.serial} taken off {a.subject_ref} at {at.isoformat()}")
     return 0
 
 

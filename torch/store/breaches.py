@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from torch.breach import Episode, EpisodeKind
+from torch.breach import Episode, EpisodeKind, Fix
 from torch.errors import Conflict, NotFound
 
 # notified (by a trigger, migration 0006) when alert outbox entries commit
@@ -224,6 +224,27 @@ async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         """
         )
     )
+
+
+async def subject_track(
+    conn: asyncpg.Connection, subject_id: int, start: datetime, end: datetime
+) -> list[Fix]:
+    """The subject's stored fixes from start to end, on the grid, in time order: what a
+    late fix's neighbourhood is checked again from."""
+    rows = await conn.fetch(
+        """
+        SELECT extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x,
+               ST_Y(f.position) AS y, f.acc::numeric::float8 AS acc
+        FROM device_assignments a
+        JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
+        WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
+        ORDER BY f.fix_time
+        """,
+        subject_id,
+        start,
+        end,
+    )
+    return [Fix(r["t"], r["x"], r["y"], r["acc"]) for r in rows]
 
 
 async def overlapping(

@@ -87,6 +87,70 @@ async def assign(
     return Assignment(row["id"], serial, subject_ref, start, end)
 
 
+async def unassign(conn: asyncpg.Connection, serial: str, at: datetime) -> Assignment:
+    """End the device's assignment in force at `at` there: the tag was taken off (an order
+    that ended, a tag swapped). Its fixes from `at` on belong to nobody, and their hours are
+    queued to be tiled again."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """
+            SELECT a.id, a.device_id, s.ref, lower(a.during) AS start, upper(a.during) AS end
+            FROM device_assignments a
+            JOIN devices d ON d.id = a.device_id
+            JOIN subjects s ON s.id = a.subject_id
+            WHERE d.serial = $1 AND a.during @> $2::timestamptz
+            FOR UPDATE OF a
+            """,
+            serial,
+            at,
+        )
+        if row is None:
+            if await conn.fetchval("SELECT 1 FROM devices WHERE serial = $1", serial) is None:
+                raise NotFound(f"no device with serial {serial}")
+            raise NotFound(f"device {serial} is not assigned to anyone at {at.isoformat()}")
+        if at == row["start"]:
+            raise InvalidInput(
+                f"--at {at.isoformat()} is when the assignment to {row['ref']} starts: it would"
+                " end before it began; give a later time"
+            )
+        await conn.execute(
+            "UPDATE device_assignments SET during = tstzrange(lower(during), $2, '[)')"
+            " WHERE id = $1",
+            row["id"],
+            at,
+        )
+        await tiles.mark_hours(conn, [row["device_id"]], at, row["end"])
+    return Assignment(row["id"], serial, row["ref"], row["start"], at)
+
+
+async def assignments_mark(conn: asyncpg.Connection) -> tuple[object, ...]:
+    """A value that changes whenever an assignment is made or its end moves: the ingest
+    worker takes assignments up again when it does."""
+    row = await conn.fetchrow(
+        "SELECT count(*), max(id), sum(date_part('epoch', upper(during))::numeric)"
+        " FROM device_assignments"
+    )
+    return tuple(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Worn:
+    device_id: int
+    subject_id: int
+    subject_ref: str
+    start: datetime
+    end: datetime | None
+
+
+async def all_assignments(conn: asyncpg.Connection) -> list[Worn]:
+    rows = await conn.fetch(
+        "SELECT a.device_id, a.subject_id, s.ref AS subject_ref, lower(a.during) AS start,"
+        " upper(a.during) AS end"
+        " FROM device_assignments a JOIN subjects s ON s.id = a.subject_id"
+    )
+    return [Worn(**dict(r)) for r in rows]
+
+
 async def ensure_fleet(
     conn: asyncpg.Connection, pairs: list[tuple[str, str]], model: str, start: datetime
 ) -> tuple[int, int]:
