@@ -499,13 +499,20 @@ def test_fixes_after_a_tag_was_taken_off_leave_the_tiles(run: Run) -> None:
         await registry.add_subject(conn, "IOM-T0003", None)
         await registry.add_device(conn, "TT0003", None)
         await registry.assign(conn, "TT0003", "IOM-T0003", at(0), None)
-        await send(pipeline, "TT0003", [(60.0 * i, 521000.0, 211000.0 + i, 5.0) for i in range(5)])
-        assert await tiles.refresh(conn) == 1
-        assert (await tile(conn, "IOM-T0003", 0))["n"] == 5
-        await registry.unassign(conn, "TT0003", at(150))
-        assert await tiles.refresh(conn) == 1
-        t = await tile(conn, "IOM-T0003", 0)
-        assert t["ts"] == [epoch(0), epoch(60), epoch(120)]
+        # a fix every 20 minutes for two hours; taken off at 0:25
+        await send(
+            pipeline, "TT0003", [(1200.0 * i, 521000.0, 211000.0 + i, 5.0) for i in range(6)]
+        )
+        assert await tiles.refresh(conn) == 2
+        assert [(await tile(conn, "IOM-T0003", h))["n"] for h in (0, 1)] == [3, 3]
+        await registry.unassign(conn, "TT0003", at(1500))
+        await tiles.refresh(conn)
+        assert (await tile(conn, "IOM-T0003", 0))["ts"] == [epoch(0), epoch(1200)]
+        hours = await conn.fetchval(
+            "SELECT count(*) FROM track_tiles t JOIN subjects s ON s.id = t.subject_id"
+            " WHERE s.ref = 'IOM-T0003'"
+        )
+        assert hours == 1  # the second hour's fixes were all worn by nobody: no tile
 
     run(work)
 

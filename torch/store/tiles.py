@@ -78,10 +78,14 @@ WITH drained AS (
         ) e
         WHERE k > 1))
 ), touched AS (
+    -- the wearers of the device in the hour, and any wearer of it with a tile of that hour
+    -- (an assignment ended earlier than it did: the tile may have lost its fixes)
     SELECT a.subject_id, d.tile_start, min(d.first_new) AS first_new
     FROM drained d
     JOIN device_assignments a ON a.device_id = d.device_id
-     AND a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
+     AND (a.during && tstzrange(d.tile_start, d.tile_start + interval '1 hour')
+          OR EXISTS (SELECT 1 FROM track_tiles o
+                     WHERE o.subject_id = a.subject_id AND o.tile_start = d.tile_start))
     GROUP BY 1, 2
 ), plan AS (
     SELECT t.subject_id, t.tile_start, t.tile_start + interval '1 hour' AS tile_end,
