@@ -738,6 +738,39 @@ def test_bulk_correlation_finds_what_each_crime_alone_finds(run: Run) -> None:
     assert run(work) > 20
 
 
+def test_a_tag_taken_off_and_left_at_the_scene_does_not_place_its_old_wearer_there(
+    run: Run,
+) -> None:
+    """IOM-T0061 wore TT0061 14 km from the scene until 0:30, when it was taken off and left
+    at the scene (an office drawer), reporting until 1:30. Its fixes were tiled as theirs
+    before it was recorded as taken off. They are nobody's: the old wearer is `possible`
+    only, by the time after 0:30 that no tag accounts for."""
+    far = (536000.0, 210000.0)
+    scene_xy = (522000.0, 208000.0)
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> list[Any]:
+        await wearer(conn, 61)
+        await send(pipeline, "TT0061", [(60.0 * i, *far, 5.0) for i in range(31)])
+        await send(pipeline, "TT0061", [(60.0 * i, *scene_xy, 5.0) for i in range(31, 91)])
+        while await tiles.refresh(conn):
+            pass
+        await registry.unassign(conn, "TT0061", at(1830))
+        while await tiles.refresh(conn):
+            pass
+        scene = Scene(Point(scene_xy), 200.0, epoch(0), epoch(5400))
+        await both_ways(conn, None, scene)
+        [v] = await nearby.verdicts(conn, scene, P)
+        crime = correlate.Crime(2, "41/9/26", "burglary", *scene_xy, at(0), at(5400), 200.0)
+        return [v.assessment, await correlate.run(conn, [crime], P)]
+
+    a, found = run(work)
+    assert a.verdict == "possible"
+    assert a.closest_m == pytest.approx(math.hypot(14000, 2000), abs=1e-3)
+    assert [(g.start, g.end, g.reachable) for g in a.gaps] == [(epoch(1800), epoch(5400), True)]
+    assert a.coverage == pytest.approx(1800 / 5400, abs=1e-12)
+    assert [(f["subject_ref"], f["verdict"]) for f in found] == [("IOM-T0061", "possible")]
+
+
 def test_bulk_correlation_of_crimes_before_any_tile_reads_the_fixes(run: Run) -> None:
     """Crimes in hours with no tiles at all (not yet refreshed, or still running) are
     correlated on the fixes: a walker through the first crime's scene is found present, and
