@@ -208,6 +208,63 @@ def test_each_role_sees_its_caseload_and_no_more(api: str, caseloads: dict[str, 
     assert r.status_code == 403
 
 
+def subject_ids(api: str, headers: dict[str, str]) -> list[int]:
+    return [s["id"] for s in httpx.get(f"{api}/v1/subjects", headers=headers).json()]
+
+
+def test_a_subject_moved_to_another_caseload_is_seen_by_its_new_team_only(
+    api: str, caseloads: dict[str, int]
+) -> None:
+    north, south = caseloads["north"], caseloads["south"]
+    nora = as_user("nora", "probation", "north")
+    steve = as_user("steve", "probation", "south")
+    sam = as_user("sam", "supervisor", "south")  # a supervisor of force herts
+    out = torch_cli("subject", "move", "IOM-NORTH", "--team", "south").stdout
+    assert out == "subject IOM-NORTH moved from team north to team south\n"
+    assert subject_ids(api, nora) == []
+    r = httpx.get(f"{api}/v1/subjects/{north}", headers=nora)
+    assert (r.status_code, r.json()["detail"]) == (404, f"no subject with id {north}")
+    assert subject_ids(api, steve) == [north, south]
+    # to another force: out of sight of the first force's supervisors
+    torch_cli("subject", "move", "IOM-NORTH", "--team", "east")
+    assert subject_ids(api, sam) == [south]
+    bad_team = torch_cli("subject", "move", "IOM-NORTH", "--team", "west", check=False)
+    assert (bad_team.returncode, bad_team.stderr) == (
+        1,
+        "error: no team named west (torch team add NAME --force FORCE)\n",
+    )
+    nobody = torch_cli("subject", "move", "IOM-NOBODY", "--team", "south", check=False)
+    assert (nobody.returncode, nobody.stderr) == (
+        1,
+        "error: no subject with reference IOM-NOBODY\n",
+    )
+
+
+def test_a_user_moved_sees_the_new_caseload_and_a_leaver_is_shut_out(
+    api: str, caseloads: dict[str, int], db: Database
+) -> None:
+    nora = as_user("nora", "probation", "north")
+    assert subject_ids(api, nora) == [caseloads["north"]]
+    out = torch_cli("user", "move", "nora", "--team", "south").stdout
+    assert out == "user nora moved from team north to team south\n"
+    assert subject_ids(api, nora) == [caseloads["south"]]  # the same token, the next request
+    torch_cli("user", "token", "nora")
+    out = torch_cli("user", "disable", "nora").stdout
+    assert out == "user nora disabled; revoked 2 tokens\n"
+    assert httpx.get(f"{api}/v1/subjects", headers=nora).status_code == 401
+    for cmd in (("user", "token", "nora"), ("user", "disable", "nora"), ("user", "move", "nora",
+                "--team", "north")):  # fmt: skip
+        refused = torch_cli(*cmd, check=False)
+        assert (refused.returncode, refused.stderr) == (1, "error: no active user named nora\n")
+    # the record of who they were stays, for the audit trail that names them
+    assert db.fetchval("SELECT count(*) FROM users WHERE name = 'nora'") == 1
+    # a user with no live token can be disabled too
+    torch_cli("user", "add", "olly", "--role", "officer")
+    torch_cli("user", "revoke", "olly")
+    out = torch_cli("user", "disable", "olly").stdout
+    assert out == "user olly disabled; revoked 0 tokens\n"
+
+
 def test_zones_of_another_caseload_cannot_be_read_or_changed(  # type: ignore[no-untyped-def]
     api: str, caseloads: dict[str, int]
 ) -> None:

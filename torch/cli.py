@@ -105,6 +105,12 @@ def _add_registry_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     sa.add_argument("--name", help="display name (never logged)")
     sa.add_argument("--team", default="default", help="the team whose caseload it is")
     sa.set_defaults(handler=_subject_add)
+    sm = subject.add_parser(
+        "move", help="transfer a subject to another team's caseload (perhaps another force's)"
+    )
+    sm.add_argument("ref")
+    sm.add_argument("--team", required=True, help="the team taking the caseload over")
+    sm.set_defaults(handler=_subject_move)
 
     team = sub.add_parser("team", help="teams (caseloads) and their forces").add_subparsers(
         required=True, metavar="ACTION"
@@ -230,6 +236,16 @@ def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     ur = user.add_parser("revoke", help="revoke every token of a user at once")
     ur.add_argument("name")
     ur.set_defaults(handler=_user_revoke)
+    um = user.add_parser("move", help="put a user in another team (and perhaps force)")
+    um.add_argument("name")
+    um.add_argument("--team", required=True)
+    um.set_defaults(handler=_user_move)
+    ud = user.add_parser(
+        "disable",
+        help="a leaver: revoke every token and refuse new ones; their audit records stay",
+    )
+    ud.add_argument("name")
+    ud.set_defaults(handler=_user_disable)
 
 
 def _add_retention_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -430,6 +446,14 @@ def _subject_add(args: argparse.Namespace, settings: Settings) -> int:
         settings, lambda c: registry.add_subject(c, args.ref, args.name, args.team)
     )
     print(f"subject {args.ref} added (id {subject_id})")
+    return 0
+
+
+def _subject_move(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import registry
+
+    old, new = run_on_db(settings, lambda c: registry.move_subject(c, args.ref, args.team))
+    print(f"subject {args.ref} moved from team {old} to team {new}")
     return 0
 
 
@@ -687,6 +711,22 @@ def _user_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
     n = run_on_db(settings, lambda c: users.revoke_tokens(c, args.name))
     print(f"revoked {n} token{'s' if n != 1 else ''} of {args.name}")
+    return 0
+
+
+def _user_move(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import users
+
+    old, new = run_on_db(settings, lambda c: users.move(c, args.name, args.team))
+    print(f"user {args.name} moved from team {old} to team {new}")
+    return 0
+
+
+def _user_disable(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import users
+
+    n = run_on_db(settings, lambda c: users.disable(c, args.name))
+    print(f"user {args.name} disabled; revoked {n} token{'s' if n != 1 else ''}")
     return 0
 
 

@@ -38,6 +38,27 @@ async def add_subject(
     )
 
 
+async def move_subject(conn: asyncpg.Connection, ref: str, team: str) -> tuple[str, str]:
+    """Transfer a subject to another team's caseload (and so, perhaps, another force's):
+    who may see them changes with the next request. Returns the old team's name and the
+    new one's."""
+    from torch.store.users import team_id_of
+
+    team_id = await team_id_of(conn, team)
+    old = await conn.fetchval(
+        """
+        UPDATE subjects s SET team_id = $2 FROM subjects o JOIN teams t ON t.id = o.team_id
+        WHERE s.id = o.id AND s.ref = $1
+        RETURNING t.name
+        """,
+        ref,
+        team_id,
+    )
+    if old is None:
+        raise NotFound(f"no subject with reference {ref}")
+    return str(old), team
+
+
 async def add_device(conn: asyncpg.Connection, serial: str, model: str | None) -> int:
     return await db.insert_id(
         conn,

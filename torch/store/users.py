@@ -115,14 +115,51 @@ async def issue_token(conn: asyncpg.Connection, name: str, ttl: timedelta | None
 
 async def revoke_tokens(conn: asyncpg.Connection, name: str) -> int:
     """Revoke every live token of the user; returns how many."""
+    n = await _revoke(conn, name)
+    if n == 0 and await user_named(conn, name) is None:
+        raise NotFound(f"no active user named {name}")
+    return n
+
+
+async def _revoke(conn: asyncpg.Connection, name: str) -> int:
     status = await conn.execute(
         "UPDATE api_tokens t SET revoked_at = now() FROM users u"
         " WHERE u.id = t.user_id AND u.name = $1 AND t.revoked_at IS NULL",
         name,
     )
-    if status.endswith(" 0") and await user_named(conn, name) is None:
-        raise NotFound(f"no active user named {name}")
     return db.affected(status)
+
+
+async def disable(conn: asyncpg.Connection, name: str) -> int:
+    """A leaver: the user can no longer sign in nor be given a token, and every live token
+    is revoked; their audit records stay theirs. Returns the tokens revoked."""
+    async with conn.transaction():
+        user_id = await conn.fetchval(
+            "UPDATE users SET disabled_at = now() WHERE name = $1 AND disabled_at IS NULL"
+            " RETURNING id",
+            name,
+        )
+        if user_id is None:
+            raise NotFound(f"no active user named {name}")
+        return await _revoke(conn, name)
+
+
+async def move(conn: asyncpg.Connection, name: str, team: str) -> tuple[str, str]:
+    """Put the user in another team (and so, perhaps, another force): what they may see
+    changes with their next request. Returns the old team's name and the new one's."""
+    team_id = await team_id_of(conn, team)
+    old = await conn.fetchval(
+        """
+        UPDATE users u SET team_id = $2 FROM users o JOIN teams t ON t.id = o.team_id
+        WHERE u.id = o.id AND u.name = $1 AND u.disabled_at IS NULL
+        RETURNING t.name
+        """,
+        name,
+        team_id,
+    )
+    if old is None:
+        raise NotFound(f"no active user named {name}")
+    return str(old), team
 
 
 # A user as every caller sees them: roles, team and force.
