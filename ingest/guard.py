@@ -229,12 +229,33 @@ class Guard:
         ref = self.refs.get(subject_id, str(subject_id))
         return breaches.Found(episode_id, subject_id, ref, label, e, opened)
 
+    async def recheck(self, conn: asyncpg.Connection) -> int:
+        """Check again the spans of stored fixes queued for it (an assignment recorded after
+        the tag was fitted); returns alerts raised."""
+        if not self.primed:
+            return 0
+        await self.reload(conn)
+        found: list[breaches.Found] = []
+        for r in await breaches.take_rechecks(conn):
+            if r.subject_id in self.zones_of:
+                found += await self._again(
+                    conn, r.subject_id, r.start.timestamp(), r.end.timestamp()
+                )
+        return await breaches.record(conn, found) if found else 0
+
     async def _late(
         self, conn: asyncpg.Connection, subject_id: int, late: list[Fix]
     ) -> list[breaches.Found]:
         """Check the subject's stored track around late fixes again, from scratch."""
-        start = datetime.fromtimestamp(late[0].t, UTC) - LATE_CONTEXT
-        end = datetime.fromtimestamp(late[-1].t, UTC) + LATE_CONTEXT
+        return await self._again(conn, subject_id, late[0].t, late[-1].t)
+
+    async def _again(
+        self, conn: asyncpg.Connection, subject_id: int, lo: float, hi: float
+    ) -> list[breaches.Found]:
+        """The episodes of the subject's stored track around [lo, hi] (Unix times), checked
+        from scratch, that overlap it and are not stored yet."""
+        start = datetime.fromtimestamp(lo, UTC) - LATE_CONTEXT
+        end = datetime.fromtimestamp(hi, UTC) + LATE_CONTEXT
         track = await breaches.subject_track(conn, subject_id, start, end)
         out: list[breaches.Found] = []
         for zone_id in self.zones_of[subject_id]:
@@ -243,7 +264,7 @@ class Guard:
             for f in track:
                 episodes += [e.episode for e in w.step(f, self._version(zone_id, f.t)) if e.closed]
             for e in episodes:
-                if e.left is None or not (late[0].t <= e.left and e.entered <= late[-1].t):
+                if e.left is None or not (lo <= e.left and e.entered <= hi):
                     continue  # only what the late fixes change
                 entered = datetime.fromtimestamp(e.entered, UTC)
                 left = datetime.fromtimestamp(e.left, UTC)

@@ -143,13 +143,15 @@ class Pipeline:
                 delay = await self._wait_out(err, delay)
 
     async def sweep(self, silent_after_s: float, escalate_after_s: float) -> int:
-        """Raise no_comms and no_fix for silent tags and escalate alerts left unacknowledged;
-        one worker at a time. Returns alerts raised or escalated."""
+        """Raise no_comms and no_fix for silent tags, check again the stored fixes queued for
+        it, and escalate alerts left unacknowledged; one worker at a time. Returns alerts
+        raised or escalated."""
         async with self._connection() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('torch_sweep'))"):
                 return 0
             silent = await breaches.sweep_silent(conn, silent_after_s)
-            return silent + await breaches.escalate(conn, escalate_after_s)
+            again = await self._guard.recheck(conn) if self._guard is not None else 0
+            return silent + again + await breaches.escalate(conn, escalate_after_s)
 
     async def open_alerts(self) -> dict[tuple[str, str], int]:
         """Alerts not closed, by (type, status)."""

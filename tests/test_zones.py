@@ -292,6 +292,38 @@ def test_a_tag_taken_off_reaches_the_worker_within_two_seconds(
     assert db.fetchval("SELECT count(*) FROM breach_episodes") == 0
 
 
+def test_fixes_stored_before_their_assignment_was_recorded_are_checked_once_it_is(
+    api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
+) -> None:
+    """A tag fitted before anyone recorded it: its fixes were stored as nobody's and so
+    checked against no zone. Recorded with its true start, they are checked then, and the
+    breach they show is raised as `late`."""
+    call, db = api["call"], api["db"]
+    x, y = CENTRE
+    torch_cli("subject", "add", "IOM-Z0003")
+    torch_cli("device", "add", "HTZ003")
+    subject = db.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-Z0003'")
+    call("POST", f"/v1/subjects/{subject}/zones", json=zone_body())
+    workers("recorded-late", TORCH_SWEEP_MS="200")
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+    def at(steps: float) -> datetime:
+        return t0 + timedelta(seconds=5 * steps)
+
+    walk = [(-50, 0), (60, 0), (100, 20), (90, 0), (-80, 0), (-150, 0)]  # in at 1, out at 4
+    for i, (dx, dy) in enumerate(walk):
+        publisher.send("tags/HTZ003/fixes", fix(at(i), x + dx, y + 100 + dy))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == len(walk))
+    time.sleep(1)  # the worker has checked them: against nobody's zones
+    assert db.fetchval(BREACH_ALERTS) == 0
+    torch_cli("assign", "HTZ003", "IOM-Z0003", "--from", (t0 - timedelta(hours=1)).isoformat())
+    wait_for(lambda: db.fetchval(BREACH_ALERTS) == 1, timeout=10)
+    row = db.fetch("SELECT subject_id, kind, entered_at, left_at, detection FROM breach_episodes")
+    assert [tuple(r) for r in row] == [(subject, "exclusion", at(1), at(4), "late")]
+    assert db.fetchval("SELECT count(*) FROM zone_rechecks") == 0
+
+
 def sse_events(response: httpx.Response, into: queue.Queue[dict[str, Any]]) -> None:
     event: dict[str, Any] = {}
     for line in response.iter_lines():

@@ -247,6 +247,27 @@ async def subject_track(
     return [Fix(r["t"], r["x"], r["y"], r["acc"]) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    subject_id: int
+    start: datetime
+    end: datetime
+
+
+async def take_rechecks(conn: asyncpg.Connection, limit: int = 100) -> list[Recheck]:
+    """Take (delete, in the caller's transaction) the oldest spans of stored fixes queued to
+    be checked against their subjects' zones again."""
+    rows = await conn.fetch(
+        """
+        DELETE FROM zone_rechecks WHERE id = ANY (ARRAY(
+            SELECT id FROM zone_rechecks ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
+        RETURNING subject_id, from_at, to_at
+        """,
+        limit,
+    )
+    return [Recheck(r["subject_id"], r["from_at"], r["to_at"]) for r in rows]
+
+
 async def overlapping(
     conn: asyncpg.Connection, subject_id: int, zone_id: int, start: datetime, end: datetime
 ) -> bool:

@@ -88,23 +88,33 @@ async def assign(
     subject = await conn.fetchval("SELECT id FROM subjects WHERE ref = $1", subject_ref)
     if subject is None:
         raise NotFound(f"no subject with reference {subject_ref}")
-    try:
-        row = await conn.fetchrow(
-            "INSERT INTO device_assignments (device_id, subject_id, during)"
-            " VALUES ($1, $2, tstzrange($3, $4, '[)')) RETURNING id",
-            device,
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                "INSERT INTO device_assignments (device_id, subject_id, during)"
+                " VALUES ($1, $2, tstzrange($3, $4, '[)')) RETURNING id",
+                device,
+                subject,
+                start,
+                end,
+            )
+        except asyncpg.ExclusionViolationError as err:
+            who = "device" if "device_no_overlap" in str(err.constraint_name) else "subject"
+            raise Conflict(
+                f"the {who} already has an assignment that overlaps "
+                f"{start.isoformat()} to {end.isoformat() if end else 'open end'}"
+            ) from None
+        # Fixes already stored for the device in this time now belong to the subject: into
+        # their tiles, and checked against their zones (up to a day ahead: a fix may be
+        # stamped a little ahead of the clock, and be stored before this).
+        await tiles.mark_hours(conn, [device], start, end)
+        await conn.execute(
+            "INSERT INTO zone_rechecks (subject_id, from_at, to_at)"
+            " SELECT $1, $2, least($3, now() + interval '1 day')",
             subject,
             start,
             end,
         )
-    except asyncpg.ExclusionViolationError as err:
-        who = "device" if "device_no_overlap" in str(err.constraint_name) else "subject"
-        raise Conflict(
-            f"the {who} already has an assignment that overlaps "
-            f"{start.isoformat()} to {end.isoformat() if end else 'open end'}"
-        ) from None
-    # Fixes already stored for the device in this time now belong to the subject.
-    await tiles.mark_hours(conn, [device], start, end)
     return Assignment(row["id"], serial, subject_ref, start, end)
 
 
