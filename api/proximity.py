@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -27,6 +28,8 @@ from torch.store import subjects as subject_store
 from torch.store.users import User
 
 router = APIRouter(prefix="/v1", tags=["proximity"])
+
+Devices = Sequence[dict[str, str | None]]  # serial, from, to
 
 EXAMPLE: dict[str, Any] = {
     "crime_ref": "41/12345/26",
@@ -55,10 +58,14 @@ class ProximityRequest(BaseModel):
     to: When = Field(description="end of the window, RFC 3339")
 
 
-def results(answer: Answer, allowed: Container[int]) -> bytes:
+def results(
+    answer: Answer, allowed: Container[int], devices: Mapping[int, Devices] | None = None
+) -> bytes:
     """The verdicts of the subjects in `allowed`, as the JSON array of the answer's
-    results. Thousands a query: those settled from the closest approach alone are written
-    in bulk (`far_results`), the others one by one."""
+    results, with the tags worn (`devices`, by subject) where the verdict shows fixes.
+    Thousands a query: those settled from the closest approach alone are written in bulk
+    (`far_results`), the others one by one."""
+    devices = devices or {}
     far = dict(zip(answer.far.which.tolist(), far_results(answer), strict=True))
     out: list[bytes] = []
     for k, w in enumerate(answer.who):
@@ -68,7 +75,8 @@ def results(answer: Answer, allowed: Container[int]) -> bytes:
                 out.append(far[k])
             else:
                 at = None if a.closest_at is None else iso(a.closest_at)
-                out.append(msgspec.json.encode(result(w.subject_id, w.ref, a, at)))
+                worn = devices.get(w.subject_id, [])
+                out.append(msgspec.json.encode(result(w.subject_id, w.ref, a, at, worn)))
     return b"[" + b",".join(out) + b"]"
 
 
@@ -88,7 +96,7 @@ def far_results(answer: Answer) -> list[bytes]:
     written = (
         '{"subject_id":%d,"subject_ref":%s,"verdict":"excluded","closest_m":%s,"closest_at":"%s",'
         '"closest_point":null,"accuracy_m":%s,"gaps":[],"coverage":1.0,'
-        f'"reasons":[{text(far.words())},{text(ACCOUNTED)}],"fixes":[]}}'
+        f'"reasons":[{text(far.words())},{text(ACCOUNTED)}],"fixes":[],"devices":[]}}'
     )
     times = isos(far.t)
     rows = zip(
@@ -103,8 +111,14 @@ def far_results(answer: Answer) -> list[bytes]:
     return [(written % (s, ref, d, at, u, *v)).encode() for s, ref, d, at, u, v in rows]
 
 
-def result(subject_id: int, ref: str, a: Assessment, closest_at: str | None) -> dict[str, Any]:
-    shows = a.verdict is Verdict.PRESENT or a.verdict is Verdict.POSSIBLE
+def shows_fixes(a: Assessment) -> bool:
+    return a.verdict is Verdict.PRESENT or a.verdict is Verdict.POSSIBLE
+
+
+def result(
+    subject_id: int, ref: str, a: Assessment, closest_at: str | None, devices: Devices = ()
+) -> dict[str, Any]:
+    shows = shows_fixes(a)
     return {
         "subject_id": subject_id,
         "subject_ref": ref,
@@ -125,6 +139,8 @@ def result(subject_id: int, ref: str, a: Assessment, closest_at: str | None) -> 
         "fixes": [{"time": iso(f.t), "lat": f.lat, "lon": f.lon, "acc": f.acc} for f in a.evidence]
         if shows
         else [],
+        # the tags whose fixes those are: which was worn when, from the assignments
+        "devices": list(devices) if shows else [],
     }
 
 
@@ -154,6 +170,17 @@ async def proximity(
     async with pool.acquire() as conn, conn.transaction():
         allowed = await subject_store.visible(conn, user)  # the asker's force, or caseload
         shown = [w.subject_id for w in answer.who if w.subject_id in allowed]
+        with_fixes = [
+            answer.who[k].subject_id
+            for k, a in answer.near.items()
+            if shows_fixes(a) and answer.who[k].subject_id in allowed
+        ]
+        margin = timedelta(seconds=params.max_gap_s)
+        devices = (
+            await store.worn(conn, with_fixes, body.from_ - margin, body.to + margin)
+            if with_fixes
+            else {}
+        )
         # The audit record, in the same transaction as the record of the query and its
         # answer. PostgreSQL writes it (hashing thousands of subject ids, 2.5 ms) while
         # the answer is written here.
@@ -171,7 +198,7 @@ async def proximity(
         )
         await asyncio.sleep(0)  # sent
         try:
-            answers = results(answer, allowed)
+            answers = results(answer, allowed, devices)
             # Written once, for the answer and for the record: two thousand verdicts
             # through FastAPI's generic encoder took 80 ms.
             head = msgspec.json.encode(

@@ -102,6 +102,15 @@ def test_verdicts_for_the_planted_scene(world: dict[str, Any]) -> None:
     assert present["fixes"] and all(
         set(f) == {"time", "lat", "lon", "acc"} for f in present["fixes"]
     )
+    # the tag whose fixes they are, as the assignments record it
+    since = world["db"].fetchval(
+        "SELECT lower(a.during) FROM device_assignments a JOIN devices d ON d.id = a.device_id"
+        " WHERE d.serial = $1",
+        subjects["present"]["serial"],
+    )
+    assert present["devices"] == [
+        {"serial": subjects["present"]["serial"], "from": since.isoformat(), "to": None}
+    ]
     for key in ("near_150", "near_400"):
         r = results[subjects[key]["ref"]]
         assert r["verdict"] == "excluded"
@@ -110,7 +119,7 @@ def test_verdicts_for_the_planted_scene(world: dict[str, Any]) -> None:
             subjects[key]["closest_true_at"]
         )
         assert abs(when.total_seconds()) <= 1.0
-        assert (r["fixes"], r["closest_point"], r["coverage"]) == ([], None, 1.0)
+        assert (r["fixes"], r["closest_point"], r["coverage"], r["devices"]) == ([], None, 1.0, [])
     elsewhere = results[subjects["elsewhere"]["ref"]]
     assert elsewhere["verdict"] == "excluded" and elsewhere["closest_m"] > 15_000
     silent = results[subjects["silent"]["ref"]]
@@ -452,6 +461,7 @@ def test_a_track_is_broken_at_a_gap_not_drawn_across_it(world: dict[str, Any]) -
 
 
 def test_evidence_pack_holds_the_answer_with_a_manifest_of_hashes(world: dict[str, Any]) -> None:
+    import csv
     import hashlib
     import io
     import zipfile
@@ -494,8 +504,11 @@ def test_evidence_pack_holds_the_answer_with_a_manifest_of_hashes(world: dict[st
     assert {i.date_time for i in z.infolist()} == {(2026, 11, 21, 4, 30, 16)}
     again = get(world, f"/v1/proximity/{answer['query_id']}/evidence", role="officer")
     assert hashlib.sha256(again.content).digest() == hashlib.sha256(response.content).digest()
-    fixes = z.read("fixes.csv").decode().splitlines()
-    assert len(fixes) - 1 == sum(len(r["fixes"]) for r in answer["results"])
+    fixes = list(csv.DictReader(io.StringIO(z.read("fixes.csv").decode())))
+    assert len(fixes) == sum(len(r["fixes"]) for r in answer["results"])
+    present = world["truth"]["subjects"]["present"]
+    mine = [f for f in fixes if f["subject_ref"] == present["ref"]]
+    assert mine and {f["serial"] for f in mine} == {present["serial"]}
     other = add_user("officer2", "officer")
     stranger = httpx.get(
         f"{world['api'].url}/v1/proximity/{answer['query_id']}/evidence",

@@ -69,7 +69,7 @@ def _json(obj: Any) -> bytes:
 def _fixes_csv(results: list[dict[str, Any]]) -> bytes:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["subject_id", "subject_ref", "verdict", "time", "lat", "lon", "acc"])
+    w.writerow(["subject_id", "subject_ref", "verdict", "time", "lat", "lon", "acc", "serial"])
     for r in results:
         for f in r["fixes"]:
             w.writerow(
@@ -81,6 +81,19 @@ def _fixes_csv(results: list[dict[str, Any]]) -> bytes:
                     f["lat"],
                     f["lon"],
                     f["acc"],
+                    serial_at(r.get("devices", []), f["time"]),
                 ]
             )
     return out.getvalue().encode()
+
+
+def serial_at(devices: list[dict[str, Any]], time: str) -> str:
+    """The serial of the tag worn at `time` (RFC 3339) by the answer's `devices`; empty for
+    an answer recorded before they were given."""
+    t = datetime.fromisoformat(time)
+    for d in devices:
+        if datetime.fromisoformat(d["from"]) <= t and (
+            d["to"] is None or t < datetime.fromisoformat(d["to"])
+        ):
+            return str(d["serial"])
+    return ""

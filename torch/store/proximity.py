@@ -220,6 +220,34 @@ class Wearer(NamedTuple):
     tiled: bool
 
 
+async def worn(
+    conn: asyncpg.Connection, subject_ids: Sequence[int], start: datetime, end: datetime
+) -> dict[int, list[dict[str, str | None]]]:
+    """The tags each of these subjects wore in [start, end], in time order: `serial`,
+    `from` and `to` (null: still worn), RFC 3339."""
+    rows = await conn.fetch(
+        """
+        SELECT a.subject_id, d.serial, lower(a.during) AS start, upper(a.during) AS end
+        FROM device_assignments a JOIN devices d ON d.id = a.device_id
+        WHERE a.subject_id = ANY($1::bigint[]) AND a.during && tstzrange($2, $3, '[]')
+        ORDER BY a.subject_id, lower(a.during)
+        """,
+        list(subject_ids),
+        start,
+        end,
+    )
+    out: dict[int, list[dict[str, str | None]]] = {}
+    for r in rows:
+        out.setdefault(r["subject_id"], []).append(
+            {
+                "serial": r["serial"],
+                "from": r["start"].isoformat(),
+                "to": None if r["end"] is None else r["end"].isoformat(),
+            }
+        )
+    return out
+
+
 async def wearers(
     conn: asyncpg.Connection,
     start: datetime,
