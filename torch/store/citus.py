@@ -54,7 +54,7 @@ SELECT create_distributed_table('track_blocks_dirty', 'subject_id', colocate_wit
 COORDINATOR_ONLY = (
     "alembic_version", "audit_log", "api_tokens", "proximity_queries", "correlation_jobs",
     "dead_letters", "alerts", "alert_actions", "alert_outbox", "breach_episodes",
-    "broker_accounts", "victim_fixes", "victim_episodes",
+    "broker_accounts", "victim_fixes", "victim_episodes", "zone_rechecks",
 )  # fmt: skip
 
 
