@@ -125,6 +125,21 @@ def test_a_tag_taken_off_ends_its_assignment_and_can_be_worn_by_another(db: Data
     )
     unknown = torch_cli("unassign", "NOPE", check=False)
     assert (unknown.returncode, unknown.stderr) == (1, "error: no device with serial NOPE\n")
+    # the register, with when each assignment and its end were recorded (by the database's
+    # clock: this test's own steps, a moment ago)
+    s1, s2 = db.fetch(
+        "SELECT recorded_at, end_recorded_at FROM device_assignments ORDER BY lower(during)"
+    )
+    assert s1["end_recorded_at"] is not None and s2["end_recorded_at"] is None
+    lines = torch_cli("assignments", "--serial", "D1").stdout.splitlines()
+    assert lines == [
+        "serial\tsubject\tfrom\tto\trecorded\tend recorded",
+        f"D1\tS1\t2026-11-01T00:00:00+00:00\t2026-11-10T08:30:00+00:00"
+        f"\t{s1['recorded_at'].isoformat()}\t{s1['end_recorded_at'].isoformat()}",
+        f"D1\tS2\t2026-11-10T09:00:00+00:00\topen\t{s2['recorded_at'].isoformat()}\t-",
+    ]
+    assert torch_cli("assignments", "--ref", "S2").stdout.splitlines()[1:] == lines[2:]
+    assert torch_cli("assignments", "--ref", "S3").stdout.splitlines()[1:] == []
 
 
 def test_database_itself_refuses_overlap(db: Database) -> None:

@@ -162,6 +162,13 @@ def _add_registry_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     unassign.add_argument("serial")
     unassign.add_argument("--at", type=timestamp_arg, help="RFC 3339; default now")
     unassign.set_defaults(handler=_unassign)
+    listing = sub.add_parser(
+        "assignments",
+        help="which tag each subject wore when, and when that was recorded (tab-separated)",
+    )
+    listing.add_argument("--serial", help="only this tag's")
+    listing.add_argument("--ref", help="only this subject's")
+    listing.set_defaults(handler=_assignments)
 
 
 def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -615,6 +622,18 @@ def _unassign(args: argparse.Namespace, settings: Settings) -> int:
     at = args.at or datetime.now(UTC)
     a = run_on_db(settings, lambda c: registry.unassign(c, args.serial, at))
     print(f"device {a.serial} taken off {a.subject_ref} at {at.isoformat()}")
+    return 0
+
+
+def _assignments(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import registry
+
+    rows = run_on_db(settings, lambda c: registry.history(c, args.serial, args.ref))
+    print("serial\tsubject\tfrom\tto\trecorded\tend recorded")
+    for r in rows:
+        end = r.end.isoformat() if r.end else "open"
+        recorded = [t.isoformat() if t else "-" for t in (r.recorded_at, r.end_recorded_at)]
+        print("\t".join([r.serial, r.subject_ref, r.start.isoformat(), end, *recorded]))
     return 0
 
 

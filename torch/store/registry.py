@@ -145,13 +145,46 @@ async def unassign(conn: asyncpg.Connection, serial: str, at: datetime) -> Assig
                 " end before it began; give a later time"
             )
         await conn.execute(
-            "UPDATE device_assignments SET during = tstzrange(lower(during), $2, '[)')"
-            " WHERE id = $1",
+            "UPDATE device_assignments SET during = tstzrange(lower(during), $2, '[)'),"
+            " end_recorded_at = now() WHERE id = $1",
             row["id"],
             at,
         )
         await tiles.mark_hours(conn, [row["device_id"]], at, row["end"])
     return Assignment(row["id"], serial, row["ref"], row["start"], at)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An assignment as the register holds it, with when it and its end were recorded
+    (None: recorded before these were kept, or its end not recorded)."""
+
+    serial: str
+    subject_ref: str
+    start: datetime
+    end: datetime | None
+    recorded_at: datetime | None
+    end_recorded_at: datetime | None
+
+
+async def history(
+    conn: asyncpg.Connection, serial: str | None, subject_ref: str | None
+) -> list[Recorded]:
+    """Every assignment, or a tag's, or a subject's, in time order."""
+    rows = await conn.fetch(
+        """
+        SELECT d.serial, s.ref AS subject_ref, lower(a.during) AS start, upper(a.during) AS end,
+               a.recorded_at, a.end_recorded_at
+        FROM device_assignments a
+        JOIN devices d ON d.id = a.device_id
+        JOIN subjects s ON s.id = a.subject_id
+        WHERE ($1::text IS NULL OR d.serial = $1) AND ($2::text IS NULL OR s.ref = $2)
+        ORDER BY lower(a.during), d.serial
+        """,
+        serial,
+        subject_ref,
+    )
+    return [Recorded(**dict(r)) for r in rows]
 
 
 async def assignments_mark(conn: asyncpg.Connection) -> tuple[object, ...]:
