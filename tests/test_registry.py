@@ -92,8 +92,18 @@ def test_overlapping_assignments_are_refused_for_device_and_subject(db: Database
         "error: the subject already has an assignment that overlaps"
     )
     # Back to back is fine: ranges are half-open.
-    torch_cli("assign", "D1", "S2", "--from", "2026-11-10T00:00:00Z")
+    torch_cli(
+        "assign", "D1", "S2", "--from", "2026-11-10T00:00:00Z", "--to", "2026-11-20T00:00:00Z"
+    )
     assert db.count("device_assignments") == 2
+    # a fitting still to come is recorded too, with nothing stored to check again
+    torch_cli("assign", "D1", "S2", "--from", "2099-01-01T00:00:00Z")
+    assert db.count("device_assignments") == 3
+    rechecks = db.fetch("SELECT from_at, to_at FROM zone_rechecks ORDER BY id")
+    assert [(r["from_at"].isoformat(), r["to_at"].isoformat()) for r in rechecks] == [
+        ("2026-11-01T00:00:00+00:00", "2026-11-10T00:00:00+00:00"),
+        ("2026-11-10T00:00:00+00:00", "2026-11-20T00:00:00+00:00"),
+    ]
 
 
 def test_a_tag_taken_off_ends_its_assignment_and_can_be_worn_by_another(db: Database) -> None:

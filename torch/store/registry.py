@@ -110,7 +110,8 @@ async def assign(
         await tiles.mark_hours(conn, [device], start, end)
         await conn.execute(
             "INSERT INTO zone_rechecks (subject_id, from_at, to_at)"
-            " SELECT $1, $2, least($3, now() + interval '1 day')",
+            " SELECT $1, $2, least($3, now() + interval '1 day')"
+            " WHERE $2 < least($3, now() + interval '1 day')",  # not a fitting still to come
             subject,
             start,
             end,
