@@ -153,7 +153,7 @@ class Guard:
             live = [f for f in fixes if last is None or f.t > last]
             late = [f for f in fixes if last is not None and f.t < last]
             for f in live:
-                for zone_id in self.zones_of[subject_id]:
+                for zone_id in self.zones_of.get(subject_id, ()):
                     found += self._found(
                         subject_id,
                         zone_id,
@@ -258,7 +258,7 @@ class Guard:
         end = datetime.fromtimestamp(hi, UTC) + LATE_CONTEXT
         track = await breaches.subject_track(conn, subject_id, start, end)
         out: list[breaches.Found] = []
-        for zone_id in self.zones_of[subject_id]:
+        for zone_id in self.zones_of.get(subject_id, ()):
             w = Watch(self.rules, detection=Detection.LATE)
             episodes: list[Episode] = []
             for f in track:
