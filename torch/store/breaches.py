@@ -13,6 +13,7 @@ import asyncpg
 
 from torch.breach import Episode, EpisodeKind, Fix
 from torch.errors import Conflict, NotFound
+from torch.store.subjects import SUBJECT_FIXES
 
 # notified (by a trigger, migration 0006) when alert outbox entries commit
 ALERTS_CHANNEL = "torch_alerts"
@@ -232,14 +233,8 @@ async def subject_track(
     """The subject's stored fixes from start to end, on the grid, in time order: what a
     late fix's neighbourhood is checked again from."""
     rows = await conn.fetch(
-        """
-        SELECT extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x,
-               ST_Y(f.position) AS y, f.acc::numeric::float8 AS acc
-        FROM device_assignments a
-        JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
-        WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
-        ORDER BY f.fix_time
-        """,
+        "SELECT extract(epoch FROM f.fix_time)::float8 AS t, ST_X(f.position) AS x,"
+        " ST_Y(f.position) AS y, f.acc::numeric::float8 AS acc" + SUBJECT_FIXES,
         subject_id,
         start,
         end,

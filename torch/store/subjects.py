@@ -25,6 +25,15 @@ f.acc::numeric::float8 AS acc, f.lat, f.lon
 """
 
 
+# A subject's fixes ($1) from $2 to $3, of the devices they wore at the time, in time order.
+SUBJECT_FIXES = """
+FROM device_assignments a
+JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
+WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
+ORDER BY f.fix_time
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class SubjectRow:
     id: int
@@ -123,13 +132,8 @@ async def track(
 ) -> list[tuple[TrackFix, str, float | None]]:
     """The subject's fixes in [start, end] in time order, with source and speed."""
     rows = await conn.fetch(
-        f"""
-        SELECT {FIX_COLUMNS}, f.src::text AS src, f.speed::numeric::float8 AS speed
-        FROM device_assignments a
-        JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
-        WHERE a.subject_id = $1 AND f.fix_time BETWEEN $2 AND $3
-        ORDER BY f.fix_time
-        """,
+        f"SELECT {FIX_COLUMNS}, f.src::text AS src, f.speed::numeric::float8 AS speed"
+        + SUBJECT_FIXES,
         subject_id,
         start,
         end,
