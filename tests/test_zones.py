@@ -324,6 +324,36 @@ def test_fixes_stored_before_their_assignment_was_recorded_are_checked_once_it_i
     assert db.fetchval("SELECT count(*) FROM zone_rechecks") == 0
 
 
+def test_a_reissued_tag_raises_its_device_alerts_for_its_new_wearer(
+    api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
+) -> None:
+    """HTZ001's strap was opened when it came off IOM-Z0001, and that alert is still open
+    when the tag is fitted to IOM-Z0004: the new wearer's strap opened is an alert of its
+    own, not swallowed by the old one; a second opening for the same wearer is not."""
+    db = api["db"]
+    workers("reissued")
+    tamper = "SELECT s.ref FROM alerts a JOIN subjects s ON s.id = a.subject_id"
+    tamper += " WHERE a.type = 'strap_tamper' ORDER BY a.raised_at"
+
+    def strap_open(at: datetime) -> None:
+        publisher.send("tags/HTZ001/events", {"ts": at.isoformat(), "type": "strap_open"})
+        publisher.flush()
+
+    off = datetime.now(UTC).replace(microsecond=0)
+    strap_open(off - timedelta(seconds=1))
+    wait_for(lambda: [r["ref"] for r in db.fetch(tamper)] == ["IOM-Z0001"])
+    torch_cli("unassign", "HTZ001", "--at", off.isoformat())
+    torch_cli("subject", "add", "IOM-Z0004")
+    torch_cli("assign", "HTZ001", "IOM-Z0004", "--from", off.isoformat())
+    time.sleep(2)  # the worker takes the reissue up
+    for seconds in (1, 2):
+        strap_open(off + timedelta(seconds=seconds))
+    wait_for(lambda: db.count("device_events") == 3)
+    wait_for(lambda: [r["ref"] for r in db.fetch(tamper)] == ["IOM-Z0001", "IOM-Z0004"])
+    time.sleep(1)
+    assert [r["ref"] for r in db.fetch(tamper)] == ["IOM-Z0001", "IOM-Z0004"]
+
+
 def sse_events(response: httpx.Response, into: queue.Queue[dict[str, Any]]) -> None:
     event: dict[str, Any] = {}
     for line in response.iter_lines():

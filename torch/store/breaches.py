@@ -108,7 +108,7 @@ class DeviceAlert:
 
 async def raise_device_alerts(conn: asyncpg.Connection, found: Sequence[DeviceAlert]) -> int:
     """Raise device alerts, each with its outbox entry, unless the device already has an
-    unresolved alert of that type. Returns alerts raised."""
+    unresolved alert of that type for its wearer then. Returns alerts raised."""
     raised = 0
     for a in found:
         row = await conn.fetchrow(
@@ -118,7 +118,8 @@ async def raise_device_alerts(conn: asyncpg.Connection, found: Sequence[DeviceAl
                    (SELECT x.subject_id FROM device_assignments x
                     WHERE x.device_id = $1 AND x.during @> $4::timestamptz),
                    $1, $2, $3, $4, $5::jsonb
-            ON CONFLICT (device_id, type) WHERE device_id IS NOT NULL AND status <> 'closed'
+            ON CONFLICT (device_id, subject_id, type)
+                WHERE device_id IS NOT NULL AND status <> 'closed'
             DO NOTHING
             RETURNING id, subject_id
             """,
