@@ -55,6 +55,10 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
+# one worker sweeps at a time
+SWEEP_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('torch_sweep'))"
+
+
 class Pipeline:
     """Owns the worker's database connections and the caches that spare them look-ups."""
 
@@ -146,12 +150,29 @@ class Pipeline:
         """Raise no_comms and no_fix for silent tags, check again the stored fixes queued for
         it, and escalate alerts left unacknowledged; one worker at a time. Returns alerts
         raised or escalated."""
-        async with self._connection() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('torch_sweep'))"):
-                return 0
-            silent = await breaches.sweep_silent(conn, silent_after_s)
-            again = await self._guard.recheck(conn) if self._guard is not None else 0
-            return silent + again + await breaches.escalate(conn, escalate_after_s)
+        async with self._connection() as conn:
+            async with conn.transaction():
+                if not await conn.fetchval(SWEEP_LOCK):
+                    return 0
+                silent = await breaches.sweep_silent(conn, silent_after_s)
+                raised = silent + await breaches.escalate(conn, escalate_after_s)
+            return raised + await self._recheck(conn)
+
+    async def _recheck(self, conn: asyncpg.Connection) -> int:
+        """The spans of stored fixes queued to be checked again, in a transaction of their
+        own: one that cannot be checked stays queued, and holds up no other alert."""
+        if self._guard is None:
+            return 0
+        try:
+            async with conn.transaction():
+                if not await conn.fetchval(SWEEP_LOCK):
+                    return 0
+                return await self._guard.recheck(conn)
+        except (*db.RETRYABLE, asyncpg.PostgresError):
+            raise
+        except Exception:
+            log.exception("stored fixes queued to be checked again could not be; will try again")
+            return 0
 
     async def open_alerts(self) -> dict[tuple[str, str], int]:
         """Alerts not closed, by (type, status)."""
