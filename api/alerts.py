@@ -39,14 +39,19 @@ async def alerts(
     subject: Annotated[int | None, Query(ge=1, le=INT64, description="subject id")] = None,
     type: Annotated[Text | None, Query(description="e.g. exclusion_breach")] = None,
     limit: int = Query(100, ge=1, le=1000),
+    before: UUID | None = Query(
+        None, description="the last alert of the page before: the next page starts after it"
+    ),
     user: User = Depends(require(*ROLES)),
 ) -> list[dict[str, Any]]:
     # An alert says where someone was (in a zone, away from home) and when: audited as a
     # read of location data, with the subjects of the alerts returned.
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         visible = await subject_store.visible(conn, user)
+        if before is not None:
+            await _visible_alert(conn, before, user)
         found = await store.alerts(
-            conn, status, subject, type, limit, sorted(visible), user.has("supervisor")
+            conn, status, subject, type, limit, sorted(visible), user.has("supervisor"), before
         )
         await users.audit(
             conn, user, "GET", "/v1/alerts", _subjects(a["subject_id"] for a in found)

@@ -512,6 +512,32 @@ def test_a_revoked_token_ends_the_alert_stream_before_another_alert(api: dict[st
     assert db.fetch(AUDIT_ROWS, "leaver-z", "/v1/alerts/stream") == [("GET", [sid])]
 
 
+def test_the_inbox_pages_through_alerts_raised_together(api: dict[str, Any]) -> None:
+    """A sweep raises its alerts in one transaction, at one time: pages of two, each
+    starting after the last alert of the one before, give every alert once."""
+    call, sid, db = api["call"], api["subject"], api["db"]
+    db.execute(
+        "INSERT INTO alerts (id, subject_id, type, severity, occurred_at)"
+        " SELECT gen_random_uuid(), $1, 'no_comms', 'high', now() FROM generate_series(1, 5)",
+        sid,
+    )
+    every = [a["id"] for a in call("GET", "/v1/alerts").json()]
+    assert len(every) == 5 and every == sorted(every, reverse=True)  # newest, then by id
+    pages: list[list[str]] = []
+    before: dict[str, Any] = {}
+    for _ in range(5):  # more than enough: a page that repeats fails below, not forever
+        params = {"limit": 2, **before}
+        page = [a["id"] for a in call("GET", "/v1/alerts", params=params).json()]
+        if not page:
+            break
+        pages.append(page)
+        before = {"before": page[-1]}
+    assert pages == [every[:2], every[2:4], every[4:]]
+    nowhere = str(uuid4())
+    r = call("GET", "/v1/alerts", params={"before": nowhere})
+    assert (r.status_code, r.json()["detail"]) == (404, f"no alert {nowhere}")
+
+
 AUDIT_ROWS = (
     "SELECT a.method, a.subject_ids FROM audit_log a JOIN users u ON u.id = a.user_id"
     " WHERE u.name = $1 AND a.route = $2 ORDER BY a.id"

@@ -352,15 +352,20 @@ async def alerts(
     limit: int,
     visible: Sequence[int],
     unassigned: bool,
+    before: UUID | None = None,
 ) -> list[dict[str, Any]]:
-    """Alerts of the visible subjects, and with `unassigned` those of tags worn by nobody."""
+    """Alerts of the visible subjects, and with `unassigned` those of tags worn by nobody,
+    newest first; with `before`, only those after that alert in this order (the next page).
+    Alerts raised together (a sweep's) share a time: the id breaks the tie."""
     rows = await conn.fetch(
         ALERT
         + """
         WHERE ($1::text IS NULL OR a.status = $1) AND ($2::bigint IS NULL OR a.subject_id = $2)
           AND ($3::text IS NULL OR a.type = $3)
           AND (a.subject_id = ANY ($5::bigint[]) OR ($6 AND a.subject_id IS NULL))
-        ORDER BY a.raised_at DESC LIMIT $4
+          AND ($7::uuid IS NULL
+               OR (a.raised_at, a.id) < (SELECT raised_at, id FROM alerts WHERE id = $7))
+        ORDER BY a.raised_at DESC, a.id DESC LIMIT $4
         """,
         status,
         subject_id,
@@ -368,6 +373,7 @@ async def alerts(
         limit,
         list(visible),
         unassigned,
+        before,
     )
     acts = await _actions(conn, [r["id"] for r in rows])
     return [_alert(r, acts.get(r["id"], [])) for r in rows]
