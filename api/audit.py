@@ -24,10 +24,14 @@ async def records(
     from_: Annotated[When | None, Query(alias="from", description="RFC 3339")] = None,
     to: Annotated[When | None, Query(description="RFC 3339")] = None,
     limit: int = Query(500, ge=1, le=10_000),
+    before: Annotated[
+        int | None,
+        Query(ge=1, le=INT64, description="records before this seq: the next page after one"),
+    ] = None,
     _user: User = Depends(require("supervisor")),
 ) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
-        return await store.records(conn, user, subject, from_, to, limit)
+        return await store.records(conn, user, subject, from_, to, limit, before)
 
 
 @router.get("/verify", summary="Walk the audit trail's hash chain")

@@ -129,6 +129,13 @@ def test_audit_routes_are_for_supervisors(api: str, app_db: Database) -> None:
     assert [(r["seq"], r["user"], r["crime_ref"], r["subject_ids"]) for r in rows] == [
         (2, "ann", "CR-2", [2])
     ]
+    # pages: two records, then the one before the last of them
+    page = httpx.get(f"{api}/v1/audit", params={"limit": 2}, headers=boss).json()
+    assert [r["seq"] for r in page] == [3, 2]
+    after = {"limit": 2, "before": page[-1]["seq"]}
+    assert [r["seq"] for r in httpx.get(f"{api}/v1/audit", params=after, headers=boss).json()] == [
+        1
+    ]
 
 
 def test_expired_and_revoked_tokens_are_refused(api: str, db: Database) -> None:

@@ -37,7 +37,9 @@ async def records(
     start: datetime | None,
     end: datetime | None,
     limit: int,
+    before: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; with `before`, those before that seq only (the next page)."""
     rows = await conn.fetch(
         """
         SELECT a.seq, a.at, u.name AS user, u.role::text AS role, a.method, a.route,
@@ -48,6 +50,7 @@ async def records(
           AND ($2::bigint IS NULL OR $2 = ANY (a.subject_ids))
           AND ($3::timestamptz IS NULL OR a.at >= $3)
           AND ($4::timestamptz IS NULL OR a.at < $4)
+          AND ($6::bigint IS NULL OR a.seq < $6)
         ORDER BY a.seq DESC
         LIMIT $5
         """,
@@ -56,6 +59,7 @@ async def records(
         start,
         end,
         limit,
+        before,
     )
     return [
         {
