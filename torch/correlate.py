@@ -7,9 +7,11 @@ the track tiles (torch.screen), with the fixes read only of its suspects.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -149,7 +151,8 @@ async def run(
 
     Crimes are screened in groups against the track tiles (torch.screen); only the
     suspects of each have their fixes read and assessed. Each group is read in one
-    snapshot, so that tiles and fixes agree.
+    snapshot, so that tiles and fixes agree. The next crime's fixes are asked for before
+    this one's are judged, so that PostgreSQL reads while Python computes.
     """
     windows = [
         screen.Window(c.x, c.y, c.radius_m, c.start.timestamp(), c.end.timestamp()) for c in crimes
@@ -159,11 +162,14 @@ async def run(
     for group in screen.groups(windows, params.max_gap_s):
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             refs, who = await _suspects(conn, [windows[i] for i in group], params)
-            for i, (suspects, whole) in zip(group, who, strict=True):
-                found[i] = await _assess(conn, crimes[i], suspects, whole, refs, params)
-                done += 1
-                if progress is not None:
-                    await progress(done)
+            reads = [(crimes[i], s, w) for i, (s, w) in zip(group, who, strict=True)]
+            async with aclosing(_ahead(conn, reads, params)) as each:
+                async for k, got in each:
+                    i = group[k]
+                    found[i] = _judge(crimes[i], got, refs, params)
+                    done += 1
+                    if progress is not None:
+                        await progress(done)
     return [row for i in range(len(crimes)) for row in found[i]]
 
 
@@ -194,32 +200,64 @@ async def _suspects(
     return await store.refs(conn, ids), out
 
 
-async def _assess(
-    conn: asyncpg.Connection,
-    c: Crime,
-    suspects: list[int],
-    whole: list[int],
-    refs: dict[int, str],
-    params: Params,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What a crime's judging needs from the database: the packed tile tracks of the
+    suspects with a whole track, and the full tracks of the others."""
+
+    tiles: dict[int, bytes]
+    tracks: list[store.SubjectTrack]
+
+
+async def _ahead(
+    conn: asyncpg.Connection, reads: list[tuple[Crime, list[int], list[int]]], params: Params
+) -> AsyncIterator[tuple[int, Read]]:
+    """Each crime's read, in order, the next one's first statement already sent while the
+    caller judges this one. Closed early (a judging that failed), it leaves the connection
+    with nothing in flight."""
+    if not reads:
+        return
+    ahead = asyncio.ensure_future(_read(conn, *reads[0], params))
+    try:
+        for k in range(len(reads)):
+            got = await ahead
+            if k + 1 < len(reads):
+                ahead = asyncio.ensure_future(_read(conn, *reads[k + 1], params))
+                await asyncio.sleep(0)  # sent: PostgreSQL reads while the caller judges
+            yield k, got
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+
+
+async def _read(
+    conn: asyncpg.Connection, c: Crime, suspects: list[int], whole: list[int], params: Params
+) -> Read:
+    lo = c.start.timestamp() - params.max_gap_s
+    hi = c.end.timestamp() + params.max_gap_s
+    tiles = await store.tile_tracks(conn, whole, lo, hi) if whole else {}
+    rest = sorted(set(suspects) - set(whole))
+    tracks = await store.tracks(conn, c.start, c.end, params.max_gap_s, rest) if rest else []
+    return Read(tiles, tracks)
+
+
+def _judge(c: Crime, got: Read, refs: dict[int, str], params: Params) -> list[dict[str, Any]]:
     """The suspects of a crime found present or possible there: those with a whole track
     judged on their tiles' fixes, the others assessed in full on the fixes."""
     scene = Scene(Point(c.x, c.y), c.radius_m, c.start.timestamp(), c.end.timestamp())
     judged: list[tuple[int, Assessment]] = []
-    if whole:
-        lo, hi = scene.start - params.max_gap_s, scene.end + params.max_gap_s
-        for subject_id, packed in (await store.tile_tracks(conn, whole, lo, hi)).items():
-            fixes = approach.fix_rows(packed)
-            keep = (fixes[:, 0] >= lo) & (fixes[:, 0] <= hi)
-            t, x, y, acc = fixes[keep].T
-            closest = closest_in(t, x, y, scene, params)
-            if closest is not None:
-                u = float(accuracy_between(acc[closest.a], acc[closest.b], params))
-                judged.append((subject_id, judge_whole(closest, u, scene, params)))
-    rest = sorted(set(suspects) - set(whole))
-    if rest:
-        for tr in await store.tracks(conn, c.start, c.end, params.max_gap_s, rest):
-            judged.append((tr.subject_id, assess(tr.fixes, scene, params)))
+    lo, hi = scene.start - params.max_gap_s, scene.end + params.max_gap_s
+    for subject_id, packed in got.tiles.items():
+        fixes = approach.fix_rows(packed)
+        keep = (fixes[:, 0] >= lo) & (fixes[:, 0] <= hi)
+        t, x, y, acc = fixes[keep].T
+        closest = closest_in(t, x, y, scene, params)
+        if closest is not None:
+            u = float(accuracy_between(acc[closest.a], acc[closest.b], params))
+            judged.append((subject_id, judge_whole(closest, u, scene, params)))
+    for tr in got.tracks:
+        judged.append((tr.subject_id, assess(tr.fixes, scene, params)))
     out = []
     for subject_id, a in sorted(judged, key=lambda j: j[0]):
         if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):

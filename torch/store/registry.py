@@ -192,8 +192,7 @@ async def assignments_mark(conn: asyncpg.Connection) -> tuple[object, ...]:
     """A value that changes whenever an assignment is made or its end moves: the ingest
     worker takes assignments up again when it does."""
     row = await conn.fetchrow(
-        "SELECT count(*), max(id), sum(extract(epoch FROM upper(during)))"
-        " FROM device_assignments"
+        "SELECT count(*), max(id), sum(extract(epoch FROM upper(during))) FROM device_assignments"
     )
     return tuple(row)
 
