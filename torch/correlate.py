@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -211,7 +211,7 @@ class Read:
 
 async def _ahead(
     conn: asyncpg.Connection, reads: list[tuple[Crime, list[int], list[int]]], params: Params
-) -> AsyncIterator[tuple[int, Read]]:
+) -> AsyncGenerator[tuple[int, Read], None]:
     """Each crime's read, in order, the next one's first statement already sent while the
     caller judges this one. Closed early (a judging that failed), it leaves the connection
     with nothing in flight."""
