@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from simulators.output import Progress
+    from simulators.tag import Options, Out
 
-from simulators.tag import Options, Out
 from torch.cli import at_least, run_on_db, sync_broker, timestamp_arg
 
 
@@ -103,6 +103,8 @@ def _tags(text: str) -> int:
 
 
 def options(args: argparse.Namespace) -> Options:
+    from simulators.tag import Options  # numpy and the world: only when simulating
+
     return Options(
         interval_s=args.interval,
         moving_interval_s=args.moving_interval,
