@@ -13,6 +13,15 @@ trap stop EXIT
 trap 'exit 130' INT TERM
 
 set -a; . .run/secrets/ingest.env; set +a  # the worker's broker account (setup.sh)
+# Mosquitto 2.0.11 can die in a reload (docs/operations.md, "The broker"): started again
+# within a second if it does, as a restart policy would in production
+( while sleep 1; do
+    scripts/broker.sh status > /dev/null || {
+      echo "demo: the broker died (docs/operations.md); starting it again" >&2
+      scripts/broker.sh start
+    }
+  done ) &
+pids+=($!)
 .venv/bin/torch ingest >> .run/logs/ingest.log 2>&1 &
 pids+=($!)
 .venv/bin/torch api >> .run/logs/api.log 2>&1 &

@@ -55,7 +55,7 @@ class MqttSink:
         self.acked = 0
         self._answer: ReasonCode | None = None
         self._answered = threading.Event()
-        self._client.connect(host, port)
+        self._connect(host, port)
         self._client.loop_start()
         # paho would retry a refused connection for ever, and every message wait with it
         if not self._answered.wait(CONNECT_TIMEOUT_S):
@@ -67,6 +67,19 @@ class MqttSink:
                 f"the broker at {host}:{port} refused {username or client_id}: {self._answer}"
                 " (has it taken up the accounts? `torch broker sync` says where it wrote them)"
             )
+
+    def _connect(self, host: str, port: int) -> None:
+        """A broker starting again refuses connections for a moment: keep trying for
+        CONNECT_TIMEOUT_S, as a tag would, before giving up."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while True:
+            try:
+                self._client.connect(host, port)
+                return
+            except ConnectionRefusedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def _on_connect(
         self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object

@@ -174,3 +174,26 @@ def test_two_workers_share_a_stream_without_loss_or_double(
 def _stored(log: str) -> tuple[int, int]:
     found = re.findall(r"stopped; stored Written\(fixes=(\d+), duplicates=(\d+)", log)
     return int(found[-1][0]), int(found[-1][1])
+
+
+def test_a_simulated_tag_that_finds_the_broker_down_tries_again_until_it_is_up(
+    broker,  # type: ignore[no-untyped-def]
+) -> None:
+    """A broker starting again refuses connections for a moment (the demo's, after a crash
+    in a reload): a simulated tag keeps trying for a while, as a tag would, and its fix
+    goes through."""
+    from simulators.output import CONNECT_TIMEOUT_S, MqttSink
+    from tests.services import MQTT_PORT, PASSWORDS, RELAY
+
+    broker.stop()
+    later = threading.Timer(1.5, broker.start)
+    later.start()
+    started = time.monotonic()
+    try:
+        sink = MqttSink("127.0.0.1", MQTT_PORT, "sim-retry", RELAY, PASSWORDS[RELAY])
+    finally:
+        later.join()
+    assert 1.5 <= time.monotonic() - started < CONNECT_TIMEOUT_S
+    sink.send(fixes_topic("T1"), '{"ts": "2026-11-30T12:00:00Z", "lat": 51.75, "lon": -0.34}')
+    sink.close(timeout=10)
+    assert (sink.sent, sink.acked) == (1, 1)
