@@ -42,21 +42,12 @@ async def move_subject(conn: asyncpg.Connection, ref: str, team: str) -> tuple[s
     """Transfer a subject to another team's caseload (and so, perhaps, another force's):
     who may see them changes with the next request. Returns the old team's name and the
     new one's."""
-    from torch.store.users import team_id_of
+    from torch.store.users import change_team
 
-    team_id = await team_id_of(conn, team)
-    old = await conn.fetchval(
-        """
-        UPDATE subjects s SET team_id = $2 FROM subjects o JOIN teams t ON t.id = o.team_id
-        WHERE s.id = o.id AND s.ref = $1
-        RETURNING t.name
-        """,
-        ref,
-        team_id,
-    )
+    old = await change_team(conn, "subjects", "x.ref = $1", ref, team)
     if old is None:
         raise NotFound(f"no subject with reference {ref}")
-    return str(old), team
+    return old, team
 
 
 async def add_device(conn: asyncpg.Connection, serial: str, model: str | None) -> int:

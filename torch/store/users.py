@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
@@ -147,19 +148,25 @@ async def disable(conn: asyncpg.Connection, name: str) -> int:
 async def move(conn: asyncpg.Connection, name: str, team: str) -> tuple[str, str]:
     """Put the user in another team (and so, perhaps, another force): what they may see
     changes with their next request. Returns the old team's name and the new one's."""
-    team_id = await team_id_of(conn, team)
-    old = await conn.fetchval(
-        """
-        UPDATE users u SET team_id = $2 FROM users o JOIN teams t ON t.id = o.team_id
-        WHERE u.id = o.id AND u.name = $1 AND u.disabled_at IS NULL
-        RETURNING t.name
-        """,
-        name,
-        team_id,
-    )
+    old = await change_team(conn, "users", "x.name = $1 AND x.disabled_at IS NULL", name, team)
     if old is None:
         raise NotFound(f"no active user named {name}")
-    return str(old), team
+    return old, team
+
+
+async def change_team(
+    conn: asyncpg.Connection, table: Literal["users", "subjects"], where: str, key: str, team: str
+) -> str | None:
+    """Put the row `x` of `table` that `where` picks ($1: key) in `team`; the name of the
+    team it was in, or None when no row was picked."""
+    team_id = await team_id_of(conn, team)
+    old = await conn.fetchval(
+        f"UPDATE {table} x SET team_id = $2 FROM {table} o JOIN teams t ON t.id = o.team_id"
+        f" WHERE x.id = o.id AND {where} RETURNING t.name",
+        key,
+        team_id,
+    )
+    return None if old is None else str(old)
 
 
 # A user as every caller sees them: roles, team and force.
