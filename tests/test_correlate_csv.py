@@ -111,3 +111,23 @@ def test_the_command_line_says_when_it_cannot_read_the_file(tmp_path: Path) -> N
     ]:
         done = torch_cli("correlate", str(path), "--user", "x", "--reason", "weekly", check=False)
         assert (done.returncode, done.stdout, done.stderr) == (1, "", said)
+
+
+def test_findings_that_would_be_formulas_in_a_spreadsheet_are_written_as_text() -> None:
+    row = {
+        "line": 2,
+        "crime_ref": '=HYPERLINK("http://example.invalid","41/1/26")',
+        "offence": "@SUM(A1)",
+        "subject_id": 7,
+        "subject_ref": "IOM-0007",
+        "verdict": "present",
+        "closest_m": 3.5,
+        "closest_at": "2026-11-21T01:10:00Z",
+    }
+    lines = correlate.to_csv([row, {**row, "crime_ref": "41/2/26", "offence": "burglary"}])
+    assert lines.splitlines() == [
+        "line,crime_ref,offence,subject_id,subject_ref,verdict,closest_m,closest_at",
+        '2,"\'=HYPERLINK(""http://example.invalid"",""41/1/26"")",\'@SUM(A1),7,IOM-0007,'
+        "present,3.5,2026-11-21T01:10:00Z",
+        "2,41/2/26,burglary,7,IOM-0007,present,3.5,2026-11-21T01:10:00Z",
+    ]

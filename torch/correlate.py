@@ -288,9 +288,22 @@ RESULT_COLUMNS = (
 )
 
 
+# A cell a spreadsheet would read as a formula (OWASP's "CSV injection"): a crime's reference
+# or offence comes from whatever system exported the crimes, and may hold text from anyone.
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
 def to_csv(found: list[dict[str, Any]]) -> str:
+    """The findings as CSV; text that would start a formula is written with a leading `'`,
+    which spreadsheets show as text (numbers and times are written as they are)."""
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     w.writeheader()
-    w.writerows(found)
+    w.writerows({k: _cell_text(v) for k, v in row.items()} for row in found)
     return out.getvalue()
+
+
+def _cell_text(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA):
+        return "'" + value
+    return value
