@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 from xml.sax.saxutils import escape
@@ -18,8 +18,8 @@ from torch import scene
 from torch.errors import NotFound
 from torch.proximity import TrackFix, iso, params_of, position_at, stretches
 from torch.settings import Settings
+from torch.store import registry, users
 from torch.store import subjects as store
-from torch.store import users
 from torch.store.users import User
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
@@ -55,6 +55,36 @@ async def subject(
     if row is None:
         raise NotFound(f"no subject with id {subject_id}")
     return _subject(row)
+
+
+@router.get("/{subject_id}/devices", summary="The tags the subject has worn, and when")
+async def devices(
+    subject_id: Id,
+    request: Request,
+    user: User = Depends(require("officer", "probation", "supervisor", "admin")),
+) -> list[dict[str, Any]]:
+    """The register for one subject, oldest first: which tag, from and to (null: still
+    worn), and when each assignment and its end were recorded (null: before that was kept,
+    or not ended). What ties a fix to its wearer; no position."""
+    async with request.app.state.pool.acquire() as conn:
+        row = await store.one(conn, subject_id, user)
+        if row is None:
+            raise NotFound(f"no subject with id {subject_id}")
+        worn = await registry.history(conn, None, row.ref)
+    return [
+        {
+            "serial": a.serial,
+            "from": a.start.isoformat(),
+            "to": _iso(a.end),
+            "recorded_at": _iso(a.recorded_at),
+            "end_recorded_at": _iso(a.end_recorded_at),
+        }
+        for a in worn
+    ]
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
 
 
 @router.get("/{subject_id}/position", summary="Where the subject was at a moment")

@@ -272,6 +272,41 @@ def test_a_user_moved_sees_the_new_caseload_and_a_leaver_is_shut_out(
     assert out == "user olly disabled; revoked 0 tokens\n"
 
 
+def test_the_tags_a_subject_wore_are_listed_for_their_caseload_only(
+    api: str, caseloads: dict[str, int], db: Database
+) -> None:
+    north = caseloads["north"]
+    torch_cli("unassign", "TAG-north", "--at", "2026-06-01T09:00:00Z")
+    torch_cli("device", "add", "TAG-n2")
+    torch_cli("assign", "TAG-n2", "IOM-NORTH", "--from", "2026-06-01T09:30:00Z")
+    recorded = db.fetch(
+        "SELECT recorded_at, end_recorded_at FROM device_assignments"
+        " WHERE subject_id = $1 ORDER BY lower(during)",
+        north,
+    )
+    nora = as_user("nora", "probation", "north")
+    r = httpx.get(f"{api}/v1/subjects/{north}/devices", headers=nora)
+    assert r.json() == [
+        {
+            "serial": "TAG-north",
+            "from": "2026-01-01T00:00:00+00:00",
+            "to": "2026-06-01T09:00:00+00:00",
+            "recorded_at": recorded[0]["recorded_at"].isoformat(),
+            "end_recorded_at": recorded[0]["end_recorded_at"].isoformat(),
+        },
+        {
+            "serial": "TAG-n2",
+            "from": "2026-06-01T09:30:00+00:00",
+            "to": None,
+            "recorded_at": recorded[1]["recorded_at"].isoformat(),
+            "end_recorded_at": None,
+        },
+    ]
+    steve = as_user("steve", "probation", "south")
+    r = httpx.get(f"{api}/v1/subjects/{north}/devices", headers=steve)
+    assert (r.status_code, r.json()["detail"]) == (404, f"no subject with id {north}")
+
+
 def test_zones_of_another_caseload_cannot_be_read_or_changed(  # type: ignore[no-untyped-def]
     api: str, caseloads: dict[str, int]
 ) -> None:
