@@ -20,7 +20,7 @@ from torch import __version__, nearby, scene
 from torch.errors import NotFound
 from torch.evidence import files, pack
 from torch.nearby import Answer
-from torch.proximity import ACCOUNTED, Assessment, Scene, Verdict, iso, isos, params_of, rounded
+from torch.proximity import ACCOUNTED, Assessment, Scene, iso, isos, params_of, rounded
 from torch.settings import Settings
 from torch.store import db, users
 from torch.store import proximity as store
@@ -111,14 +111,10 @@ def far_results(answer: Answer) -> list[bytes]:
     return [(written % (s, ref, d, at, u, *v)).encode() for s, ref, d, at, u, v in rows]
 
 
-def shows_fixes(a: Assessment) -> bool:
-    return a.verdict is Verdict.PRESENT or a.verdict is Verdict.POSSIBLE
-
-
 def result(
     subject_id: int, ref: str, a: Assessment, closest_at: str | None, devices: Devices = ()
 ) -> dict[str, Any]:
-    shows = shows_fixes(a)
+    shows = a.verdict.places_at_scene
     return {
         "subject_id": subject_id,
         "subject_ref": ref,
@@ -173,7 +169,7 @@ async def proximity(
         with_fixes = [
             answer.who[k].subject_id
             for k, a in answer.near.items()
-            if shows_fixes(a) and answer.who[k].subject_id in allowed
+            if a.verdict.places_at_scene and answer.who[k].subject_id in allowed
         ]
         margin = timedelta(seconds=params.max_gap_s)
         devices = (

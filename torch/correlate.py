@@ -26,7 +26,6 @@ from torch.proximity import (
     Assessment,
     Params,
     Scene,
-    Verdict,
     accuracy_between,
     assess,
     closest_in,
@@ -260,7 +259,7 @@ def _judge(c: Crime, got: Read, refs: dict[int, str], params: Params) -> list[di
         judged.append((tr.subject_id, assess(tr.fixes, scene, params)))
     out = []
     for subject_id, a in sorted(judged, key=lambda j: j[0]):
-        if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
+        if a.verdict.places_at_scene:
             out.append(
                 {
                     "line": c.line,

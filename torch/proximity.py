@@ -44,6 +44,12 @@ class Verdict(StrEnum):
     EXCLUDED = "excluded"
     NO_DATA = "no_data"
 
+    @property
+    def places_at_scene(self) -> bool:
+        """Present or possible: the verdicts that put a subject at the scene, or may. Only
+        these are findings, and only these give fixes; an alibi gives no whereabouts."""
+        return self is Verdict.PRESENT or self is Verdict.POSSIBLE
+
 
 @dataclass(frozen=True, slots=True)
 class Params:
@@ -165,7 +171,7 @@ def assess(fixes: Sequence[TrackFix] | Track, scene: Scene, p: Params) -> Assess
         a.closest_xy, a.accuracy_m = closest.xy, closest.acc
     a.verdict = _decide(closest, gaps, scene)
     a.reasons = _reasons(a, closest, scene, p)
-    if a.verdict in (Verdict.PRESENT, Verdict.POSSIBLE):
+    if a.verdict.places_at_scene:
         a.evidence, near = _evidence(track, closest, gaps, scene)
         if near > EVIDENCE_NEAR_MAX:
             a.reasons.append(
