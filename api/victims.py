@@ -138,6 +138,7 @@ async def episodes(
                 "left_at": None if r["left_at"] is None else r["left_at"].isoformat(),
                 "closest_m": round(r["closest_m"], 1),
                 "fixes_inside": r["fixes_inside"],
+                "detection": r["detection"],
             }
             for r in rows
         ],

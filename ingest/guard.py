@@ -231,17 +231,18 @@ class Guard:
 
     async def recheck(self, conn: asyncpg.Connection) -> int:
         """Check again the spans of stored fixes queued for it (an assignment recorded after
-        the tag was fitted); returns alerts raised."""
+        the tag was fitted), against zones and protected persons; returns alerts raised."""
         if not self.primed:
             return 0
         await self.reload(conn)
         found: list[breaches.Found] = []
+        raised = 0
         for r in await breaches.take_rechecks(conn):
+            lo, hi = r.start.timestamp(), r.end.timestamp()
             if r.subject_id in self.zones_of:
-                found += await self._again(
-                    conn, r.subject_id, r.start.timestamp(), r.end.timestamp()
-                )
-        return await breaches.record(conn, found) if found else 0
+                found += await self._again(conn, r.subject_id, lo, hi)
+            raised += await self.victims.recheck(conn, r.subject_id, lo, hi)
+        return raised + (await breaches.record(conn, found) if found else 0)
 
     async def _late(
         self, conn: asyncpg.Connection, subject_id: int, late: list[Fix]

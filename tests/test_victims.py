@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import queue
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +62,34 @@ def world(db: Database, workers, publisher: Publisher, tmp_path: Path) -> Iterat
     api.stop()
 
 
+PHONE_TIMES = range(-20, 641, 30)  # the phone, every 30 s, 10 s off the tags' clock
+CLOSED = "SELECT count(*) FROM victim_episodes WHERE left_at IS NOT NULL"
+
+
+def walk(t: float) -> dict[str, Any]:
+    """The protected person's fix at t."""
+    return grid_fix(at(t), victim_x(t), VICTIM0[1])
+
+
+def drive(publisher: Publisher, serial: str, north_m: float) -> None:
+    """A tag's fixes every 30 s for ten minutes, driving west `north_m` north of the
+    protected person's path."""
+    for t in range(0, 601, 30):
+        publisher.send(f"tags/{serial}/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1] + north_m))
+    publisher.flush()
+
+
+def send_from_phone(w: dict[str, Any], fixes: list[dict[str, Any]]) -> None:
+    """The protected person's phone sends these fixes, in this order."""
+    phone = mqtt_client(f"vic-phone-{uuid.uuid4().hex[:6]}", "victim.VIC-1", w["password"])
+    phone.connect("127.0.0.1", MQTT_PORT)
+    phone.loop_start()
+    for fix in fixes:
+        phone.publish("victims/VIC-1/fixes", json.dumps(fix), qos=1).wait_for_publish(10)
+    phone.disconnect()
+    phone.loop_stop()
+
+
 def link(w: dict[str, Any], ref: str, token: str, **body: Any) -> httpx.Response:
     return httpx.post(
         f"{w['api'].url}/v1/subjects/{w['ids'][ref]}/victim-links",
@@ -80,23 +110,12 @@ def test_an_approach_raises_the_warning_then_the_breach_and_a_pass_at_3_km_nothi
     refused = link(world, "IOM-V2", world["tokens"]["chief"], breach_m=3000)
     assert (refused.status_code, refused.json()["errors"][0]["field"]) == (422, "breach_m")
     workers(TORCH_SILENT_AFTER_S="315360000")  # the tags are new: not silent ones
-    phone = mqtt_client("vic-phone", "victim.VIC-1", world["password"])
-    phone.connect("127.0.0.1", MQTT_PORT)
-    phone.loop_start()
-    for t in range(-20, 641, 30):  # the phone, every 30 s, 10 s off the tags' clock
-        fix = grid_fix(at(t), victim_x(t), VICTIM0[1])
-        phone.publish("victims/VIC-1/fixes", json.dumps(fix), qos=1).wait_for_publish(10)
-    phone.disconnect()
-    phone.loop_stop()
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
     wait_for(lambda: db.count("victim_fixes") == 23)
-    for t in range(0, 601, 30):
-        publisher.send("tags/VT1/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1]))
-        publisher.send("tags/VT2/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1] + 3000))
-    publisher.flush()
+    drive(publisher, "VT1", 0)
+    drive(publisher, "VT2", 3000)
     wait_for(lambda: db.count("fixes") == 42)
-    wait_for(
-        lambda: db.fetchval("SELECT count(*) FROM victim_episodes WHERE left_at IS NOT NULL") == 2
-    )
+    wait_for(lambda: db.fetchval(CLOSED) == 2)
 
     # distance 3500 - 11.5 t, accuracies 5 + 5: certainly within 2000 m from t = 131.3 s, so
     # from the fix at 150 s (and 180 s: two); within 500 m from the fix at 270 s; clearly
@@ -185,18 +204,12 @@ def test_a_phone_fix_that_contradicts_a_stored_one_is_kept_as_a_dead_letter(
     world: dict[str, Any], db: Database, workers
 ) -> None:  # type: ignore[no-untyped-def]
     workers()
-    phone = mqtt_client("vic-phone-2", "victim.VIC-1", world["password"])
-    phone.connect("127.0.0.1", MQTT_PORT)
-    phone.loop_start()
     sent = [
         grid_fix(at(0), VICTIM0[0], VICTIM0[1]),
         grid_fix(at(0), VICTIM0[0], VICTIM0[1]),  # again: skipped
         grid_fix(at(0), VICTIM0[0] + 400, VICTIM0[1]),  # the same moment, 400 m away
     ]
-    for fix in sent:
-        phone.publish("victims/VIC-1/fixes", json.dumps(fix), qos=1).wait_for_publish(10)
-    phone.disconnect()
-    phone.loop_stop()
+    send_from_phone(world, sent)
     wait_for(lambda: db.count("dead_letters") == 1)
     assert db.count("victim_fixes") == 1
     row = db.fetch("SELECT topic, payload, reason_code, serial FROM dead_letters")[0]
@@ -209,3 +222,106 @@ def test_a_phone_fix_that_contradicts_a_stored_one_is_kept_as_a_dead_letter(
     assert (kept["lat"], kept["lon"], kept["acc"]) == (sent[2]["lat"], sent[2]["lon"], 5.0)
     stored = db.fetch("SELECT lat, lon FROM victim_fixes")[0]
     assert (stored["lat"], stored["lon"]) == (sent[0]["lat"], sent[0]["lon"])
+
+
+EPISODES = (
+    "SELECT s.ref, e.stage, e.entered_at, e.left_at, round(e.closest_m::numeric, 1)::float8,"
+    " e.detection FROM victim_episodes e JOIN subjects s ON s.id = e.subject_id"
+    " ORDER BY e.entered_at"
+)
+
+
+def test_a_phone_that_sends_its_fixes_late_still_raises_the_approach_as_late(
+    world: dict[str, Any],
+    db: Database,
+    workers,
+    publisher: Publisher,
+    alerts_heard,  # type: ignore[no-untyped-def]
+) -> None:
+    """The tags' fixes come first, while the protected person's phone is out of signal:
+    nothing to judge them against. When the phone sends its ten minutes at last, the
+    approach is found in the stored fixes, at the same moments as live (the first test),
+    and raised as `late`."""
+    assert link(world, "IOM-V1", world["tokens"]["chief"]).status_code == 201
+    assert link(world, "IOM-V2", world["tokens"]["chief"]).status_code == 201
+    workers(TORCH_SILENT_AFTER_S="315360000")
+    drive(publisher, "VT1", 0)
+    drive(publisher, "VT2", 3000)
+    wait_for(lambda: db.count("fixes") == 42)
+    time.sleep(1)  # checked: against no position of the protected person
+    assert db.count("victim_episodes") == 0
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
+    wait_for(lambda: db.fetchval(CLOSED) == 2)
+    assert [tuple(r) for r in db.fetch(EPISODES)] == [
+        ("IOM-V1", "warning", at(150), at(510), 50.0, "late"),
+        ("IOM-V1", "breach", at(270), at(390), 50.0, "late"),
+    ]
+    heard = sorted((alerts_heard.get(timeout=10) for _ in range(2)), key=lambda h: h["type"])
+    assert [(h["type"], h["entered_at"], h["distance_m"], h["detection"]) for h in heard] == [
+        ("victim_proximity_breach", at(270).isoformat(), 50, "late"),
+        ("victim_proximity_warning", at(150).isoformat(), 50, "late"),
+    ]
+    with pytest.raises(queue.Empty):
+        alerts_heard.get(timeout=1)
+
+
+def test_a_tag_fitted_before_it_was_recorded_is_checked_against_the_protected_person(
+    world: dict[str, Any], db: Database, workers, publisher: Publisher
+) -> None:  # type: ignore[no-untyped-def]
+    """A tag's fixes stored as nobody's, because its fitting was recorded afterwards, are
+    judged against the protected person once it is, and the approach raised as `late`."""
+    torch_cli("subject", "add", "IOM-V3")
+    torch_cli("device", "add", "VT3")
+    subject = db.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-V3'")
+    world["ids"]["IOM-V3"] = subject
+    assert link(world, "IOM-V3", world["tokens"]["chief"]).status_code == 201
+    workers(TORCH_SILENT_AFTER_S="315360000", TORCH_SWEEP_MS="200")
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
+    wait_for(lambda: db.count("victim_fixes") == 23)
+    drive(publisher, "VT3", 0)
+    wait_for(lambda: db.count("fixes") == 21)
+    time.sleep(1)  # checked: as nobody's
+    assert db.count("victim_episodes") == 0
+    torch_cli("assign", "VT3", "IOM-V3", "--from", (T - timedelta(hours=1)).isoformat())
+    wait_for(lambda: db.fetchval(CLOSED) == 2, timeout=10)
+    assert [tuple(r) for r in db.fetch(EPISODES)] == [
+        ("IOM-V3", "warning", at(150), at(510), 50.0, "late"),
+        ("IOM-V3", "breach", at(270), at(390), 50.0, "late"),
+    ]
+    assert db.fetchval("SELECT count(*) FROM alerts WHERE type LIKE 'victim%'") == 2
+
+
+def test_a_tags_buffered_fixes_are_judged_in_time_order_and_what_they_hide_raised_late(
+    world: dict[str, Any], db: Database, workers, publisher: Publisher
+) -> None:  # type: ignore[no-untyped-def]
+    """The tag loses the network for four minutes around its closest approach and sends
+    those fixes after the later ones. The warning is raised live, once, with its true
+    times; the breach in the missing minutes is found in the stored track and raised as
+    `late`. (Judged in arrival order, the buffered fixes opened a second warning.)"""
+    assert link(world, "IOM-V1", world["tokens"]["chief"]).status_code == 201
+    workers(TORCH_SILENT_AFTER_S="315360000")
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
+    wait_for(lambda: db.count("victim_fixes") == 23)
+
+    def send(times: range) -> None:
+        for t in times:
+            publisher.send("tags/VT1/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1]))
+        publisher.flush()
+
+    send(range(0, 241, 30))
+    send(range(480, 601, 30))
+    wait_for(lambda: db.fetchval(CLOSED) == 1)
+    buffered = [grid_fix(at(t), subject_x(t), VICTIM0[1]) for t in range(270, 451, 30)]
+    publisher.send("tags/VT1/fixes", buffered)  # the buffer, as one message
+    publisher.flush()
+    wait_for(lambda: db.fetchval(CLOSED) == 2)
+    time.sleep(1)
+    assert [tuple(r) for r in db.fetch(EPISODES)] == [
+        ("IOM-V1", "warning", at(150), at(510), 740.0, "live"),  # at 240 s
+        ("IOM-V1", "breach", at(270), at(390), 50.0, "late"),
+    ]
+    alerts = db.fetch("SELECT type, detail->>'detection' AS d FROM alerts ORDER BY occurred_at")
+    assert [tuple(r) for r in alerts] == [
+        ("victim_proximity_warning", "live"),
+        ("victim_proximity_breach", "late"),
+    ]

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from math import hypot
 
+from torch.breach import Detection
+
 
 class Stage(StrEnum):
     WARNING = "warning"
@@ -104,6 +106,7 @@ class Episode:
     left: float | None
     closest_m: float
     fixes_inside: int
+    detection: Detection = Detection.LIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,7 @@ class Watch:
     link: Link
     open_after: int = 2
     close_after: int = 2
+    detection: Detection = Detection.LIVE
     open: dict[Stage, Episode] = field(default_factory=dict)
     _within: dict[Stage, list[tuple[float, float]]] = field(default_factory=dict)
     _beyond: dict[Stage, int] = field(default_factory=dict)
@@ -150,7 +154,8 @@ class Watch:
         if episode is None:
             if len(within) < self.open_after or not self._allowed(stage):
                 return []
-            episode = Episode(stage, within[0][0], None, min(x for _, x in within), len(within))
+            closest = min(x for _, x in within)
+            episode = Episode(stage, within[0][0], None, closest, len(within), self.detection)
             self.open[stage] = episode
             within.clear()
             return [Change(stage, episode, True)]

@@ -96,8 +96,9 @@ async def assign(
                 f"{start.isoformat()} to {end.isoformat() if end else 'open end'}"
             ) from None
         # Fixes already stored for the device in this time now belong to the subject: into
-        # their tiles, and checked against their zones (up to a day ahead: a fix may be
-        # stamped a little ahead of the clock, and be stored before this).
+        # their tiles, and checked against their zones and the protected persons they are
+        # linked to (up to a day ahead: a fix may be stamped a little ahead of the clock,
+        # and be stored before this).
         await tiles.mark_hours(conn, [device], start, end)
         await conn.execute(
             "INSERT INTO zone_rechecks (subject_id, from_at, to_at)"

@@ -145,22 +145,65 @@ async def links_mark(conn: asyncpg.Connection) -> tuple[object, ...]:
     return tuple(await conn.fetchrow("SELECT count(*), max(id), max(ended_at) FROM victim_links"))
 
 
+# A protected person's fixes as positions on the grid, in time order.
+POSITIONS = (
+    "SELECT victim_id, date_part('epoch', fix_time) AS t, ST_X(position) AS x,"
+    " ST_Y(position) AS y, acc FROM victim_fixes"
+)
+
+
+def _position(r: asyncpg.Record) -> Position:
+    return Position(r["t"], r["x"], r["y"], r["acc"] or 0.0)
+
+
 async def recent(conn: asyncpg.Connection, seconds: float) -> list[tuple[int, Position]]:
     """Every protected person's fixes of the last `seconds`, in time order."""
     rows = await conn.fetch(
-        "SELECT victim_id, date_part('epoch', fix_time) AS t, ST_X(position) AS x,"
-        " ST_Y(position) AS y, acc FROM victim_fixes"
-        " WHERE fix_time > now() - make_interval(secs => $1) ORDER BY fix_time",
+        POSITIONS + " WHERE fix_time > now() - make_interval(secs => $1) ORDER BY fix_time",
         seconds,
     )
-    return [(r["victim_id"], Position(r["t"], r["x"], r["y"], r["acc"] or 0.0)) for r in rows]
+    return [(r["victim_id"], _position(r)) for r in rows]
+
+
+async def track(
+    conn: asyncpg.Connection, victim_id: int, start: datetime, end: datetime
+) -> list[Position]:
+    """The protected person's stored fixes from start to end, in time order: what a
+    subject's fixes are checked against again."""
+    rows = await conn.fetch(
+        POSITIONS + " WHERE victim_id = $1 AND fix_time BETWEEN $2 AND $3 ORDER BY fix_time",
+        victim_id,
+        start,
+        end,
+    )
+    return [_position(r) for r in rows]
+
+
+async def overlapping(
+    conn: asyncpg.Connection, link_id: int, stage: Stage, start: datetime, end: datetime
+) -> bool:
+    """Whether an episode of this link and stage is already stored over any of
+    [start, end]."""
+    return bool(
+        await conn.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM victim_episodes
+                           WHERE link_id = $1 AND stage = $2 AND entered_at <= $4
+                             AND (left_at IS NULL OR left_at >= $3))
+            """,
+            link_id,
+            stage.value,
+            start,
+            end,
+        )
+    )
 
 
 async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
             "SELECT id, link_id, stage, date_part('epoch', entered_at) AS entered,"
-            " closest_m, fixes_inside FROM victim_episodes WHERE left_at IS NULL"
+            " closest_m, fixes_inside, detection FROM victim_episodes WHERE left_at IS NULL"
         )
     )
 
@@ -184,13 +227,14 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
         await conn.execute(
             """
             INSERT INTO victim_episodes (id, link_id, subject_id, victim_id, stage, entered_at,
-                                         left_at, closest_m, fixes_inside)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                         left_at, closest_m, fixes_inside, detection)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (id) DO UPDATE SET left_at = EXCLUDED.left_at,
                 closest_m = EXCLUDED.closest_m, fixes_inside = EXCLUDED.fixes_inside
             """,
             f.id, f.link.id, f.link.subject_id, f.link.victim_id, e.stage.value,
             breaches.at(e.entered), breaches.at(e.left), e.closest_m, e.fixes_inside,
+            e.detection.value,
         )  # fmt: skip
         if not f.opened:
             continue
@@ -200,6 +244,7 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             "distance_m": round(e.closest_m),
             "radius_m": f.link.radius(e.stage),
             "entered_at": breaches.at(e.entered).isoformat(),  # type: ignore[union-attr]
+            "detection": e.detection.value,
             "episode_id": str(f.id),
         }
         inserted = await conn.fetchval(
@@ -256,7 +301,7 @@ async def episodes(
         await conn.fetch(
             """
             SELECT e.id, e.subject_id, s.ref AS subject_ref, e.stage, e.entered_at, e.left_at,
-                   e.closest_m, e.fixes_inside
+                   e.closest_m, e.fixes_inside, e.detection
             FROM victim_episodes e JOIN subjects s ON s.id = e.subject_id
             WHERE e.victim_id = $1 AND e.entered_at <= $3
               AND (e.left_at IS NULL OR e.left_at >= $2)
