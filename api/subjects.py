@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta
+from datetime import timedelta
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 from xml.sax.saxutils import escape
@@ -16,6 +16,7 @@ from api.auth import require
 from api.params import Id, Text, When, check_window
 from torch import scene
 from torch.errors import NotFound
+from torch.fixes import rfc3339
 from torch.proximity import TrackFix, iso, params_of, position_at, stretches
 from torch.settings import Settings
 from torch.store import registry, users
@@ -75,16 +76,12 @@ async def devices(
         {
             "serial": a.serial,
             "from": a.start.isoformat(),
-            "to": _iso(a.end),
-            "recorded_at": _iso(a.recorded_at),
-            "end_recorded_at": _iso(a.end_recorded_at),
+            "to": rfc3339(a.end),
+            "recorded_at": rfc3339(a.recorded_at),
+            "end_recorded_at": rfc3339(a.end_recorded_at),
         }
         for a in worn
     ]
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
 
 
 @router.get("/{subject_id}/position", summary="Where the subject was at a moment")

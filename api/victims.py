@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import require
 from api.params import Id, Text, When, check_window
 from torch.errors import Forbidden, InvalidInput, NotFound
+from torch.fixes import rfc3339
 from torch.store import subjects as subject_store
 from torch.store import users, victims
 from torch.store.users import User
@@ -135,7 +136,7 @@ async def episodes(
                 "subject_ref": r["subject_ref"],
                 "stage": r["stage"],
                 "entered_at": r["entered_at"].isoformat(),
-                "left_at": None if r["left_at"] is None else r["left_at"].isoformat(),
+                "left_at": rfc3339(r["left_at"]),
                 "closest_m": round(r["closest_m"], 1),
                 "fixes_inside": r["fixes_inside"],
                 "detection": r["detection"],

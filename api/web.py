@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from api.auth import authenticate, require
+from torch.fixes import rfc3339
 from torch.settings import Settings
 from torch.store import subjects as store
 from torch.store.users import User
@@ -64,8 +65,8 @@ def _health(h: store.DeviceHealth, now: datetime, settings: Settings) -> dict[st
         "subject_id": h.subject_id,
         "subject_ref": h.subject_ref,
         "serial": h.serial,
-        "last_seen_at": None if h.last_seen_at is None else h.last_seen_at.isoformat(),
-        "last_fix_at": None if h.last_fix_at is None else h.last_fix_at.isoformat(),
+        "last_seen_at": rfc3339(h.last_seen_at),
+        "last_fix_at": rfc3339(h.last_fix_at),
         "battery": h.battery,
         "strap": h.strap,
         "problems": problems,

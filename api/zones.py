@@ -13,6 +13,7 @@ from api.auth import require
 from api.params import Id, JsonObject, Text, When
 from torch import zones
 from torch.errors import InvalidInput, NotFound
+from torch.fixes import rfc3339
 from torch.settings import Settings
 from torch.store import breaches as breach_store
 from torch.store import subjects as subject_store
@@ -93,9 +94,9 @@ def _zone(v: store.VersionRow) -> dict[str, Any]:
         "radius_m": v.radius_m,
         "schedule": v.schedule,
         "valid_from": v.valid_from.isoformat(),
-        "valid_until": None if v.valid_until is None else v.valid_until.isoformat(),
+        "valid_until": rfc3339(v.valid_until),
         "current_from": v.current_from.isoformat(),
-        "current_until": None if v.current_until is None else v.current_until.isoformat(),
+        "current_until": rfc3339(v.current_until),
         "made_by": v.made_by,
         "deleted": v.deleted_at is not None,
     }

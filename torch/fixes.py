@@ -36,6 +36,11 @@ def service_time(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
+def rfc3339(t: datetime | None) -> str | None:
+    """A time as RFC 3339, as answers give it; None (an open end) stays None."""
+    return None if t is None else t.isoformat()
+
+
 class Source(StrEnum):
     GPS = "gps"
     WIFI = "wifi"

@@ -13,6 +13,7 @@ import asyncpg
 
 from torch.breach import Episode, EpisodeKind, Fix
 from torch.errors import Conflict, NotFound
+from torch.fixes import rfc3339
 from torch.store.subjects import SUBJECT_FIXES
 
 # notified (by a trigger, migration 0006) when alert outbox entries commit
@@ -180,17 +181,13 @@ async def sweep_silent(conn: asyncpg.Connection, silent_s: float) -> int:
                 now,
                 {
                     "serial": r["serial"],
-                    "last_seen_at": _iso(r["last_seen_at"]),
-                    "last_fix_at": _iso(r["last_fix_at"]),
+                    "last_seen_at": rfc3339(r["last_seen_at"]),
+                    "last_fix_at": rfc3339(r["last_fix_at"]),
                 },
             )
             for r in rows
         ],
     )
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
 
 
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -307,7 +304,7 @@ async def episodes(
             "zone_label": r["label"],
             "kind": r["kind"],
             "entered_at": r["entered_at"].isoformat(),
-            "left_at": None if r["left_at"] is None else r["left_at"].isoformat(),
+            "left_at": rfc3339(r["left_at"]),
             "deepest_m": round(r["deepest_m"], 1),
             "fixes_inside": r["fixes_inside"],
             "detection": r["detection"],

@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
+from torch.fixes import rfc3339
 from torch.proximity import TrackFix
 from torch.store import tiles
 
@@ -242,7 +243,7 @@ async def worn(
             {
                 "serial": r["serial"],
                 "from": r["start"].isoformat(),
-                "to": None if r["end"] is None else r["end"].isoformat(),
+                "to": rfc3339(r["end"]),
             }
         )
     return out
