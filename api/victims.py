@@ -7,6 +7,7 @@ person's named officers may read it, every read is audited, and it appears nowhe
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
 from api.params import Id, Text, When, check_window
-from torch.errors import Forbidden, InvalidInput, NotFound
+from torch.errors import Conflict, Forbidden, InvalidInput, NotFound
 from torch.fixes import rfc3339
 from torch.store import subjects as subject_store
 from torch.store import users, victims
@@ -30,6 +31,11 @@ class LinkRequest(BaseModel):
     victim_ref: Text = Field(min_length=1, max_length=64, description="the protected person")
     warning_m: float = Field(gt=0, le=50_000, description="a warning within this distance")
     breach_m: float = Field(gt=0, le=50_000, description="a breach within this distance")
+    valid_from: When | None = Field(
+        None,
+        description="from when the subject is kept away (the order's start; default: now);"
+        " their fixes before it are not judged",
+    )
 
 
 @router.post(
@@ -45,6 +51,7 @@ async def link(
 ) -> dict[str, Any]:
     if body.breach_m >= body.warning_m:
         raise InvalidInput("breach_m must be less than warning_m", "breach_m")
+    valid_from = body.valid_from or datetime.now(UTC)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         if await subject_store.one(conn, subject_id, user) is None:
             raise NotFound(f"no subject with id {subject_id}")
@@ -52,9 +59,66 @@ async def link(
         if body.victim_ref not in found:
             raise NotFound(f"no protected person {body.victim_ref}")
         link_id = await victims.link(
-            conn, subject_id, found[body.victim_ref], body.warning_m, body.breach_m, user.id
+            conn,
+            subject_id,
+            found[body.victim_ref],
+            (body.warning_m, body.breach_m),
+            valid_from,
+            user.id,
         )
-    return {"id": link_id, "subject_id": subject_id, **body.model_dump()}
+        row = await victims.one_link(conn, link_id)
+    assert row is not None
+    return _link(row)
+
+
+@router.get("/subjects/{subject_id}/victim-links", summary="Whom a subject is kept away from")
+async def links(
+    subject_id: Id,
+    request: Request,
+    user: User = Depends(require("probation", "supervisor")),
+) -> dict[str, Any]:
+    """The subject's links to protected persons, live and ended, newest first: radii, from
+    when, who made and who ended each. No positions."""
+    async with request.app.state.pool.acquire() as conn:
+        if await subject_store.one(conn, subject_id, user) is None:
+            raise NotFound(f"no subject with id {subject_id}")
+        rows = await victims.links_of(conn, subject_id)
+    return {"subject_id": subject_id, "links": [_link(r) for r in rows]}
+
+
+@router.delete("/victim-links/{link_id}", summary="End a link to a protected person")
+async def end_link(
+    link_id: Id,
+    request: Request,
+    user: User = Depends(require("probation", "supervisor")),
+) -> dict[str, Any]:
+    """The subject is no longer kept away from the person (an order that ended, a link made
+    in error): its open warning and breach episodes close now. A link is ended, never
+    deleted; ending one again is a 409."""
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        row = await victims.one_link(conn, link_id)
+        if row is None or await subject_store.one(conn, row["subject_id"], user) is None:
+            raise NotFound(f"no victim link with id {link_id}")
+        if not await victims.end_link(conn, link_id, user.id):
+            raise Conflict(f"victim link {link_id} has ended already")
+        row = await victims.one_link(conn, link_id)
+    assert row is not None
+    return _link(row)
+
+
+def _link(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "subject_id": r["subject_id"],
+        "victim_ref": r["victim_ref"],
+        "warning_m": r["warning_m"],
+        "breach_m": r["breach_m"],
+        "valid_from": r["valid_from"].isoformat(),
+        "created_at": r["created_at"].isoformat(),
+        "created_by": r["created_by"],
+        "ended_at": rfc3339(r["ended_at"]),
+        "ended_by": r["ended_by"],
+    }
 
 
 async def _victim_for(conn: asyncpg.Connection, victim_ref: str, user: User) -> int:

@@ -9,6 +9,7 @@ import re
 import secrets
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE_URL = os.environ.get(
@@ -234,6 +236,28 @@ def forget_session(client_id: str) -> None:
     client.disconnect()
 
 
+def sign_in(user: str | None, password: str | None) -> tuple[mqtt.Client, ReasonCode]:
+    """Connect and wait for the broker's answer; returns the client (running) and it."""
+    client = mqtt_client(f"test-sec-{uuid.uuid4().hex[:8]}", "x", "x")
+    if user is None:
+        client.username_pw_set(None, None)
+    else:
+        client.username_pw_set(user, password)
+    answered = threading.Event()
+    codes: list[ReasonCode] = []
+
+    def on_connect(_c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        codes.append(rc)
+        answered.set()
+
+    client.on_connect = on_connect
+    client.reconnect_delay_set(60, 60)  # one attempt is what is under test
+    client.connect("127.0.0.1", MQTT_PORT)
+    client.loop_start()
+    assert answered.wait(10), "the broker did not answer"
+    return client, codes[0]
+
+
 class Publisher:
     """A tag-side client: QoS 1 with a persistent session, so it survives broker restarts."""
 
@@ -319,6 +343,7 @@ def wearer(ref: str, serial: str, since: str, team: str | None = None) -> str:
     return password
 
 
-def add_user(name: str, role: str) -> str:
-    """Create a user through the CLI; returns the bearer token it prints last."""
-    return torch_cli("user", "add", name, "--role", role).stdout.strip().splitlines()[-1]
+def add_user(name: str, role: str, team: str = "default") -> str:
+    """Create a user (in `team`) through the CLI; returns the bearer token it prints last."""
+    out = torch_cli("user", "add", name, "--role", role, "--team", team).stdout
+    return out.strip().splitlines()[-1]

@@ -6,45 +6,21 @@ import json
 import subprocess
 import threading
 import time
-import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.factories import fix
 from tests.services import (
-    MQTT_PORT,
     PASSWORDS,
     TORCH,
     Database,
-    mqtt_client,
     service_env,
+    sign_in,
     torch_cli,
     wait_for,
     wearer,
 )
-
-
-def sign_in(user: str | None, password: str | None) -> tuple[mqtt.Client, ReasonCode]:
-    """Connect and wait for the broker's answer; returns the client (running) and it."""
-    client = mqtt_client(f"test-sec-{uuid.uuid4().hex[:8]}", "x", "x")
-    if user is None:
-        client.username_pw_set(None, None)
-    else:
-        client.username_pw_set(user, password)
-    answered = threading.Event()
-    codes: list[ReasonCode] = []
-
-    def on_connect(_c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
-        codes.append(rc)
-        answered.set()
-
-    client.on_connect = on_connect
-    client.reconnect_delay_set(60, 60)  # one attempt is what is under test
-    client.connect("127.0.0.1", MQTT_PORT)
-    client.loop_start()
-    assert answered.wait(10), "the broker did not answer"
-    return client, codes[0]
 
 
 def publish(client: mqtt.Client, topic: str, payload: str | dict[str, object]) -> ReasonCode:

@@ -23,6 +23,7 @@ from tests.services import (
     Publisher,
     add_user,
     mqtt_client,
+    sign_in,
     torch_cli,
     wait_for,
     wearer,
@@ -91,9 +92,12 @@ def send_from_phone(w: dict[str, Any], fixes: list[dict[str, Any]]) -> None:
 
 
 def link(w: dict[str, Any], ref: str, token: str, **body: Any) -> httpx.Response:
+    """Link the subject to VIC-1, from an hour before the tracks (unless said otherwise)."""
+    fields = {"victim_ref": "VIC-1", "warning_m": 2000, "breach_m": 500}
+    fields["valid_from"] = (T - timedelta(hours=1)).isoformat()
     return httpx.post(
         f"{w['api'].url}/v1/subjects/{w['ids'][ref]}/victim-links",
-        json={"victim_ref": "VIC-1", "warning_m": 2000, "breach_m": 500, **body},
+        json={**fields, **body},
         headers={"Authorization": f"Bearer {token}"},
     )
 
@@ -325,3 +329,103 @@ def test_a_tags_buffered_fixes_are_judged_in_time_order_and_what_they_hide_raise
         ("victim_proximity_warning", "live"),
         ("victim_proximity_breach", "late"),
     ]
+
+
+def test_a_link_holds_from_its_start_and_ends_with_its_open_episodes(
+    world: dict[str, Any], db: Database, workers, publisher: Publisher
+) -> None:  # type: ignore[no-untyped-def]
+    """IOM-V1's link holds from 400 s: the approach before it is not judged, the warning
+    after it is. IOM-V2's link is ended while its warning and breach are open: both close
+    then, and its later fixes raise nothing. Both links are listed, the ended one with who
+    ended it; only their caseload's staff may end them, and only once."""
+    api, tokens = world["api"], world["tokens"]
+    auth = {"Authorization": f"Bearer {tokens['probation']}"}
+    made = link(world, "IOM-V1", tokens["probation"], valid_from=at(400).isoformat())
+    assert made.status_code == 201
+    first = made.json()
+    assert (first["valid_from"], first["created_by"], first["ended_at"]) == (
+        at(400).isoformat(),
+        "pip",
+        None,
+    )
+    second = link(world, "IOM-V2", tokens["probation"]).json()
+    workers(TORCH_SILENT_AFTER_S="315360000")
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
+    wait_for(lambda: db.count("victim_fixes") == 23)
+    drive(publisher, "VT1", 0)
+    for t in range(0, 301, 30):  # IOM-V2 on the protected person's path, up to 300 s
+        publisher.send("tags/VT2/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1]))
+    publisher.flush()
+    wait_for(lambda: db.count("victim_episodes") == 3)
+
+    # another team's probation officer cannot see the link to end it
+    torch_cli("team", "add", "north", "--force", "herts")
+    outsider = {"Authorization": f"Bearer {add_user('oli', 'probation', team='north')}"}
+    gone = httpx.delete(f"{api.url}/v1/victim-links/{second['id']}", headers=outsider)
+    assert gone.status_code == 404
+    ended = httpx.delete(f"{api.url}/v1/victim-links/{second['id']}", headers=auth)
+    assert ended.status_code == 200
+    ended_at = datetime.fromisoformat(ended.json()["ended_at"])
+    assert ended.json()["ended_by"] == "pip"
+    again = httpx.delete(f"{api.url}/v1/victim-links/{second['id']}", headers=auth)
+    assert (again.status_code, again.json()["detail"]) == (
+        409,
+        f"victim link {second['id']} has ended already",
+    )
+    time.sleep(2)  # the worker takes the ended link up within a second
+    for t in range(330, 601, 30):
+        publisher.send("tags/VT2/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1]))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == 42)
+    wait_for(lambda: db.fetchval(CLOSED) == 3)
+    time.sleep(1)
+    # d = 3500 - 11.5 t: IOM-V1's warning from 420 s (1,330 m) to 510 s, never a breach
+    assert [tuple(r) for r in db.fetch(EPISODES)] == [
+        ("IOM-V2", "warning", at(150), ended_at, 50.0, "live"),  # at 300 s
+        ("IOM-V2", "breach", at(270), ended_at, 50.0, "live"),
+        ("IOM-V1", "warning", at(420), at(510), 1330.0, "live"),
+    ]
+    listed = httpx.get(f"{api.url}/v1/subjects/{world['ids']['IOM-V2']}/victim-links", headers=auth)
+    assert [
+        (x["id"], x["victim_ref"], x["ended_at"], x["ended_by"]) for x in listed.json()["links"]
+    ] == [(second["id"], "VIC-1", ended_at.isoformat(), "pip")]
+    hidden = httpx.get(
+        f"{api.url}/v1/subjects/{world['ids']['IOM-V2']}/victim-links", headers=outsider
+    )
+    assert hidden.status_code == 404
+
+
+def test_a_protected_persons_officers_and_phone_change_from_the_command_line(
+    world: dict[str, Any], db: Database, workers
+) -> None:  # type: ignore[no-untyped-def]
+    """Staff change: otto is named and nora is not any more, each at their next request. A
+    new phone: its new password works at once and the old one no longer does."""
+    api, tokens = world["api"], world["tokens"]
+
+    def where(token: str) -> int:
+        seen = httpx.get(
+            f"{api.url}/v1/victims/VIC-1/position", headers={"Authorization": f"Bearer {token}"}
+        )
+        return seen.status_code
+
+    workers()
+    send_from_phone(world, [walk(0)])
+    wait_for(lambda: db.count("victim_fixes") == 1)
+    assert (where(tokens["named"]), where(tokens["other"])) == (200, 403)
+    named = torch_cli("victim", "officer", "VIC-1", "otto").stdout
+    assert named == "otto is one of the officers of protected person VIC-1\n"
+    removed = torch_cli("victim", "officer", "VIC-1", "nora", "--remove").stdout
+    assert removed == "nora no longer one of the officers of protected person VIC-1\n"
+    assert (where(tokens["named"]), where(tokens["other"])) == (403, 200)
+    again = torch_cli("victim", "officer", "VIC-1", "nora", "--remove").stdout
+    assert again == "nora was not one of the officers of protected person VIC-1\n"
+    unknown = torch_cli("victim", "officer", "VIC-9", "otto", check=False)
+    assert (unknown.returncode, unknown.stderr.strip()) == (1, "error: no protected person VIC-9")
+
+    out = torch_cli("victim", "credentials", "VIC-1").stdout.splitlines()
+    assert out[0] == "new broker password for victim.VIC-1 (the old one no longer works):"
+    assert sign_in("victim.VIC-1", world["password"])[1].getName() == "Not authorized"
+    client, rc = sign_in("victim.VIC-1", out[-1])
+    assert rc.getName() == "Success"
+    client.disconnect()
+    client.loop_stop()

@@ -131,6 +131,22 @@ def _add_registry_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     va.add_argument("ref")
     va.add_argument("--officer", action="append", default=[], help="a named officer (user)")
     va.set_defaults(handler=_victim_add)
+    vo = victim.add_parser(
+        "officer",
+        help="name a user as one of the protected person's officers (who may see where they"
+        " are), or with --remove no longer",
+    )
+    vo.add_argument("ref")
+    vo.add_argument("name", help="the user")
+    vo.add_argument("--remove", action="store_true", help="no longer one of their officers")
+    vo.set_defaults(handler=_victim_officer)
+    vc = victim.add_parser(
+        "credentials",
+        help="give the protected person's device (a new phone) a new broker password; prints"
+        " it as the last line",
+    )
+    vc.add_argument("ref")
+    vc.set_defaults(handler=_victim_credentials)
 
     device = sub.add_parser("device", help="devices").add_subparsers(
         required=True, metavar="ACTION"
@@ -509,6 +525,44 @@ def _victim_add(args: argparse.Namespace, settings: Settings) -> int:
         f"protected person {args.ref} added (id {victim_id}); their device publishes on"
         f" victims/{args.ref}/fixes as broker user {account}, password:"
     )
+    print(password)
+    return 0
+
+
+def _victim_officer(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.store import victims
+
+    async def work(conn: Any) -> bool:
+        async with conn.transaction():
+            victim_id = await victims.id_of(conn, args.ref)
+            if args.remove:
+                return await victims.unname_officer(conn, victim_id, args.name)
+            await victims.name_officer(conn, victim_id, args.name)
+            return True
+
+    changed = run_on_db(settings, work)
+    if args.remove:
+        state = "no longer one" if changed else "was not one"
+        print(f"{args.name} {state} of the officers of protected person {args.ref}")
+    else:
+        print(f"{args.name} is one of the officers of protected person {args.ref}")
+    return 0
+
+
+def _victim_credentials(args: argparse.Namespace, settings: Settings) -> int:
+    from torch.broker import VICTIM_PREFIX, AccountKind
+    from torch.store import broker, victims
+
+    account = VICTIM_PREFIX + args.ref
+
+    async def work(conn: Any) -> str:
+        await victims.id_of(conn, args.ref)
+        password = await broker.set_account(conn, account, AccountKind.VICTIM)
+        await sync_broker(conn, settings)
+        return password
+
+    password = run_on_db(settings, work)
+    print(f"new broker password for {account} (the old one no longer works):")
     print(password)
     return 0
 

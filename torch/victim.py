@@ -39,6 +39,7 @@ class Link:
     victim_id: int
     warning_m: float
     breach_m: float
+    valid_from: float = float("-inf")  # Unix time; a subject's fixes before it are not judged
 
     def radius(self, stage: Stage) -> float:
         return self.warning_m if stage is Stage.WARNING else self.breach_m

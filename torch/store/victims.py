@@ -28,6 +28,26 @@ async def add(conn: asyncpg.Connection, ref: str) -> int:
         raise Conflict(f"a protected person {ref} exists already") from None
 
 
+async def id_of(conn: asyncpg.Connection, ref: str) -> int:
+    """The protected person's id; NotFound if there is none of that reference."""
+    victim_id = await conn.fetchval("SELECT id FROM victims WHERE ref = $1", ref)
+    if victim_id is None:
+        raise NotFound(f"no protected person {ref}")
+    return int(victim_id)
+
+
+async def unname_officer(conn: asyncpg.Connection, victim_id: int, user_name: str) -> bool:
+    """The user is no longer one of the protected person's officers; False if they were
+    not one."""
+    status = await conn.execute(
+        "DELETE FROM victim_officers WHERE victim_id = $1"
+        " AND user_id = (SELECT id FROM users WHERE name = $2)",
+        victim_id,
+        user_name,
+    )
+    return bool(status != "DELETE 0")
+
+
 async def name_officer(conn: asyncpg.Connection, victim_id: int, user_name: str) -> int:
     user_id = await conn.fetchval(
         "SELECT id FROM users WHERE name = $1 AND disabled_at IS NULL", user_name
@@ -57,19 +77,21 @@ async def link(
     conn: asyncpg.Connection,
     subject_id: int,
     victim_id: int,
-    warning_m: float,
-    breach_m: float,
+    radii: tuple[float, float],
+    valid_from: datetime,
     user_id: int,
 ) -> int:
+    """Keep a subject away from a protected person from `valid_from`: warned within the
+    first radius, in breach within the second."""
     try:
         return int(
             await conn.fetchval(
                 "INSERT INTO victim_links (subject_id, victim_id, warning_m, breach_m,"
-                " created_by) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                " valid_from, created_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 subject_id,
                 victim_id,
-                warning_m,
-                breach_m,
+                *radii,
+                valid_from,
                 user_id,
             )
         )
@@ -135,14 +157,53 @@ def _conflict(ref: str, r: asyncpg.Record) -> DeadLetter:
 
 async def live_links(conn: asyncpg.Connection) -> list[Link]:
     rows = await conn.fetch(
-        "SELECT id, subject_id, victim_id, warning_m, breach_m FROM victim_links"
-        " WHERE ended_at IS NULL"
+        "SELECT id, subject_id, victim_id, warning_m, breach_m,"
+        " date_part('epoch', valid_from) FROM victim_links WHERE ended_at IS NULL"
     )
     return [Link(*r) for r in rows]
 
 
 async def links_mark(conn: asyncpg.Connection) -> tuple[object, ...]:
     return tuple(await conn.fetchrow("SELECT count(*), max(id), max(ended_at) FROM victim_links"))
+
+
+async def links_of(conn: asyncpg.Connection, subject_id: int) -> list[asyncpg.Record]:
+    """The subject's links, live and ended, newest first, with their protected persons'
+    references and who made and ended them."""
+    return list(await conn.fetch(LINKS + " WHERE l.subject_id = $1 ORDER BY l.id DESC", subject_id))
+
+
+async def one_link(conn: asyncpg.Connection, link_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(LINKS + " WHERE l.id = $1", link_id)
+
+
+LINKS = """
+SELECT l.id, l.subject_id, v.ref AS victim_ref, l.warning_m, l.breach_m, l.valid_from,
+       l.created_at, c.name AS created_by, l.ended_at, e.name AS ended_by
+FROM victim_links l JOIN victims v ON v.id = l.victim_id
+LEFT JOIN users c ON c.id = l.created_by LEFT JOIN users e ON e.id = l.ended_by
+"""
+
+
+async def end_link(conn: asyncpg.Connection, link_id: int, user_id: int) -> bool:
+    """End a live link now (or at its start, if that is still to come), and close its open
+    episodes then: the subject is no longer kept away from the person. False if it had
+    ended already."""
+    ended = await conn.fetchval(
+        "UPDATE victim_links SET ended_at = greatest(now(), valid_from), ended_by = $2"
+        " WHERE id = $1 AND ended_at IS NULL RETURNING ended_at",
+        link_id,
+        user_id,
+    )
+    if ended is None:
+        return False
+    await conn.execute(
+        "UPDATE victim_episodes SET left_at = greatest($2, entered_at)"
+        " WHERE link_id = $1 AND left_at IS NULL",
+        link_id,
+        ended,
+    )
+    return True
 
 
 # A protected person's fixes as positions on the grid, in time order.
@@ -229,7 +290,8 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             INSERT INTO victim_episodes (id, link_id, subject_id, victim_id, stage, entered_at,
                                          left_at, closest_m, fixes_inside, detection)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            ON CONFLICT (id) DO UPDATE SET left_at = EXCLUDED.left_at,
+            ON CONFLICT (id) DO UPDATE SET
+                left_at = coalesce(victim_episodes.left_at, EXCLUDED.left_at),  -- link ended
                 closest_m = EXCLUDED.closest_m, fixes_inside = EXCLUDED.fixes_inside
             """,
             f.id, f.link.id, f.link.subject_id, f.link.victim_id, e.stage.value,
