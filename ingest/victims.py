@@ -59,7 +59,7 @@ class VictimGuard:
         if mark == self.mark:
             return
         links_of: dict[int, list[Link]] = defaultdict(list)
-        for link in await store.live_links(conn):
+        for link in await store.all_links(conn):
             links_of[link.subject_id].append(link)
             self.watches.setdefault(link.id, Watch(link, self.open_after, self.close_after))
         self.links_of, self.mark = dict(links_of), mark
@@ -153,7 +153,7 @@ class VictimGuard:
         watch = Watch(link, self.open_after, self.close_after, Detection.LATE)
         ended: list[Episode] = []
         for f in await breaches.subject_track(conn, link.subject_id, _at(start), _at(end)):
-            there = None if f.t < link.valid_from else positions.at(f.t)
+            there = positions.at(f.t) if link.holds(f.t) else None
             if there is not None:
                 changes = watch.step(f.t, self._here(f), there)
                 ended += [c.episode for c in changes if c.episode.left is not None]
@@ -172,8 +172,8 @@ class VictimGuard:
         """A subject's fix against each protected person they are linked to."""
         found: list[store.Found] = []
         for link in self.links_of[subject_id]:
-            if here.t < link.valid_from:
-                continue  # the subject was not kept away from the person yet
+            if not link.holds(here.t):
+                continue  # the subject was not kept away from the person then
             there = self.positions[link.victim_id].at(here.t)
             if there is None:
                 continue  # no position of the protected person within 2 minutes

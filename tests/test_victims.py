@@ -336,8 +336,8 @@ def test_a_link_holds_from_its_start_and_ends_with_its_open_episodes(
 ) -> None:  # type: ignore[no-untyped-def]
     """IOM-V1's link holds from 400 s: the approach before it is not judged, the warning
     after it is. IOM-V2's link is ended while its warning and breach are open: both close
-    then, and its later fixes raise nothing. Both links are listed, the ended one with who
-    ended it; only their caseload's staff may end them, and only once."""
+    then, and its fixes after the end raise nothing. The ended link is listed with who
+    ended it; only its caseload's staff may end it, and only once."""
     api, tokens = world["api"], world["tokens"]
     auth = {"Authorization": f"Bearer {tokens['probation']}"}
     made = link(world, "IOM-V1", tokens["probation"], valid_from=at(400).isoformat())
@@ -373,10 +373,14 @@ def test_a_link_holds_from_its_start_and_ends_with_its_open_episodes(
         f"victim link {second['id']} has ended already",
     )
     time.sleep(2)  # the worker takes the ended link up within a second
-    for t in range(330, 601, 30):
-        publisher.send("tags/VT2/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1]))
+    # after the end, IOM-V2 right beside the protected person: nothing
+    after = ended_at.replace(microsecond=0) + timedelta(seconds=1)
+    beside = [grid_fix(after + timedelta(seconds=s), *VICTIM0) for s in (0, 30)]
+    send_from_phone(world, beside)
+    wait_for(lambda: db.count("victim_fixes") == 25)
+    publisher.send_all(("tags/VT2/fixes", f) for f in beside)
     publisher.flush()
-    wait_for(lambda: db.count("fixes") == 42)
+    wait_for(lambda: db.count("fixes") == 21 + 11 + 2)
     wait_for(lambda: db.fetchval(CLOSED) == 3)
     time.sleep(1)
     # d = 3500 - 11.5 t: IOM-V1's warning from 420 s (1,330 m) to 510 s, never a breach
@@ -429,3 +433,32 @@ def test_a_protected_persons_officers_and_phone_change_from_the_command_line(
     assert rc.getName() == "Success"
     client.disconnect()
     client.loop_stop()
+
+
+def test_an_ended_link_still_judges_a_tags_buffer_from_before_its_end(
+    world: dict[str, Any], db: Database, workers, publisher: Publisher
+) -> None:  # type: ignore[no-untyped-def]
+    """The link ends while the tag is out of the network; the buffer it sends afterwards,
+    of minutes when the link held, shows the approach, and it is raised."""
+    made = link(world, "IOM-V1", world["tokens"]["chief"]).json()
+    workers(TORCH_SILENT_AFTER_S="315360000")
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
+    wait_for(lambda: db.count("victim_fixes") == 23)
+    for t in range(0, 121, 30):
+        publisher.send("tags/VT1/fixes", grid_fix(at(t), subject_x(t), VICTIM0[1]))
+    publisher.flush()
+    wait_for(lambda: db.count("fixes") == 5)
+    ended = httpx.delete(
+        f"{world['api'].url}/v1/victim-links/{made['id']}",
+        headers={"Authorization": f"Bearer {world['tokens']['chief']}"},
+    )
+    assert ended.status_code == 200
+    time.sleep(2)  # the worker takes the ended link up within a second
+    buffered = [grid_fix(at(t), subject_x(t), VICTIM0[1]) for t in range(150, 601, 30)]
+    publisher.send("tags/VT1/fixes", buffered)
+    publisher.flush()
+    wait_for(lambda: db.fetchval(CLOSED) == 2)
+    assert [tuple(r) for r in db.fetch(EPISODES)] == [
+        ("IOM-V1", "warning", at(150), at(510), 50.0, "live"),
+        ("IOM-V1", "breach", at(270), at(390), 50.0, "live"),
+    ]

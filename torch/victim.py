@@ -39,7 +39,11 @@ class Link:
     victim_id: int
     warning_m: float
     breach_m: float
-    valid_from: float = float("-inf")  # Unix time; a subject's fixes before it are not judged
+    valid_from: float = float("-inf")  # Unix times: a subject's fixes are judged from
+    valid_until: float = float("inf")  # valid_from until valid_until (when it was ended)
+
+    def holds(self, t: float) -> bool:
+        return self.valid_from <= t < self.valid_until
 
     def radius(self, stage: Stage) -> float:
         return self.warning_m if stage is Stage.WARNING else self.breach_m

@@ -155,10 +155,12 @@ def _conflict(ref: str, r: asyncpg.Record) -> DeadLetter:
     return conflicting(r["r"], f"victims/{ref}/fixes", ref, r["t"], fix)
 
 
-async def live_links(conn: asyncpg.Connection) -> list[Link]:
+async def all_links(conn: asyncpg.Connection) -> list[Link]:
+    """Every link, live and ended: an ended one still judges late fixes of its time."""
     rows = await conn.fetch(
         "SELECT id, subject_id, victim_id, warning_m, breach_m,"
-        " date_part('epoch', valid_from) FROM victim_links WHERE ended_at IS NULL"
+        " date_part('epoch', valid_from),"
+        " coalesce(date_part('epoch', ended_at), 'infinity') FROM victim_links"
     )
     return [Link(*r) for r in rows]
 
@@ -291,7 +293,8 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
                                          left_at, closest_m, fixes_inside, detection)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (id) DO UPDATE SET
-                left_at = coalesce(victim_episodes.left_at, EXCLUDED.left_at),  -- link ended
+                -- closed when its link ended, unless the fixes close it before that
+                left_at = least(victim_episodes.left_at, EXCLUDED.left_at),
                 closest_m = EXCLUDED.closest_m, fixes_inside = EXCLUDED.fixes_inside
             """,
             f.id, f.link.id, f.link.subject_id, f.link.victim_id, e.stage.value,
