@@ -95,6 +95,40 @@ def test_a_car_between_two_fixes_is_found_on_the_segment() -> None:
     assert [e.t for e in a.evidence] == [1770, 1830]
 
 
+def test_a_presence_that_rests_on_a_spike_says_so_and_gives_the_fixes_around_it() -> None:
+    """A walker 5 km north of the scene, with one fix at the scene: reaching it and leaving
+    it would take 88 and 89 m/s (less both accuracies, 16 m, over a minute each), while the
+    fixes either side are under 1 m/s apart. The verdict stays the method's, present; a
+    reason says it rests on a likely outlier, and the fixes around it are given."""
+    fixes = [f(t, float(t), 5000.0) for t in range(-300, 3901, 60) if t != 1800]
+    fixes.append(f(1800, 0.0, 0.0))
+    a = assess(fixes, scene(), P)
+    assert a.verdict is Verdict.PRESENT
+    assert a.reasons == [
+        _approach_reason(0.0, 8.0, _clock(1800), 100.0),
+        f"the fix at {_clock(1800)} would mean 88 m/s from the fix before it and 89 m/s to the"
+        " one after, even allowing for their accuracy, while those two are 1 m/s apart: it"
+        " may be a GPS outlier, and the closest approach rests on it",
+    ]
+    assert [(e.t, e.x, e.y) for e in a.evidence] == [
+        (1740, 1740.0, 5000.0),
+        (1800, 0.0, 0.0),
+        (1860, 1860.0, 5000.0),
+    ]
+
+
+def test_a_fast_car_through_the_scene_is_no_spike() -> None:
+    """45 m/s along a road through the scene: faster than max_speed into and out of the fix
+    at the scene, but just as fast from the fix before to the one after, so no caveat."""
+    fixes = [f(t, 45.0 * (t - 1800), 0.0) for t in range(-300, 3901, 60)]
+    a = assess(fixes, scene(), P)
+    assert (a.verdict, a.reasons) == (
+        Verdict.PRESENT,
+        [_approach_reason(0.0, 8.0, _clock(1800), 100.0)],
+    )
+    assert [e.t for e in a.evidence] == [1740, 1800]
+
+
 def test_near_misses_have_exact_closest_and_are_excluded_when_fully_covered() -> None:
     for y in (150.0, 400.0):
         a = assess(along(y), scene(), P)

@@ -18,6 +18,14 @@ method (see README, "The proximity method"):
   approach, the ends of each gap through which the scene was reachable, and of
   the fixes in the window within the radius of the scene (with their accuracy)
   the 200 nearest to it.
+- A caveat, not a change of verdict: where a present or possible verdict's
+  closest approach rests on a fix that the track around it does not bear out (a
+  spike: reaching it from the fix before and leaving it for the fix after would
+  each take more than `max_speed_ms`, even allowing for their accuracies, while
+  those two fixes are within that speed of each other), a reason says so, and
+  the fixes on either side of it are given too. GPS puts the odd fix far from
+  the truth (signal reflected off buildings), with no sign of it in its stated
+  accuracy; an officer should not rest a case on one.
 """
 
 from __future__ import annotations
@@ -113,6 +121,7 @@ class Approach:
     xy: tuple[float, float]
     acc: float
     around: tuple[TrackFix, ...]
+    index: tuple[int, ...] = ()  # of the fixes around it, in the track
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,55 @@ def assess(fixes: Sequence[TrackFix] | Track, scene: Scene, p: Params) -> Assess
                 f"{near:,} fixes in the window lay within {scene.radius_m:.0f} m of the scene"
                 f" (with their accuracy); the {EVIDENCE_NEAR_MAX} nearest to it are given"
             )
+        if closest is not None:
+            _caveat_spikes(a, track, closest, p)
     return a
+
+
+def _caveat_spikes(a: Assessment, track: Track, closest: Approach, p: Params) -> None:
+    """Say where the closest approach rests on a spike (see the module's docstring), and
+    give the fixes on either side of it."""
+    chosen = {f.t: f for f in a.evidence}
+    for i in closest.index:
+        spike = _spike(track, i, p)
+        if spike is None:
+            continue
+        v_in, v_out, v_across = spike
+        a.reasons.append(
+            f"the fix at {_clock(float(track.t[i]))} would mean {v_in:.0f} m/s from the fix"
+            f" before it and {v_out:.0f} m/s to the one after, even allowing for their"
+            f" accuracy, while those two are {v_across:.0f} m/s apart: it may be a GPS"
+            " outlier, and the closest approach rests on it"
+        )
+        chosen |= {float(track.t[j]): track.fix(j) for j in (i - 1, i + 1)}
+    a.evidence = [chosen[t] for t in sorted(chosen)]
+
+
+def _spike(track: Track, i: int, p: Params) -> tuple[float, float, float] | None:
+    """The speeds (m/s) into fix i, out of it, and from the fix before it to the one after,
+    where i is a spike: the first two over max_speed, the third not; else None. Speeds are
+    of the distance less both fixes' accuracies, and only between fixes at most max_gap
+    apart."""
+    if i < 1 or i + 1 >= len(track):
+        return None
+    t = track.t
+    if t[i] - t[i - 1] > p.max_gap_s or t[i + 1] - t[i] > p.max_gap_s:
+        return None
+
+    def speed(j: int, k: int) -> float:
+        d = math.hypot(track.x[k] - track.x[j], track.y[k] - track.y[j])
+        least = d - _acc_or_default(track.acc[j], p) - _acc_or_default(track.acc[k], p)
+        return max(0.0, float(least)) / float(t[k] - t[j])
+
+    v_in, v_out, v_across = speed(i - 1, i), speed(i, i + 1), speed(i - 1, i + 1)
+    if v_in > p.max_speed_ms and v_out > p.max_speed_ms and v_across <= p.max_speed_ms:
+        return v_in, v_out, v_across
+    return None
+
+
+def _acc_or_default(acc: float, p: Params) -> float:
+    """A packed accuracy (NaN where the fix had none), as `_acc` gives it."""
+    return p.default_acc_m if math.isnan(acc) else float(acc)
 
 
 def _relevant(track: Track, scene: Scene, p: Params) -> Track:
@@ -325,7 +382,7 @@ def _closest(track: Track, scene: Scene, p: Params) -> Approach | None:
     if c is None:
         return None
     a, b = track.fix(c.a), track.fix(c.b)
-    return Approach(c.distance, c.t, c.xy, max(_acc(a, p), _acc(b, p)), (a, b))
+    return Approach(c.distance, c.t, c.xy, max(_acc(a, p), _acc(b, p)), (a, b), (c.a, c.b))
 
 
 def judge_whole(c: Closest, u: float, scene: Scene, p: Params) -> Assessment:
