@@ -62,9 +62,15 @@ def add_parser(sub: Any) -> None:
         "--forget-charge", type=_share, default=0.3, help="share of nights the tag is not charged"
     )
     p.add_argument(
+        "--outlier-rate",
+        type=_share,
+        default=0.001,
+        help="share of fixes 300 m to 3 km off the truth whatever their accuracy says",
+    )
+    p.add_argument(
         "--no-noise",
         action="store_true",
-        help="report true positions (accuracy figures are still given)",
+        help="report true positions (accuracy figures are still given; no outliers)",
     )
     p.add_argument(
         "--no-register",
@@ -115,6 +121,7 @@ def options(args: argparse.Namespace) -> Options:
         silent_share=args.silent_share,
         tamper_rate=args.tamper_rate,
         forget_charge=args.forget_charge,
+        outlier_rate=args.outlier_rate,
         noise=not args.no_noise,
     )
 

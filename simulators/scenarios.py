@@ -21,7 +21,8 @@ from simulators.tag import Faults, Options, Out, Tag, iso
 from simulators.world import Mode, Point, Timeline, start, towns
 
 CATALOGUE = {
-    "crime-scene": "a subject at a scene, near misses at 150 m and 400 m, one elsewhere, one off",
+    "crime-scene": "a subject at a scene, near misses at 150 m and 400 m, one elsewhere, one off,"
+    " one 3 km off with a GPS outlier at the scene",
     "zone-breach": "an exclusion zone entered and left, a car through a small zone, edge drift",
     "curfew": "a curfew broken by a late return, and a subject home on time",
     "coverage-gap": "a breach hidden in a coverage gap until the buffered upload arrives",
@@ -31,7 +32,13 @@ CATALOGUE = {
 
 HOUR = 3600.0
 SCRIPTED = Options(
-    gap_rate=0, duplicate_rate=0, malformed_rate=0, owntracks_share=0, silent_share=0, tamper_rate=0
+    gap_rate=0,
+    duplicate_rate=0,
+    malformed_rate=0,
+    owntracks_share=0,
+    silent_share=0,
+    tamper_rate=0,
+    outlier_rate=0,
 )
 # Scripted subjects are numbered from here, clear of an ordinary fleet's.
 FIRST_INDEX = 90_000
@@ -195,18 +202,33 @@ def crime_scene(s: Script, seed: int) -> None:
         ),
         "elsewhere": _walk(s.begin, next(t for t in towns() if t.name == "Stevenage").centre, []),
         "silent": _walk(s.begin, Point(scene.x + 1500, scene.y), []),
+        # stands 3 km north all evening; one fix, mid-window, is reported at the scene
+        "outlier": _walk(s.begin, Point(scene.x, scene.y + 3000), []),
     }
     paths["elsewhere"].stay(s.end, indoor=True, place="home")
     paths["silent"].stay(s.end, indoor=False, place="home")
-    expected = {"present": "present", "elsewhere": "excluded", "silent": "no_data"}
+    paths["outlier"].stay(s.end, indoor=False, place="home")
+    spike_t = w0 + HOUR
+    faults = {
+        "silent": Faults(off=[(w0 - 1800, w1 + 1800)]),
+        "outlier": Faults(spikes={spike_t: (0.0, -3000.0)}),
+    }
+    # what the method finds: "outlier" present on the one fix, with its caveat
+    expected = {
+        "present": "present",
+        "elsewhere": "excluded",
+        "silent": "no_data",
+        "outlier": "present",
+    }
     for key, tl in paths.items():
-        faults = Faults(off=[(w0 - 1800, w1 + 1800)]) if key == "silent" else None
-        tag = s.add(key, tl, faults, seed)
+        tag = s.add(key, tl, faults.get(key), seed)
         closest, when = _closest_true(tl, scene, w0, w1)
         entry = s.truth["subjects"][key]
         entry.update(closest_true_m=closest, closest_true_at=iso(when))
         if key in expected:
             entry["verdict"] = expected[key]
+        if key == "outlier":
+            entry["outlier_at"] = iso(spike_t)
 
         def finish(outs: list[Out], tag: Tag = tag, entry: dict[str, Any] = entry) -> None:
             fixes = [(t, p.dist(scene)) for t, p, _ in _reported(outs, tag.serial) if w0 <= t <= w1]

@@ -30,6 +30,7 @@ class Options:
     silent_share: float = 0.01  # share of tags that go silent at some point
     tamper_rate: float = 0.02  # strap tampers per tag per day
     forget_charge: float = 0.3  # share of nights a subject does not charge the tag
+    outlier_rate: float = 0.001  # share of fixes far off the truth (GPS multipath), with noise
     noise: bool = True
 
 
@@ -41,6 +42,8 @@ class Faults:
     tampers: list[tuple[float, float]] = field(default_factory=list)  # strap open
     off: list[tuple[float, float]] = field(default_factory=list)  # no fix at all
     silent_from: float = math.inf  # nothing more is published
+    # the fix taken at a time, reported this far (east, north, m) off the truth: an outlier
+    spikes: dict[float, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,8 @@ class Tag:
         self.gaps = Windows(faults.gaps)
         self.tampers = Windows(faults.tampers)
         self.off = Windows(faults.off)
+        self.spikes = faults.spikes
+        self.outliers = random.Random(f"{seed}/outlier/{subject.index}")  # its own stream
         self.charging = Windows(self._nightly_charge())
 
     @property
@@ -247,9 +252,21 @@ class Tag:
         truth = leg.at(t)
         sigma = acc * SIGMA_PER_ACC if self.opts.noise else 0.0
         reported = Point(truth.x + rng.gauss(0, sigma), truth.y + rng.gauss(0, sigma))
+        off = self.spikes.get(t) or self._outlier()
+        if off is not None:
+            reported = Point(reported.x + off[0], reported.y + off[1])
         heading = math.degrees(math.atan2(leg.b.x - leg.a.x, leg.b.y - leg.a.y)) % 360
         strap = "open" if self.tampers.at(t) else "ok"
         return Reading(t, truth, reported, acc, src, leg.speed, heading, int(self.battery), strap)
+
+    def _outlier(self) -> tuple[float, float] | None:
+        """Now and then (`outlier_rate`) a fix 300 m to 3 km off the truth, whatever its
+        stated accuracy says, as reflected signals put them; only with noise on."""
+        rate = self.opts.outlier_rate if self.opts.noise else 0.0
+        if not rate or self.outliers.random() >= rate:
+            return None
+        d, bearing = self.outliers.uniform(300, 3000), self.outliers.uniform(0, 2 * math.pi)
+        return d * math.sin(bearing), d * math.cos(bearing)
 
     def _drain(self, t: float, leg: Leg) -> None:
         per_hour = 1.0 if leg.mode is Mode.STAY else 2.5

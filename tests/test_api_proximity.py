@@ -126,6 +126,30 @@ def test_verdicts_for_the_planted_scene(world: dict[str, Any]) -> None:
     assert (silent["verdict"], silent["closest_m"], silent["fixes"]) == ("no_data", None, [])
 
 
+def test_a_presence_on_one_gps_outlier_comes_with_its_caveat(world: dict[str, Any]) -> None:
+    """The scenario's subject 3 km away with one fix at the scene: `present` by the method,
+    as its closest approach is that fix, with a reason that says it is likely an outlier,
+    and the fixes a minute either side of it, 3 km off, among the fixes given."""
+    truth = world["truth"]
+    answer = ask(world, scene_query(truth)).json()
+    r = by_ref(answer)[truth["subjects"]["outlier"]["ref"]]
+    spike = datetime.fromisoformat(truth["subjects"]["outlier"]["outlier_at"])
+    assert (r["verdict"], r["closest_m"]) == ("present", 0.0)
+    # the fix itself, as its coordinates' sixth decimal places it: within a millisecond
+    assert abs((datetime.fromisoformat(r["closest_at"]) - spike).total_seconds()) <= 0.001
+    assert len(r["reasons"]) == 2
+    assert r["reasons"][1].startswith(f"the fix at {spike:%Y-%m-%dT%H:%M:%SZ} would mean ")
+    assert r["reasons"][1].endswith(
+        "it may be a GPS outlier, and the closest approach rests on it"
+    )
+    minute = timedelta(minutes=1)
+    assert [datetime.fromisoformat(f["time"]) for f in r["fixes"]] == [
+        spike - minute,
+        spike,
+        spike + minute,
+    ]
+
+
 def test_a_car_passing_between_two_fixes_is_found(world: dict[str, Any]) -> None:
     truth = world["truth"]
     car = truth["subjects"]["transit_Z2"]

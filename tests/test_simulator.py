@@ -73,6 +73,32 @@ def test_cli_writes_identical_files_for_the_same_seed(tmp_path: Path) -> None:
     assert [m["ref"] for m in members] == ["IOM-S00001", "IOM-S00002", "IOM-S00003", "IOM-S00004"]
 
 
+def test_outliers_move_only_their_own_fixes_300_m_to_3_km() -> None:
+    """The same fleet with and without outliers: the same messages, but for the fixes put
+    300 m to 3 km off (their own random stream leaves every other draw as it was), about
+    the share asked for."""
+    quiet = Options(outlier_rate=0.0, malformed_rate=0, duplicate_rate=0)
+    loud = Options(outlier_rate=0.05, malformed_rate=0, duplicate_rate=0)
+    a, b = run_fleet(6, 12, quiet), run_fleet(6, 12, loud)
+    assert [(o.t, o.topic) for o in a] == [(o.t, o.topic) for o in b]
+    moved = total = 0
+    for x, y in zip(a, b, strict=True):
+        if "/fixes" not in x.topic and not x.topic.startswith("owntracks/"):
+            assert x.payload == y.payload
+            continue
+        for fa, fb in zip(fixes_of(x.payload), fixes_of(y.payload), strict=True):
+            d = Point.of(float(fa["lat"]), float(fa["lon"])).dist(  # type: ignore[arg-type]
+                Point.of(float(fb["lat"]), float(fb["lon"]))  # type: ignore[arg-type]
+            )
+            assert d < 0.2 or 299 < d < 3001
+            assert {k: v for k, v in fa.items() if k not in ("lat", "lon")} == {
+                k: v for k, v in fb.items() if k not in ("lat", "lon")
+            }
+            total += 1
+            moved += d > 1
+    assert 0.035 < moved / total < 0.065, (moved, total)
+
+
 def test_true_tracks_never_outrun_their_mode() -> None:
     for i in range(60):
         legs = timeline(make_subject(i, 5), BEGIN, BEGIN + 3 * 86400, 5).legs
@@ -204,6 +230,14 @@ def test_crime_scene_truth_matches_the_emitted_fixes(scenario) -> None:  # type:
     silent = truth["subjects"]["silent"]
     assert silent["verdict"] == "no_data" and silent["fixes_in_window"] == 0
     assert [t for t, _, _ in fix_track(rows, silent["serial"]) if w0 <= t <= w1] == []
+    # 3 km away, but for one fix reported at the scene, a minute from its neighbours
+    outlier = truth["subjects"]["outlier"]
+    assert (outlier["closest_true_m"], outlier["verdict"]) == (3000.0, "present")
+    track = fix_track(rows, outlier["serial"])
+    i = next(k for k, (t, _, _) in enumerate(track) if t == ts(outlier["outlier_at"]))
+    assert track[i][1].dist(scene) < 30 and outlier["closest_fix_m"] < 30
+    assert [round(track[j][0] - track[i][0]) for j in (i - 1, i + 1)] == [-60, 60]
+    assert all(abs(track[j][1].dist(scene) - 3000) < 30 for j in (i - 1, i + 1))
 
 
 def test_zone_truths(scenario) -> None:  # type: ignore[no-untyped-def]
