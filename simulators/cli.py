@@ -64,8 +64,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--outlier-rate",
         type=_share,
-        default=0.001,
-        help="share of fixes 300 m to 3 km off the truth whatever their accuracy says",
+        default=0.0,
+        help="share of fixes 300 m to 3 km off the truth whatever their accuracy says"
+        " (none by default)",
     )
     p.add_argument(
         "--no-noise",

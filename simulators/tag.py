@@ -30,7 +30,7 @@ class Options:
     silent_share: float = 0.01  # share of tags that go silent at some point
     tamper_rate: float = 0.02  # strap tampers per tag per day
     forget_charge: float = 0.3  # share of nights a subject does not charge the tag
-    outlier_rate: float = 0.001  # share of fixes far off the truth (GPS multipath), with noise
+    outlier_rate: float = 0.0  # share of fixes far off the truth (GPS multipath), with noise
     noise: bool = True
 
 
