@@ -60,6 +60,10 @@ class Guard:
     refs: dict[int, str] = field(default_factory=dict)
     watches: dict[tuple[int, int], Watch] = field(default_factory=dict)
     episode_ids: dict[tuple[int, int], uuid.UUID] = field(default_factory=dict)
+    # the transits last raised for each (subject, zone), which the next fix may put in doubt
+    transit_ids: dict[tuple[int, int], list[tuple[Episode, uuid.UUID]]] = field(
+        default_factory=dict
+    )
     last: dict[int, float] = field(default_factory=dict)  # last fix checked, by subject
     primed: bool = False
     victims: VictimGuard = field(default_factory=lambda: VictimGuard())
@@ -203,10 +207,15 @@ class Guard:
         and count of fixes inside."""
         key = (subject_id, zone_id)
         out: list[breaches.Found] = []
+        fresh: list[tuple[Episode, uuid.UUID]] = []
         for e in events:
             if e.episode.kind is EpisodeKind.TRANSIT:
-                if not e.closed:  # it opens and closes at once: one record
-                    out.append(self._record(uuid.uuid4(), subject_id, e.episode, opened=True))
+                if e.doubted:  # raised already: its record and alert say why it may be false
+                    ids = [i for ep, i in self.transit_ids.get(key, ()) if ep is e.episode]
+                    out += [self._record(i, subject_id, e.episode, opened=False) for i in ids]
+                elif not e.closed:  # it opens and closes at once: one record
+                    fresh.append((e.episode, uuid.uuid4()))
+                    out.append(self._record(fresh[-1][1], subject_id, e.episode, opened=True))
             elif not e.closed:
                 self.episode_ids[key] = uuid.uuid4()
                 out.append(self._record(self.episode_ids[key], subject_id, e.episode, True))
@@ -215,6 +224,8 @@ class Guard:
                 out.append(
                     self._record(known or uuid.uuid4(), subject_id, e.episode, known is None)
                 )
+        if fresh:
+            self.transit_ids[key] = fresh
         w, open_id = self.watches.get(key), self.episode_ids.get(key)
         still_open = w is not None and w.open is not None and open_id is not None
         if still_open and all(f.id != open_id for f in out):
@@ -263,7 +274,8 @@ class Guard:
             w = Watch(self.rules, detection=Detection.LATE)
             episodes: list[Episode] = []
             for f in track:
-                episodes += [e.episode for e in w.step(f, self._version(zone_id, f.t)) if e.closed]
+                events = w.step(f, self._version(zone_id, f.t))
+                episodes += [e.episode for e in events if e.closed and not e.doubted]
             for e in episodes:
                 if e.left is None or not (lo <= e.left and e.entered <= hi):
                     continue  # only what the late fixes change

@@ -301,6 +301,7 @@ class Worker:
                 inside_s=settings.breach_inside_s,
                 max_gap_s=settings.proximity_max_gap_s,
                 default_acc_m=settings.proximity_default_acc_m,
+                max_speed_ms=settings.proximity_max_speed_ms,
             ),
             observer=self.metrics,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from shapely import box
 
 from torch.breach import Detection, EpisodeKind, Event, Fix, Rules, Watch
@@ -128,3 +129,42 @@ def test_a_new_version_applies_from_its_time_and_episodes_keep_theirs() -> None:
         events += w.step(Fix(T0 + t, x, 100, 5.0), v)
     assert [(e.closed, e.episode.version) for e in events] == [(False, 1)]
     assert w.open is not None and w.open.fixes_inside == 4
+
+
+def test_a_transit_to_a_gps_outlier_is_doubted_and_the_way_back_not_checked() -> None:
+    """Walking 1 km south of the zone at 1 m/s, with one fix 3 km north, past it. The way
+    out crosses the zone: a transit, raised at once. The next fix shows that fix to be a
+    spike (50 m/s in, 50 out, less 16 m of accuracy, where the fixes either side are 1 m/s
+    apart): the transit is doubted, and the way back raises nothing."""
+    track = [(t, 100.0 + (t - 600), 2000.0 if t == 600 else -1000.0, 8.0) for t in (540, 600, 660)]
+    w = Watch(Rules())
+    steps = [w.step(Fix(T0 + t, x, y, acc), zone()) for t, x, y, acc in track]
+    assert steps[0] == []
+    out, back = steps[1], steps[2]
+    assert [(e.episode.kind, e.closed, e.doubted) for e in out] == [
+        (EpisodeKind.TRANSIT, False, False),
+        (EpisodeKind.TRANSIT, True, False),
+    ]
+    # y = -1000 + 50 (t - 540): into the square drawn in by 8 m at y = 8, out at y = 192
+    transit = out[0].episode
+    assert (transit.entered - T0, transit.left - T0) == (
+        pytest.approx(560.16, abs=1e-6),
+        pytest.approx(563.84, abs=1e-6),
+    )
+    clock = datetime.fromtimestamp(T0 + 600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [(e.episode is transit, e.closed, e.doubted) for e in back] == [(True, True, True)]
+    assert transit.doubt == (
+        f"the fix at {clock} would mean 50 m/s from the fix before it and 50 m/s to the one"
+        " after, even allowing for their accuracy, while those two are 1 m/s apart: it may be"
+        " a GPS outlier"
+    )
+
+
+def test_a_fast_car_through_the_zone_is_no_spike() -> None:
+    """45 m/s along a road through the zone: a transit, and the fix after it, as fast from
+    the one before, puts it in no doubt."""
+    events = run([(t, 100.0 + 45 * (t - 600), 100.0, 8.0) for t in (510, 570, 630, 690)], zone())
+    assert [(e.episode.kind, e.closed, e.doubted, e.episode.doubt) for e in events] == [
+        (EpisodeKind.TRANSIT, False, False, None),
+        (EpisodeKind.TRANSIT, True, False, None),
+    ]

@@ -229,6 +229,51 @@ def test_breaches_found_by_the_worker_raise_one_alert_each(
     assert (row["entered_at"], row["left_at"], row["detection"]) == (at(30), at(33), "late")
 
 
+def test_a_transit_to_a_gps_outlier_is_raised_then_doubted_and_published_again(
+    api: dict[str, Any],
+    workers: Callable[..., Worker],
+    publisher: Publisher,
+    alerts_heard: queue.Queue[dict[str, Any]],
+) -> None:
+    """A walker 1 km south of the zone; one fix 3 km north of their path, past the zone. The
+    transit is raised as that fix arrives; the next fix shows it to be a spike, and the
+    alert says so, published again; the way back raises nothing."""
+    call, sid = api["call"], api["subject"]
+    call("POST", f"/v1/subjects/{sid}/zones", json=zone_body())
+    workers("spike", TORCH_SILENT_AFTER_S="315360000")
+    x, y = CENTRE  # the zone is the 200 m square north-east of here
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    path = [(0, x + 40, y - 1000), (60, x + 100, y + 2000), (120, x + 160, y - 1000)]
+    for s, px, py in path[:2]:
+        publisher.send("tags/HTZ001/fixes", fix(t0 + timedelta(seconds=s), px, py, acc=8))
+    publisher.flush()
+    raised = alerts_heard.get(timeout=20)
+    assert (raised["type"], "doubt" in raised) == ("transit_breach", False)
+    publisher.send("tags/HTZ001/fixes", fix(t0 + timedelta(seconds=120), *path[2][1:], acc=8))
+    publisher.flush()
+    again = alerts_heard.get(timeout=20)
+    doubt = (
+        f"the fix at {t0 + timedelta(seconds=60):%Y-%m-%dT%H:%M:%SZ} would mean 50 m/s from the"
+        " fix before it and 50 m/s to the one after, even allowing for their accuracy, while"
+        " those two are 1 m/s apart: it may be a GPS outlier"
+    )
+    assert (again["alert_id"], again["type"], again["doubt"]) == (
+        raised["alert_id"],
+        "transit_breach",
+        doubt,
+    )
+    with pytest.raises(queue.Empty):
+        alerts_heard.get(timeout=1)
+    episodes = call(
+        "GET",
+        f"/v1/subjects/{sid}/breaches",
+        params={"from": t0.isoformat(), "to": (t0 + timedelta(minutes=5)).isoformat()},
+    ).json()
+    assert [(e["kind"], e["doubt"]) for e in episodes] == [("transit", doubt)]
+    inbox = call("GET", "/v1/alerts").json()
+    assert [(a["type"], a["detail"]["doubt"]) for a in inbox] == [("transit_breach", doubt)]
+
+
 def test_a_zone_edit_reaches_the_worker_within_two_seconds(
     api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
 ) -> None:

@@ -13,6 +13,9 @@ subject's fixes in time order and reports breach episodes as they open and close
 - A segment that crosses an exclusion zone (drawn in by the accuracy) between two fixes
   neither of which is clearly inside is a transit breach: an episode that opens and closes
   with the crossing.
+- A transit is raised as soon as its segment's second fix arrives. When the fix after that
+  shows the second fix to be a spike (torch.spikes: a likely GPS outlier), the transit is
+  marked with that doubt, and the segment back from the spike is not checked at all.
 - An episode closes after `close_after` consecutive right-side fixes (left at the first), or
   at the first fix when the zone no longer applies (outside its schedule or validity).
 - A fix is checked against the zone version that was current at its time; an episode keeps
@@ -22,6 +25,7 @@ subject's fixes in time order and reports breach episodes as they open and close
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +35,7 @@ from functools import lru_cache
 from shapely import LineString, Point, prepared
 from shapely.geometry.base import BaseGeometry
 
+from torch import spikes
 from torch.zones import Kind, ZoneVersion
 
 
@@ -52,6 +57,7 @@ class Rules:
     inside_s: float = 120.0
     max_gap_s: float = 300.0
     default_acc_m: float = 20.0
+    max_speed_ms: float = 40.0  # faster in and out of a fix, it is a spike (torch.spikes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +78,17 @@ class Episode:
     deepest_m: float
     fixes_inside: int
     detection: Detection
+    doubt: str | None = None  # why it may not be real (a transit to a spike)
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An episode opened (closed False) or closed; `episode` is its state after the event."""
+    """An episode opened (closed False) or closed; `episode` is its state after the event.
+    `doubted`: a transit already raised found since to rest on a spike (its `doubt`)."""
 
     episode: Episode
     closed: bool
+    doubted: bool = False
 
 
 class Shape:
@@ -142,6 +151,8 @@ class Watch:
     rules: Rules
     detection: Detection = Detection.LIVE
     last: Fix | None = None
+    before: Fix | None = None  # the fix before `last`
+    transits: list[Episode] = field(default_factory=list)  # raised on the way into `last`
     wrong: list[Fix] = field(default_factory=list)  # the current run of wrong-side fixes
     right: list[Fix] = field(default_factory=list)  # the run of right-side fixes, when open
     open: Episode | None = None
@@ -149,8 +160,9 @@ class Watch:
     def step(self, fix: Fix, version: ZoneVersion | None) -> list[Event]:
         """Take the next fix; `version` is the zone's version current at its time."""
         when = datetime.fromtimestamp(fix.t, UTC)
-        events: list[Event] = []
-        previous, self.last = self.last, fix
+        previous, before = self.last, self.before
+        self.before, self.last = previous, fix
+        events, spiked = self._doubt(before, previous, fix)
         if version is None or not version.applies(when):
             self.wrong.clear()
             self.right.clear()
@@ -166,9 +178,12 @@ class Watch:
             depth = shape.depth(fix.x, fix.y)
             into = depth if version.kind is Kind.EXCLUSION else -depth  # how far on the wrong side
         wrong = into > acc
-        if previous is not None and self.open is None:
+        if previous is not None and self.open is None and not spiked:
             was_wrong = bool(self.wrong) and self.wrong[-1] is previous
-            events += self._segment(previous, fix, version, shape, was_wrong or wrong)
+            found = self._segment(previous, fix, version, shape, was_wrong or wrong)
+            opened = [e.episode for e in found if not e.closed]
+            self.transits = [e for e in opened if e.kind is EpisodeKind.TRANSIT]
+            events += found
         if wrong:
             self.right.clear()
             self.wrong.append(fix)
@@ -187,6 +202,25 @@ class Watch:
             self.wrong.clear()
             self.right.clear()
         return events
+
+    def _doubt(self, a: Fix | None, b: Fix | None, c: Fix) -> tuple[list[Event], bool]:
+        """Whether b, the fix before c, is a spike; if so, the transits raised on the way
+        into it, now doubted."""
+        raised, self.transits = self.transits, []
+        if a is None or b is None:
+            return [], False
+        r = self.rules
+        pa, pb, pc = self._point(a), self._point(b), self._point(c)
+        found = spikes.spike(pa, pb, pc, r.max_gap_s, r.max_speed_ms)
+        if found is None:
+            return [], False
+        doubt = spikes.describe(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(b.t)), found)
+        for e in raised:
+            e.doubt = doubt
+        return [Event(e, closed=True, doubted=True) for e in raised], True
+
+    def _point(self, f: Fix) -> spikes.Point:
+        return spikes.Point(f.t, f.x, f.y, self.rules.default_acc_m if f.acc is None else f.acc)
 
     def _segment(
         self, a: Fix, b: Fix, version: ZoneVersion, shape: Shape, an_end_inside: bool

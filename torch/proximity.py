@@ -19,13 +19,9 @@ method (see README, "The proximity method"):
   the fixes in the window within the radius of the scene (with their accuracy)
   the 200 nearest to it.
 - A caveat, not a change of verdict: where a present or possible verdict's
-  closest approach rests on a fix that the track around it does not bear out (a
-  spike: reaching it from the fix before and leaving it for the fix after would
-  each take more than `max_speed_ms`, even allowing for their accuracies, while
-  those two fixes are within that speed of each other), a reason says so, and
-  the fixes on either side of it are given too. GPS puts the odd fix far from
-  the truth (signal reflected off buildings), with no sign of it in its stated
-  accuracy; an officer should not rest a case on one.
+  closest approach rests on a spike (torch.spikes: a fix the track around it
+  does not bear out, as GPS outliers look), a reason says so, and the fixes on
+  either side of it are given too. An officer should not rest a case on one.
 """
 
 from __future__ import annotations
@@ -43,6 +39,7 @@ import shapely
 from shapely import Point
 from shapely.geometry.base import BaseGeometry
 
+from torch import spikes
 from torch.settings import Settings
 
 
@@ -193,49 +190,26 @@ def assess(fixes: Sequence[TrackFix] | Track, scene: Scene, p: Params) -> Assess
 
 
 def _caveat_spikes(a: Assessment, track: Track, closest: Approach, p: Params) -> None:
-    """Say where the closest approach rests on a spike (see the module's docstring), and
-    give the fixes on either side of it."""
+    """Say where the closest approach rests on a spike (torch.spikes), and give the fixes
+    on either side of it."""
     chosen = {f.t: f for f in a.evidence}
     for i in closest.index:
-        spike = _spike(track, i, p)
-        if spike is None:
+        if i < 1 or i + 1 >= len(track):
             continue
-        v_in, v_out, v_across = spike
-        a.reasons.append(
-            f"the fix at {_clock(float(track.t[i]))} would mean {v_in:.0f} m/s from the fix"
-            f" before it and {v_out:.0f} m/s to the one after, even allowing for their"
-            f" accuracy, while those two are {v_across:.0f} m/s apart: it may be a GPS"
-            " outlier, and the closest approach rests on it"
-        )
+        before, fix, after = (_spike_point(track, j, p) for j in (i - 1, i, i + 1))
+        found = spikes.spike(before, fix, after, p.max_gap_s, p.max_speed_ms)
+        if found is None:
+            continue
+        words = spikes.describe(_clock(fix.t), found)
+        a.reasons.append(f"{words}, and the closest approach rests on it")
         chosen |= {float(track.t[j]): track.fix(j) for j in (i - 1, i + 1)}
     a.evidence = [chosen[t] for t in sorted(chosen)]
 
 
-def _spike(track: Track, i: int, p: Params) -> tuple[float, float, float] | None:
-    """The speeds (m/s) into fix i, out of it, and from the fix before it to the one after,
-    where i is a spike: the first two over max_speed, the third not; else None. Speeds are
-    of the distance less both fixes' accuracies, and only between fixes at most max_gap
-    apart."""
-    if i < 1 or i + 1 >= len(track):
-        return None
-    t = track.t
-    if t[i] - t[i - 1] > p.max_gap_s or t[i + 1] - t[i] > p.max_gap_s:
-        return None
-
-    def speed(j: int, k: int) -> float:
-        d = math.hypot(track.x[k] - track.x[j], track.y[k] - track.y[j])
-        least = d - _acc_or_default(track.acc[j], p) - _acc_or_default(track.acc[k], p)
-        return max(0.0, float(least)) / float(t[k] - t[j])
-
-    v_in, v_out, v_across = speed(i - 1, i), speed(i, i + 1), speed(i - 1, i + 1)
-    if v_in > p.max_speed_ms and v_out > p.max_speed_ms and v_across <= p.max_speed_ms:
-        return v_in, v_out, v_across
-    return None
-
-
-def _acc_or_default(acc: float, p: Params) -> float:
-    """A packed accuracy (NaN where the fix had none), as `_acc` gives it."""
-    return p.default_acc_m if math.isnan(acc) else float(acc)
+def _spike_point(track: Track, i: int, p: Params) -> spikes.Point:
+    acc = float(track.acc[i])
+    u = p.default_acc_m if math.isnan(acc) else acc
+    return spikes.Point(float(track.t[i]), float(track.x[i]), float(track.y[i]), u)
 
 
 def _relevant(track: Track, scene: Scene, p: Params) -> Track:

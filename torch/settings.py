@@ -159,7 +159,10 @@ class Settings(BaseSettings):
         300, gt=0, description="fixes further apart than this bound a gap, not a track"
     )
     proximity_max_speed_ms: float = Field(
-        40, gt=0, description="fastest a subject is assumed to travel through a gap"
+        40,
+        gt=0,
+        description="fastest a subject is assumed to travel through a gap; a fix reached and"
+        " left faster than this, between two that are not, is a likely GPS outlier",
     )
     proximity_default_acc_m: float = Field(20, gt=0, description="accuracy of a fix without acc")
 

@@ -52,10 +52,11 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
         await conn.execute(
             """
             INSERT INTO breach_episodes (id, subject_id, zone_id, version, kind, entered_at,
-                                         left_at, deepest_m, fixes_inside, detection)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                         left_at, deepest_m, fixes_inside, detection, doubt)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ON CONFLICT (id) DO UPDATE SET left_at = EXCLUDED.left_at,
-                deepest_m = EXCLUDED.deepest_m, fixes_inside = EXCLUDED.fixes_inside
+                deepest_m = EXCLUDED.deepest_m, fixes_inside = EXCLUDED.fixes_inside,
+                doubt = coalesce(EXCLUDED.doubt, breach_episodes.doubt)
             """,
             f.id,
             f.subject_id,
@@ -67,8 +68,11 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             e.deepest_m,
             e.fixes_inside,
             e.detection.value,
+            e.doubt,
         )
         if not f.opened:
+            if e.doubt is not None:
+                await _doubt_alert(conn, f.id, e.doubt)
             continue
         detail = {
             "zone_id": e.zone_id,
@@ -77,7 +81,7 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
             "entered_at": at(e.entered).isoformat(),  # type: ignore[union-attr]
             "detection": e.detection.value,
             "episode_id": str(f.id),
-        }
+        } | ({} if e.doubt is None else {"doubt": e.doubt})
         alert_type = ALERT_TYPES[e.kind]
         inserted = await conn.fetchval(
             """
@@ -135,6 +139,18 @@ async def raise_device_alerts(conn: asyncpg.Connection, found: Sequence[DeviceAl
         await outbox(conn, row["id"])
         raised += 1
     return raised
+
+
+async def _doubt_alert(conn: asyncpg.Connection, alert_id: UUID, doubt: str) -> None:
+    """Say in an alert raised already why it may be false, and publish it again (once)."""
+    changed = await conn.fetchval(
+        "UPDATE alerts SET detail = detail || jsonb_build_object('doubt', $2::text)"
+        " WHERE id = $1 AND NOT detail ? 'doubt' RETURNING id",
+        alert_id,
+        doubt,
+    )
+    if changed is not None:
+        await outbox(conn, alert_id)
 
 
 async def outbox(conn: asyncpg.Connection, alert_id: UUID) -> None:
@@ -286,7 +302,7 @@ async def episodes(
     rows = await conn.fetch(
         """
         SELECT e.id, e.zone_id, e.version, v.label, e.kind, e.entered_at, e.left_at, e.deepest_m,
-               e.fixes_inside, e.detection, e.found_at
+               e.fixes_inside, e.detection, e.found_at, e.doubt
         FROM breach_episodes e
         JOIN zone_versions v ON v.zone_id = e.zone_id AND v.version = e.version
         WHERE e.subject_id = $1 AND e.entered_at < $3 AND (e.left_at IS NULL OR e.left_at >= $2)
@@ -309,6 +325,7 @@ async def episodes(
             "fixes_inside": r["fixes_inside"],
             "detection": r["detection"],
             "found_at": r["found_at"].isoformat(),
+            "doubt": r["doubt"],
         }
         for r in rows
     ]
