@@ -12,6 +12,9 @@ const TITLES = {
   no_comms: 'No comms',
   no_fix: 'No fix',
   battery_low: 'Battery low',
+  shell_open: 'Tag case opened',
+  victim_proximity_warning: 'Near a protected person (warning)',
+  victim_proximity_breach: 'Near a protected person (breach)',
 };
 
 /** The live inbox; one per signed-in session, kept while other views are shown. */
