@@ -144,7 +144,7 @@ class VictimGuard:
         self, conn: asyncpg.Connection, link: Link, lo: float, hi: float
     ) -> list[store.Found]:
         """The link's episodes around [lo, hi] (Unix times), judged from scratch on both
-        people's stored fixes, that end in it and are not stored yet."""
+        people's stored fixes, that have ended, overlap it and are not stored yet."""
         start, end = lo - LATE_CONTEXT_S, hi + LATE_CONTEXT_S
         positions = Positions(keep_s=math.inf)
         span = (_at(start - positions.stale_s), _at(end + positions.stale_s))
