@@ -65,8 +65,8 @@ async def devices(
     user: User = Depends(require("officer", "probation", "supervisor", "admin")),
 ) -> list[dict[str, Any]]:
     """The register for one subject, oldest first: which tag, from and to (null: still
-    worn), and when each assignment and its end were recorded (null: before that was kept,
-    or not ended). What ties a fix to its wearer; no position."""
+    worn), and when and by whom each assignment and its end were recorded (null: before
+    that was kept, not named, or not ended). What ties a fix to its wearer; no position."""
     async with request.app.state.pool.acquire() as conn:
         row = await store.one(conn, subject_id, user)
         if row is None:
@@ -79,6 +79,8 @@ async def devices(
             "to": rfc3339(a.end),
             "recorded_at": rfc3339(a.recorded_at),
             "end_recorded_at": rfc3339(a.end_recorded_at),
+            "recorded_by": a.recorded_by,
+            "end_recorded_by": a.end_recorded_by,
         }
         for a in worn
     ]

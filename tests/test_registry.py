@@ -7,7 +7,7 @@ import base64
 import asyncpg
 import pytest
 
-from tests.services import Database, torch_cli
+from tests.services import Database, add_user, torch_cli
 from torch.broker import password_hash
 
 
@@ -109,9 +109,13 @@ def test_overlapping_assignments_are_refused_for_device_and_subject(db: Database
 def test_a_tag_taken_off_ends_its_assignment_and_can_be_worn_by_another(db: Database) -> None:
     for cmd in (("subject", "add", "S1"), ("subject", "add", "S2"), ("device", "add", "D1")):
         torch_cli(*cmd)
-    torch_cli("assign", "D1", "S1", "--from", "2026-11-01T00:00:00Z")
-    out = torch_cli("unassign", "D1", "--at", "2026-11-10T08:30:00Z").stdout
+    add_user("fitter", "probation")
+    add_user("sam", "supervisor")
+    torch_cli("assign", "D1", "S1", "--from", "2026-11-01T00:00:00Z", "--user", "fitter")
+    out = torch_cli("unassign", "D1", "--at", "2026-11-10T08:30:00Z", "--user", "sam").stdout
     assert out == "device D1 taken off S1 at 2026-11-10T08:30:00+00:00\n"
+    nobody = torch_cli("assign", "D1", "S2", "--user", "ghost", check=False)
+    assert (nobody.returncode, nobody.stderr) == (1, "error: no active user named ghost\n")
     torch_cli("assign", "D1", "S2", "--from", "2026-11-10T09:00:00Z")
     rows = db.fetch(
         "SELECT s.ref, lower(a.during) AS a, upper(a.during) AS b FROM device_assignments a"
@@ -143,10 +147,10 @@ def test_a_tag_taken_off_ends_its_assignment_and_can_be_worn_by_another(db: Data
     assert s1["end_recorded_at"] is not None and s2["end_recorded_at"] is None
     lines = torch_cli("assignments", "--serial", "D1").stdout.splitlines()
     assert lines == [
-        "serial\tsubject\tfrom\tto\trecorded\tend recorded",
+        "serial\tsubject\tfrom\tto\trecorded\tend recorded\trecorded by\tend recorded by",
         f"D1\tS1\t2026-11-01T00:00:00+00:00\t2026-11-10T08:30:00+00:00"
-        f"\t{s1['recorded_at'].isoformat()}\t{s1['end_recorded_at'].isoformat()}",
-        f"D1\tS2\t2026-11-10T09:00:00+00:00\topen\t{s2['recorded_at'].isoformat()}\t-",
+        f"\t{s1['recorded_at'].isoformat()}\t{s1['end_recorded_at'].isoformat()}\tfitter\tsam",
+        f"D1\tS2\t2026-11-10T09:00:00+00:00\topen\t{s2['recorded_at'].isoformat()}\t-\t-\t-",
     ]
     assert torch_cli("assignments", "--ref", "S2").stdout.splitlines()[1:] == lines[2:]
     assert torch_cli("assignments", "--ref", "S3").stdout.splitlines()[1:] == []

@@ -276,7 +276,8 @@ def test_the_tags_a_subject_wore_are_listed_for_their_caseload_only(
     api: str, caseloads: dict[str, int], db: Database
 ) -> None:
     north = caseloads["north"]
-    torch_cli("unassign", "TAG-north", "--at", "2026-06-01T09:00:00Z")
+    nora = as_user("nora", "probation", "north")
+    torch_cli("unassign", "TAG-north", "--at", "2026-06-01T09:00:00Z", "--user", "nora")
     torch_cli("device", "add", "TAG-n2")
     torch_cli("assign", "TAG-n2", "IOM-NORTH", "--from", "2026-06-01T09:30:00Z")
     recorded = db.fetch(
@@ -284,7 +285,6 @@ def test_the_tags_a_subject_wore_are_listed_for_their_caseload_only(
         " WHERE subject_id = $1 ORDER BY lower(during)",
         north,
     )
-    nora = as_user("nora", "probation", "north")
     r = httpx.get(f"{api}/v1/subjects/{north}/devices", headers=nora)
     assert r.json() == [
         {
@@ -293,6 +293,8 @@ def test_the_tags_a_subject_wore_are_listed_for_their_caseload_only(
             "to": "2026-06-01T09:00:00+00:00",
             "recorded_at": recorded[0]["recorded_at"].isoformat(),
             "end_recorded_at": recorded[0]["end_recorded_at"].isoformat(),
+            "recorded_by": None,
+            "end_recorded_by": "nora",
         },
         {
             "serial": "TAG-n2",
@@ -300,6 +302,8 @@ def test_the_tags_a_subject_wore_are_listed_for_their_caseload_only(
             "to": None,
             "recorded_at": recorded[1]["recorded_at"].isoformat(),
             "end_recorded_at": None,
+            "recorded_by": None,
+            "end_recorded_by": None,
         },
     ]
     steve = as_user("steve", "probation", "south")

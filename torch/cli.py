@@ -170,6 +170,7 @@ def _add_registry_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     assign.add_argument("ref")
     assign.add_argument("--from", dest="start", type=timestamp_arg, help="RFC 3339; default now")
     assign.add_argument("--to", dest="end", type=timestamp_arg, help="RFC 3339; default open")
+    assign.add_argument("--user", help="the user on whose word it is recorded (kept with it)")
     assign.set_defaults(handler=_assign)
     unassign = sub.add_parser(
         "unassign",
@@ -177,10 +178,12 @@ def _add_registry_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     )
     unassign.add_argument("serial")
     unassign.add_argument("--at", type=timestamp_arg, help="RFC 3339; default now")
+    unassign.add_argument("--user", help="the user on whose word it is recorded (kept with it)")
     unassign.set_defaults(handler=_unassign)
     listing = sub.add_parser(
         "assignments",
-        help="which tag each subject wore when, and when that was recorded (tab-separated)",
+        help="which tag each subject wore when, and when and by whom that was recorded"
+        " (tab-separated)",
     )
     listing.add_argument("--serial", help="only this tag's")
     listing.add_argument("--ref", help="only this subject's")
@@ -664,7 +667,12 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import registry
 
     start = args.start or datetime.now(UTC)
-    a = run_on_db(settings, lambda c: registry.assign(c, args.serial, args.ref, start, args.end))
+
+    async def work(conn: Any) -> Any:
+        by = await _user_id(conn, args.user)
+        return await registry.assign(conn, args.serial, args.ref, start, args.end, by)
+
+    a = run_on_db(settings, work)
     end = a.end.isoformat() if a.end else "open end"
     print(f"device {a.serial} assigned to {a.subject_ref} from {a.start.isoformat()} to {end}")
     return 0
@@ -674,20 +682,39 @@ def _unassign(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import registry
 
     at = args.at or datetime.now(UTC)
-    a = run_on_db(settings, lambda c: registry.unassign(c, args.serial, at))
+
+    async def work(conn: Any) -> Any:
+        return await registry.unassign(conn, args.serial, at, await _user_id(conn, args.user))
+
+    a = run_on_db(settings, work)
     print(f"device {a.serial} taken off {a.subject_ref} at {at.isoformat()}")
     return 0
+
+
+async def _user_id(conn: Any, name: str | None) -> int | None:
+    """The active user of that name, on whose word the register is written; None if no
+    name is given."""
+    from torch.errors import NotFound
+    from torch.store import users
+
+    if name is None:
+        return None
+    user = await users.user_named(conn, name)
+    if user is None:
+        raise NotFound(f"no active user named {name}")
+    return user.id
 
 
 def _assignments(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import registry
 
     rows = run_on_db(settings, lambda c: registry.history(c, args.serial, args.ref))
-    print("serial\tsubject\tfrom\tto\trecorded\tend recorded")
+    print("serial\tsubject\tfrom\tto\trecorded\tend recorded\trecorded by\tend recorded by")
     for r in rows:
         end = r.end.isoformat() if r.end else "open"
         recorded = [t.isoformat() if t else "-" for t in (r.recorded_at, r.end_recorded_at)]
-        print("\t".join([r.serial, r.subject_ref, r.start.isoformat(), end, *recorded]))
+        by = [name or "-" for name in (r.recorded_by, r.end_recorded_by)]
+        print("\t".join([r.serial, r.subject_ref, r.start.isoformat(), end, *recorded, *by]))
     return 0
 
 

@@ -69,8 +69,15 @@ async def device_ids(conn: asyncpg.Connection, serials: Iterable[str]) -> dict[s
 
 
 async def assign(
-    conn: asyncpg.Connection, serial: str, subject_ref: str, start: datetime, end: datetime | None
+    conn: asyncpg.Connection,
+    serial: str,
+    subject_ref: str,
+    start: datetime,
+    end: datetime | None,
+    by: int | None = None,
 ) -> Assignment:
+    """Record that the subject wears the device from start to end (None: open), as the
+    user `by` says (None: not named)."""
     if end is not None and end <= start:
         raise InvalidInput(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
     device = await conn.fetchval("SELECT id FROM devices WHERE serial = $1", serial)
@@ -82,12 +89,13 @@ async def assign(
     async with conn.transaction():
         try:
             row = await conn.fetchrow(
-                "INSERT INTO device_assignments (device_id, subject_id, during)"
-                " VALUES ($1, $2, tstzrange($3, $4, '[)')) RETURNING id",
+                "INSERT INTO device_assignments (device_id, subject_id, during, recorded_by)"
+                " VALUES ($1, $2, tstzrange($3, $4, '[)'), $5) RETURNING id",
                 device,
                 subject,
                 start,
                 end,
+                by,
             )
         except asyncpg.ExclusionViolationError as err:
             who = "device" if "device_no_overlap" in str(err.constraint_name) else "subject"
@@ -111,10 +119,12 @@ async def assign(
     return Assignment(row["id"], serial, subject_ref, start, end)
 
 
-async def unassign(conn: asyncpg.Connection, serial: str, at: datetime) -> Assignment:
+async def unassign(
+    conn: asyncpg.Connection, serial: str, at: datetime, by: int | None = None
+) -> Assignment:
     """End the device's assignment in force at `at` there: the tag was taken off (an order
-    that ended, a tag swapped). Its fixes from `at` on belong to nobody, and their hours are
-    queued to be tiled again."""
+    that ended, a tag swapped), as the user `by` says. Its fixes from `at` on belong to
+    nobody, and their hours are queued to be tiled again."""
     async with conn.transaction():
         row = await conn.fetchrow(
             """
@@ -139,9 +149,10 @@ async def unassign(conn: asyncpg.Connection, serial: str, at: datetime) -> Assig
             )
         await conn.execute(
             "UPDATE device_assignments SET during = tstzrange(lower(during), $2, '[)'),"
-            " end_recorded_at = now() WHERE id = $1",
+            " end_recorded_at = now(), end_recorded_by = $3 WHERE id = $1",
             row["id"],
             at,
+            by,
         )
         await tiles.mark_hours(conn, [row["device_id"]], at, row["end"])
     return Assignment(row["id"], serial, row["ref"], row["start"], at)
@@ -149,8 +160,8 @@ async def unassign(conn: asyncpg.Connection, serial: str, at: datetime) -> Assig
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """An assignment as the register holds it, with when it and its end were recorded
-    (None: recorded before these were kept, or its end not recorded)."""
+    """An assignment as the register holds it, with when and by whom it and its end were
+    recorded (None: recorded before these were kept, not named, or its end not recorded)."""
 
     serial: str
     subject_ref: str
@@ -158,6 +169,8 @@ class Recorded:
     end: datetime | None
     recorded_at: datetime | None
     end_recorded_at: datetime | None
+    recorded_by: str | None
+    end_recorded_by: str | None
 
 
 async def history(
@@ -167,10 +180,12 @@ async def history(
     rows = await conn.fetch(
         """
         SELECT d.serial, s.ref AS subject_ref, lower(a.during) AS start, upper(a.during) AS end,
-               a.recorded_at, a.end_recorded_at
+               a.recorded_at, a.end_recorded_at, r.name AS recorded_by, e.name AS end_recorded_by
         FROM device_assignments a
         JOIN devices d ON d.id = a.device_id
         JOIN subjects s ON s.id = a.subject_id
+        LEFT JOIN users r ON r.id = a.recorded_by
+        LEFT JOIN users e ON e.id = a.end_recorded_by
         WHERE ($1::text IS NULL OR d.serial = $1) AND ($2::text IS NULL OR s.ref = $2)
         ORDER BY lower(a.during), d.serial
         """,
