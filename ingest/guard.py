@@ -31,6 +31,7 @@ from torch.zones import ZoneVersion
 log = logging.getLogger("torch.ingest.zones")
 
 LATE_CONTEXT = timedelta(minutes=30)  # how much track around late fixes is checked again
+UNCHECKED_S = 1e-3  # below the newest fix stored before a restart: it may not have been checked
 
 
 @dataclass(slots=True)
@@ -67,6 +68,7 @@ class Guard:
     last: dict[int, float] = field(default_factory=dict)  # last fix checked, by subject
     primed: bool = False
     victims: VictimGuard = field(default_factory=lambda: VictimGuard())
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         self.victims.open_after = self.rules.open_after
@@ -77,6 +79,9 @@ class Guard:
         """Take up zone and assignment changes; cheap when there are none."""
         if not self.primed:
             await self._prime(conn)
+        await self._take_up(conn)
+
+    async def _take_up(self, conn: asyncpg.Connection) -> None:
         mark = await zone_store.mark(conn)
         if mark != self.zone_mark:
             snap = await zone_store.snapshot(conn)
@@ -98,7 +103,9 @@ class Guard:
             self.worn, self.assignment_mark = dict(worn), mark
 
     async def _prime(self, conn: asyncpg.Connection) -> None:
-        """Take up the episodes left open by an earlier run."""
+        """Take up the episodes left open by an earlier run, and each watched subject's
+        newest stored fix: a fix older than that, in the first batches after a restart, is
+        late (checked with the stored track around it), not the next of a fresh watch."""
         for r in await breaches.open_episodes(conn):
             key = (r["subject_id"], r["zone_id"])
             w = Watch(self.rules)
@@ -115,6 +122,13 @@ class Guard:
             self.watches[key] = w
             self.episode_ids[key] = r["id"]
         await self.victims.prime(conn)
+        await self._take_up(conn)
+        # The newest fix stored before this run counts as not yet checked (a crash may have
+        # come between storing and checking it): a fix delivered again at that time is live.
+        watched = sorted(set(self.zones_of) | set(self.victims.links_of))
+        newest = await breaches.last_fix_times(conn, watched, self.started)
+        self.last = {subject_id: t - UNCHECKED_S for subject_id, t in newest.items()}
+        self.victims.last = dict(self.last)
         self.primed = True
 
     def _subject(self, device_id: int, t: datetime) -> int | None:

@@ -274,6 +274,40 @@ def test_a_transit_to_a_gps_outlier_is_raised_then_doubted_and_published_again(
     assert [(a["type"], a["detail"]["doubt"]) for a in inbox] == [("transit_breach", doubt)]
 
 
+def test_after_a_restart_older_fixes_are_late_and_raise_no_second_alert(
+    api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
+) -> None:
+    """A breach raised before a restart; after it, a tag's buffer with fixes from inside
+    that breach. They are older than the last fix checked before the restart, so they are
+    checked with the stored track around them, which shows the breach already stored: no
+    second alert. (Taken as the next fixes of a fresh watch, they raised one.)"""
+    call, sid, db = api["call"], api["subject"], api["db"]
+    call("POST", f"/v1/subjects/{sid}/zones", json=zone_body())
+    first = workers("before", TORCH_SILENT_AFTER_S="315360000")
+    x, y = CENTRE
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+    def at(steps: float) -> datetime:
+        return t0 + timedelta(seconds=10 * steps)
+
+    walk = [(0, -80), (1, 100), (2, 110), (3, 100), (4, -80), (5, -150), (6, -160)]
+    for step, dx in walk:  # in at 1, out at 4
+        publisher.send("tags/HTZ001/fixes", fix(at(step), x + dx, y + 100))
+    publisher.flush()
+    wait_for(lambda: db.fetchval("SELECT count(*) FROM breach_episodes WHERE left_at IS NOT NULL"))
+    first.stop()
+    workers("after", TORCH_SILENT_AFTER_S="315360000")
+    buffer = [fix(at(step), x + 90, y + 100) for step in (1.5, 2.5, 3.5)]
+    publisher.send("tags/HTZ001/fixes", buffer)
+    publisher.send("tags/HTZ001/fixes", {**fix(at(7), x - 160, y + 100), "batt": 5})
+    publisher.flush()
+    # the battery alert is raised in the check of the batch after the buffer, or with it
+    wait_for(lambda: db.fetchval("SELECT count(*) FROM alerts WHERE type = 'battery_low'") == 1)
+    rows = db.fetch("SELECT entered_at, left_at, detection FROM breach_episodes")
+    assert [tuple(r) for r in rows] == [(at(1), at(4), "live")]
+    assert db.fetchval(BREACH_ALERTS) == 1
+
+
 def test_a_zone_edit_reaches_the_worker_within_two_seconds(
     api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
 ) -> None:

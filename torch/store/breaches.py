@@ -256,6 +256,27 @@ async def subject_track(
     return [Fix(r["t"], r["x"], r["y"], r["acc"]) for r in rows]
 
 
+async def last_fix_times(
+    conn: asyncpg.Connection, subject_ids: list[int], received_before: datetime
+) -> dict[int, float]:
+    """Each subject's newest fix time (Unix) of those received before a time: for a worker
+    that started then to know which fixes come late."""
+    rows = await conn.fetch(
+        """
+        SELECT a.subject_id, extract(epoch FROM max(f.newest))::float8 AS t
+        FROM device_assignments a
+        CROSS JOIN LATERAL (SELECT max(fix_time) AS newest FROM fixes
+                            WHERE device_id = a.device_id AND a.during @> fix_time
+                              AND received_at < $2) f
+        WHERE a.subject_id = ANY($1::bigint[]) AND f.newest IS NOT NULL
+        GROUP BY a.subject_id
+        """,
+        subject_ids,
+        received_before,
+    )
+    return {r["subject_id"]: r["t"] for r in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class Recheck:
     subject_id: int
