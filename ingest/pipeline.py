@@ -184,6 +184,12 @@ class Pipeline:
         async with asyncio.timeout(timeout), self._connection() as conn:
             await conn.fetchval("SELECT 1")
 
+    def watching(self) -> int:
+        """How many subjects have zones or links to protected persons checked here."""
+        if self._guard is None:
+            return 0
+        return len(set(self._guard.zones_of) | set(self._guard.victims.links_of))
+
     async def reload_zones(self) -> None:
         """Take up zone and assignment changes (the worker calls this every second)."""
         if self._guard is None:

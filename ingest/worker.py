@@ -399,10 +399,20 @@ class Worker:
         self._subscriber.ack(deliveries)
 
     async def _flush_state(self) -> None:
+        warned = False
         while True:
             await asyncio.sleep(self._settings.state_flush_ms / 1000)
             await self._pipeline.flush_state()
             await self._pipeline.reload_zones()
+            watching = self._pipeline.watching()
+            if self._settings.mqtt_share_group and watching and not warned:
+                log.warning(
+                    "%d subjects have zones or protected persons, and this worker shares its"
+                    " subscription (TORCH_MQTT_SHARE_GROUP): it checks only the fixes it"
+                    " receives, so a breach may be raised twice or missed; run one worker",
+                    watching,
+                )
+                warned = True
 
     async def _refresh_tiles(self) -> None:
         while True:

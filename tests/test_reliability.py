@@ -171,6 +171,30 @@ def test_two_workers_share_a_stream_without_loss_or_double(
     assert min(s[0] for s in shares) > 0  # both took part
 
 
+SHARED_WARNING = "this worker shares its subscription (TORCH_MQTT_SHARE_GROUP)"
+
+
+def test_a_worker_on_a_shared_subscription_warns_once_subjects_are_watched(
+    db: Database, workers, device
+) -> None:  # type: ignore[no-untyped-def]
+    """Each of several workers checks only the fixes it receives: harmless with nothing to
+    check, a warning once a subject has a zone or a protected person (here, a link)."""
+    register(device)
+    w = workers("ws", TORCH_MQTT_SHARE_GROUP="ingest", TORCH_STATE_FLUSH_MS="200")
+    time.sleep(1)  # a few rounds of taking zones and links up
+    assert SHARED_WARNING not in w.log.read_text()
+    db.execute("INSERT INTO victims (ref) VALUES ('VIC-W')")
+    db.execute(
+        "INSERT INTO victim_links (subject_id, victim_id, warning_m, breach_m)"
+        " SELECT min(s.id), min(v.id), 2000, 500 FROM subjects s, victims v"
+    )
+    wait_for(lambda: SHARED_WARNING in w.log.read_text())
+    time.sleep(1)
+    log = w.log.read_text()
+    assert log.count(SHARED_WARNING) == 1
+    assert "1 subjects have zones or protected persons" in log
+
+
 def _stored(log: str) -> tuple[int, int]:
     found = re.findall(r"stopped; stored Written\(fixes=(\d+), duplicates=(\d+)", log)
     return int(found[-1][0]), int(found[-1][1])
