@@ -162,7 +162,11 @@ class Watch:
         when = datetime.fromtimestamp(fix.t, UTC)
         previous, before = self.last, self.before
         self.before, self.last = previous, fix
-        events, spiked = self._doubt(before, previous, fix)
+        # whether `previous` is a spike is asked only where it matters: it seldom does
+        events: list[Event] = []
+        if self.transits:
+            raised, self.transits = self.transits, []
+            events = self._doubt(raised, self._spike(before, previous, fix))
         if version is None or not version.applies(when):
             self.wrong.clear()
             self.right.clear()
@@ -178,9 +182,11 @@ class Watch:
             depth = shape.depth(fix.x, fix.y)
             into = depth if version.kind is Kind.EXCLUSION else -depth  # how far on the wrong side
         wrong = into > acc
-        if previous is not None and self.open is None and not spiked:
+        if previous is not None and self.open is None:
             was_wrong = bool(self.wrong) and self.wrong[-1] is previous
             found = self._segment(previous, fix, version, shape, was_wrong or wrong)
+            if found and self._spike(before, previous, fix) is not None:
+                found = []  # the way back from a spike crossed nothing
             opened = [e.episode for e in found if not e.closed]
             self.transits = [e for e in opened if e.kind is EpisodeKind.TRANSIT]
             events += found
@@ -203,21 +209,25 @@ class Watch:
             self.right.clear()
         return events
 
-    def _doubt(self, a: Fix | None, b: Fix | None, c: Fix) -> tuple[list[Event], bool]:
-        """Whether b, the fix before c, is a spike; if so, the transits raised on the way
-        into it, now doubted."""
-        raised, self.transits = self.transits, []
+    def _spike(self, a: Fix | None, b: Fix | None, c: Fix) -> tuple[float, spikes.Speeds] | None:
+        """b's time and the speeds that make it a spike between a and c, or None."""
         if a is None or b is None:
-            return [], False
+            return None
         r = self.rules
         pa, pb, pc = self._point(a), self._point(b), self._point(c)
         found = spikes.spike(pa, pb, pc, r.max_gap_s, r.max_speed_ms)
-        if found is None:
-            return [], False
-        doubt = spikes.describe(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(b.t)), found)
+        return None if found is None else (b.t, found)
+
+    @staticmethod
+    def _doubt(raised: list[Episode], spike: tuple[float, spikes.Speeds] | None) -> list[Event]:
+        """The transits raised on the way into a fix that has turned out a spike, doubted."""
+        if spike is None:
+            return []
+        t, speeds = spike
+        doubt = spikes.describe(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)), speeds)
         for e in raised:
             e.doubt = doubt
-        return [Event(e, closed=True, doubted=True) for e in raised], True
+        return [Event(e, closed=True, doubted=True) for e in raised]
 
     def _point(self, f: Fix) -> spikes.Point:
         return spikes.Point(f.t, f.x, f.y, self.rules.default_acc_m if f.acc is None else f.acc)
