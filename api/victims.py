@@ -34,7 +34,7 @@ class LinkRequest(BaseModel):
     valid_from: When | None = Field(
         None,
         description="from when the subject is kept away (the order's start; default: now);"
-        " their fixes before it are not judged",
+        " their fixes before it, or before the link was recorded, are not judged",
     )
 
 

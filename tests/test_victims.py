@@ -59,7 +59,7 @@ def world(db: Database, workers, publisher: Publisher, tmp_path: Path) -> Iterat
     password = torch_cli("victim", "add", "VIC-1", "--officer", "nora").stdout.splitlines()[-1]
     api = Api(tmp_path / "api.log", port=18044)
     ids = {r["ref"]: r["id"] for r in db.fetch("SELECT id, ref FROM subjects")}
-    yield {"api": api, "tokens": tokens, "password": password, "ids": ids}
+    yield {"api": api, "tokens": tokens, "password": password, "ids": ids, "db": db}
     api.stop()
 
 
@@ -92,14 +92,20 @@ def send_from_phone(w: dict[str, Any], fixes: list[dict[str, Any]]) -> None:
 
 
 def link(w: dict[str, Any], ref: str, token: str, **body: Any) -> httpx.Response:
-    """Link the subject to VIC-1, from an hour before the tracks (unless said otherwise)."""
+    """Link the subject to VIC-1 from an hour before the tracks (unless said otherwise), as
+    though recorded then: a link binds no fix from before it was recorded."""
     fields = {"victim_ref": "VIC-1", "warning_m": 2000, "breach_m": 500}
     fields["valid_from"] = (T - timedelta(hours=1)).isoformat()
-    return httpx.post(
+    made = httpx.post(
         f"{w['api'].url}/v1/subjects/{w['ids'][ref]}/victim-links",
         json={**fields, **body},
         headers={"Authorization": f"Bearer {token}"},
     )
+    if made.status_code == 201:
+        w["db"].execute(
+            "UPDATE victim_links SET created_at = valid_from WHERE id = $1", made.json()["id"]
+        )
+    return made
 
 
 def test_an_approach_raises_the_warning_then_the_breach_and_a_pass_at_3_km_nothing(
@@ -462,3 +468,33 @@ def test_an_ended_link_still_judges_a_tags_buffer_from_before_its_end(
         ("IOM-V1", "warning", at(150), at(510), 50.0, "live"),
         ("IOM-V1", "breach", at(270), at(390), 50.0, "live"),
     ]
+
+
+def test_a_link_binds_no_fix_from_before_it_was_recorded(
+    world: dict[str, Any], db: Database, workers, publisher: Publisher
+) -> None:  # type: ignore[no-untyped-def]
+    """Recorded now with a `valid_from` an hour before the tracks, the link does not judge
+    the approach of half an hour ago: a fix is judged by the links recorded at its time, as
+    by the zones, whenever it arrives."""
+    made = httpx.post(
+        f"{world['api'].url}/v1/subjects/{world['ids']['IOM-V1']}/victim-links",
+        json={
+            "victim_ref": "VIC-1",
+            "warning_m": 2000,
+            "breach_m": 500,
+            "valid_from": (T - timedelta(hours=1)).isoformat(),
+        },
+        headers={"Authorization": f"Bearer {world['tokens']['chief']}"},
+    )
+    assert made.status_code == 201
+    workers(TORCH_SILENT_AFTER_S="315360000")
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
+    wait_for(lambda: db.count("victim_fixes") == 23)
+    drive(publisher, "VT1", 0)
+    wait_for(lambda: db.count("fixes") == 21)
+    # a fix of now, 5 km off, checked after the others: they were checked by then
+    now = grid_fix(datetime.now(UTC), VICTIM0[0] + 5000, VICTIM0[1])
+    publisher.send("tags/VT1/fixes", {**now, "batt": 5})
+    publisher.flush()
+    wait_for(lambda: db.fetchval("SELECT count(*) FROM alerts WHERE type = 'battery_low'") == 1)
+    assert db.count("victim_episodes") == 0

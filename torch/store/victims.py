@@ -156,10 +156,12 @@ def _conflict(ref: str, r: asyncpg.Record) -> DeadLetter:
 
 
 async def all_links(conn: asyncpg.Connection) -> list[Link]:
-    """Every link, live and ended: an ended one still judges late fixes of its time."""
+    """Every link, live and ended (an ended one still judges late fixes of its time). A
+    link binds from its valid_from, but never before it was recorded: as a zone, a fix is
+    judged by what was recorded at its time."""
     rows = await conn.fetch(
         "SELECT id, subject_id, victim_id, warning_m, breach_m,"
-        " date_part('epoch', valid_from),"
+        " date_part('epoch', greatest(valid_from, created_at)),"
         " coalesce(date_part('epoch', ended_at), 'infinity') FROM victim_links"
     )
     return [Link(*r) for r in rows]
