@@ -148,6 +148,9 @@ def test_a_presence_on_one_gps_outlier_comes_with_its_caveat(world: dict[str, An
         spike,
         spike + minute,
     ]
+    # as reported: the spike at the scene, its neighbours 3 km north (0.027 degrees)
+    north = [r["fixes"][k]["lat"] - truth["scene"]["lat"] for k in range(3)]
+    assert [round(d, 3) for d in north] == [0.027, 0.0, 0.027]
 
 
 def test_a_car_passing_between_two_fixes_is_found(world: dict[str, Any]) -> None:
