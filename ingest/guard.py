@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from ingest.tracks import subject_tracks
+from ingest.tracks import corrects, subject_tracks
 from ingest.victims import VictimGuard
 from torch.breach import Detection, Episode, EpisodeKind, Event, Fix, Rules, Watch
 from torch.intake import Batch
@@ -279,9 +279,13 @@ class Guard:
         self, conn: asyncpg.Connection, subject_id: int, lo: float, hi: float
     ) -> list[breaches.Found]:
         """The episodes of the subject's stored track around [lo, hi] (Unix times), checked
-        from scratch, that overlap it and are not stored yet."""
+        from scratch, that overlap it, and are not stored yet or correct one stored by an
+        earlier late check (ingest.tracks.corrects)."""
         start = datetime.fromtimestamp(lo, UTC) - LATE_CONTEXT
         end = datetime.fromtimestamp(hi, UTC) + LATE_CONTEXT
+        earliest = await breaches.earliest_entered(conn, subject_id, start, end)
+        if earliest is not None:
+            start = min(start, earliest - LATE_CONTEXT)  # so as to find it whole again
         track = await breaches.subject_track(conn, subject_id, start, end)
         out: list[breaches.Found] = []
         for zone_id in self.zones_of.get(subject_id, ()):
@@ -295,7 +299,10 @@ class Guard:
                     continue  # only what the late fixes change
                 entered = datetime.fromtimestamp(e.entered, UTC)
                 left = datetime.fromtimestamp(e.left, UTC)
-                if await breaches.overlapping(conn, subject_id, zone_id, entered, left):
-                    continue
-                out.append(self._record(uuid.uuid4(), subject_id, e, opened=True))
+                same = await breaches.overlapping(conn, subject_id, zone_id, entered, left)
+                if not same:
+                    out.append(self._record(uuid.uuid4(), subject_id, e, opened=True))
+                elif len(same) == 1 and corrects(same[0], e.entered, e.left):
+                    out.append(self._record(same[0].id, subject_id, e, opened=False))
         return out
+

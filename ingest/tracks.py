@@ -1,5 +1,6 @@
 """A committed batch's fixes as each subject's track on the grid: what the zone checks and
-the mobile victim zones both step through."""
+the mobile victim zones both step through; and when what a late check finds corrects an
+episode stored before."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime
 from torch import grid
 from torch.breach import Fix
 from torch.intake import Batch
+from torch.store.breaches import Stored
 
 SubjectOf = Callable[[int, datetime], int | None]  # (device id, fix time) -> the wearer
 
@@ -32,3 +34,17 @@ def subject_tracks(
         t = f.ts.timestamp()
         out[subject_id][t] = Fix(t, x, y, f.acc)
     return {k: sorted(v.values(), key=lambda f: f.t) for k, v in out.items()}
+
+
+def corrects(stored: Stored, entered: float, left: float | None) -> bool:
+    """Whether an episode found again (from `entered` to `left`, Unix times) corrects one
+    stored from an earlier late check: the same start, another end. An earlier check may
+    have had only part of a buffer sent in several messages, and closed the episode at a
+    fix after the part still to come. An episode found live stands as it was raised."""
+    return (
+        stored.detection == "late"
+        and abs(stored.entered - entered) < 1e-3  # as stored: to the microsecond
+        and stored.left is not None
+        and left is not None
+        and abs(stored.left - left) >= 1e-3
+    )

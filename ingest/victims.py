@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from ingest.tracks import SubjectOf, subject_tracks
+from ingest.tracks import SubjectOf, corrects, subject_tracks
 from torch import grid
 from torch.breach import Detection, Fix
 from torch.intake import Batch
@@ -144,8 +144,12 @@ class VictimGuard:
         self, conn: asyncpg.Connection, link: Link, lo: float, hi: float
     ) -> list[store.Found]:
         """The link's episodes around [lo, hi] (Unix times), judged from scratch on both
-        people's stored fixes, that have ended, overlap it and are not stored yet."""
+        people's stored fixes, that have ended, overlap it, and are not stored yet or
+        correct one stored by an earlier late check (ingest.tracks.corrects)."""
         start, end = lo - LATE_CONTEXT_S, hi + LATE_CONTEXT_S
+        earliest = await store.earliest_entered(conn, link.id, _at(start), _at(end))
+        if earliest is not None:  # start before it, so as to find it whole again
+            start = min(start, earliest.timestamp() - LATE_CONTEXT_S)
         positions = Positions(keep_s=math.inf)
         span = (_at(start - positions.stale_s), _at(end + positions.stale_s))
         for p in await store.track(conn, link.victim_id, *span):
@@ -163,9 +167,11 @@ class VictimGuard:
             assert e.left is not None
             if not (lo <= e.left and e.entered <= hi):
                 continue  # only what the late fixes change
-            if await store.overlapping(conn, link.id, e.stage, _at(e.entered), _at(e.left)):
-                continue
-            out.append(store.Found(uuid.uuid4(), link, ref, e, opened=True))
+            same = await store.overlapping(conn, link.id, e.stage, _at(e.entered), _at(e.left))
+            if not same:
+                out.append(store.Found(uuid.uuid4(), link, ref, e, opened=True))
+            elif len(same) == 1 and corrects(same[0], e.entered, e.left):
+                out.append(store.Found(same[0].id, link, ref, e, opened=False))
         return out
 
     def _step(self, subject_id: int, here: Position) -> list[store.Found]:

@@ -498,3 +498,38 @@ def test_a_link_binds_no_fix_from_before_it_was_recorded(
     publisher.flush()
     wait_for(lambda: db.fetchval("SELECT count(*) FROM alerts WHERE type = 'battery_low'") == 1)
     assert db.count("victim_episodes") == 0
+
+
+def test_a_buffer_sent_in_two_messages_leaves_the_late_episodes_with_their_true_ends(
+    world: dict[str, Any], db: Database, workers, publisher: Publisher
+) -> None:  # type: ignore[no-untyped-def]
+    """The tag was out of the network from 150 s to 510 s and sends its buffer in two
+    messages after its live fixes of 540 s on. With the first part alone, the warning and
+    the breach seem to last until those live fixes close them (570 s); the second part
+    shows their true ends, 510 s and 390 s, as the first test found them live."""
+    assert link(world, "IOM-V1", world["tokens"]["chief"]).status_code == 201
+    workers(TORCH_SILENT_AFTER_S="315360000")
+    send_from_phone(world, [walk(t) for t in PHONE_TIMES])
+    wait_for(lambda: db.count("victim_fixes") == 23)
+
+    def send(times: range) -> None:
+        fixes = [grid_fix(at(t), subject_x(t), VICTIM0[1]) for t in times]
+        publisher.send("tags/VT1/fixes", fixes)
+        publisher.flush()
+
+    send(range(0, 121, 30))
+    send(range(540, 601, 30))
+    wait_for(lambda: db.count("fixes") == 8)
+    send(range(150, 331, 30))  # the first part of the buffer
+    wait_for(lambda: db.fetchval(CLOSED) == 2)
+    assert [tuple(r)[1:4] for r in db.fetch(EPISODES)] == [
+        ("warning", at(150), at(570)),
+        ("breach", at(270), at(570)),
+    ]
+    send(range(360, 511, 30))  # the rest
+    wait_for(lambda: db.fetchval("SELECT max(left_at) FROM victim_episodes") == at(510))
+    assert [tuple(r) for r in db.fetch(EPISODES)] == [
+        ("IOM-V1", "warning", at(150), at(510), 50.0, "late"),
+        ("IOM-V1", "breach", at(270), at(390), 50.0, "late"),
+    ]
+    assert db.fetchval("SELECT count(*) FROM alerts WHERE type LIKE 'victim%'") == 2

@@ -308,6 +308,41 @@ def test_after_a_restart_older_fixes_are_late_and_raise_no_second_alert(
     assert db.fetchval(BREACH_ALERTS) == 1
 
 
+def test_a_buffer_sent_in_two_messages_leaves_the_late_breach_with_its_true_end(
+    api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
+) -> None:
+    """The tag was out of the network from step 1 to step 9 and sends its buffer in two
+    messages after its live fixes of steps 10 and 11. With the first part alone, the breach
+    it shows (in at 1) seems to last until the live fixes close it (10); the second part
+    shows it ended at 5. One alert, and the episode ends at 5."""
+    call, sid, db = api["call"], api["subject"], api["db"]
+    call("POST", f"/v1/subjects/{sid}/zones", json=zone_body())
+    workers("parts", TORCH_SILENT_AFTER_S="315360000")
+    x, y = CENTRE
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+    def at(steps: float) -> datetime:
+        return t0 + timedelta(seconds=10 * steps)
+
+    def send(fixes: list[dict[str, Any]] | dict[str, Any]) -> None:
+        publisher.send("tags/HTZ001/fixes", fixes)
+        publisher.flush()
+
+    inside, outside = (x + 100, y + 100), (x - 150, y + 100)
+    send(fix(at(0), *outside))
+    send([fix(at(10), *outside), fix(at(11), *outside)])
+    wait_for(lambda: db.count("fixes") == 3)
+    send([fix(at(step), *inside) for step in (1, 2, 3)])
+    wait_for(lambda: db.fetchval(BREACH_ALERTS) == 1)
+    first = db.fetch("SELECT entered_at, left_at, detection FROM breach_episodes")
+    assert [tuple(r) for r in first] == [(at(1), at(10), "late")]  # from the first part alone
+    send([fix(at(4), *inside), *(fix(at(step), *outside) for step in (5, 6, 7))])
+    wait_for(lambda: db.fetchval("SELECT left_at FROM breach_episodes") == at(5))
+    rows = db.fetch("SELECT entered_at, left_at, fixes_inside, detection FROM breach_episodes")
+    assert [tuple(r) for r in rows] == [(at(1), at(5), 4, "late")]
+    assert db.fetchval(BREACH_ALERTS) == 1
+
+
 def test_a_zone_edit_reaches_the_worker_within_two_seconds(
     api: dict[str, Any], workers: Callable[..., Worker], publisher: Publisher
 ) -> None:

@@ -298,23 +298,49 @@ async def take_rechecks(conn: asyncpg.Connection, limit: int = 100) -> list[Rech
     return [Recheck(r["subject_id"], r["from_at"], r["to_at"]) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An episode as stored, for a late check to compare what it finds with."""
+
+    id: UUID
+    entered: float  # Unix times
+    left: float | None
+    detection: str
+
+
 async def overlapping(
     conn: asyncpg.Connection, subject_id: int, zone_id: int, start: datetime, end: datetime
-) -> bool:
-    """Whether an episode of this zone is already stored over any of [start, end]."""
-    return bool(
-        await conn.fetchval(
-            """
-            SELECT EXISTS (SELECT 1 FROM breach_episodes
-                           WHERE subject_id = $1 AND zone_id = $2 AND entered_at <= $4
-                             AND (left_at IS NULL OR left_at >= $3))
-            """,
-            subject_id,
-            zone_id,
-            start,
-            end,
-        )
+) -> list[Stored]:
+    """The episodes of this zone already stored over any of [start, end]."""
+    rows = await conn.fetch(
+        """
+        SELECT id, extract(epoch FROM entered_at)::float8 AS entered,
+               extract(epoch FROM left_at)::float8 AS left, detection
+        FROM breach_episodes
+        WHERE subject_id = $1 AND zone_id = $2 AND entered_at <= $4
+          AND (left_at IS NULL OR left_at >= $3)
+        """,
+        subject_id,
+        zone_id,
+        start,
+        end,
     )
+    return [Stored(**dict(r)) for r in rows]
+
+
+async def earliest_entered(
+    conn: asyncpg.Connection, subject_id: int, start: datetime, end: datetime
+) -> datetime | None:
+    """When the earliest of the subject's episodes stored over any of [start, end] began:
+    a late check starts before it, so as to find that episode whole."""
+    found: datetime | None = await conn.fetchval(
+        "SELECT min(entered_at) FROM breach_episodes WHERE subject_id = $1"
+        " AND entered_at <= $3 AND (left_at IS NULL OR left_at >= $2)",
+        subject_id,
+        start,
+        end,
+    )
+    return found
 
 
 async def episodes(

@@ -246,22 +246,36 @@ async def track(
 
 async def overlapping(
     conn: asyncpg.Connection, link_id: int, stage: Stage, start: datetime, end: datetime
-) -> bool:
-    """Whether an episode of this link and stage is already stored over any of
-    [start, end]."""
-    return bool(
-        await conn.fetchval(
-            """
-            SELECT EXISTS (SELECT 1 FROM victim_episodes
-                           WHERE link_id = $1 AND stage = $2 AND entered_at <= $4
-                             AND (left_at IS NULL OR left_at >= $3))
-            """,
-            link_id,
-            stage.value,
-            start,
-            end,
-        )
+) -> list[breaches.Stored]:
+    """The episodes of this link and stage already stored over any of [start, end]."""
+    rows = await conn.fetch(
+        """
+        SELECT id, extract(epoch FROM entered_at)::float8 AS entered,
+               extract(epoch FROM left_at)::float8 AS left, detection
+        FROM victim_episodes
+        WHERE link_id = $1 AND stage = $2 AND entered_at <= $4
+          AND (left_at IS NULL OR left_at >= $3)
+        """,
+        link_id,
+        stage.value,
+        start,
+        end,
     )
+    return [breaches.Stored(**dict(r)) for r in rows]
+
+
+async def earliest_entered(
+    conn: asyncpg.Connection, link_id: int, start: datetime, end: datetime
+) -> datetime | None:
+    """When the earliest of the link's episodes stored over any of [start, end] began."""
+    found: datetime | None = await conn.fetchval(
+        "SELECT min(entered_at) FROM victim_episodes WHERE link_id = $1"
+        " AND entered_at <= $3 AND (left_at IS NULL OR left_at >= $2)",
+        link_id,
+        start,
+        end,
+    )
+    return found
 
 
 async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -295,8 +309,10 @@ async def record(conn: asyncpg.Connection, found: Sequence[Found]) -> int:
                                          left_at, closest_m, fixes_inside, detection)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (id) DO UPDATE SET
-                -- closed when its link ended, unless the fixes close it before that
-                left_at = least(victim_episodes.left_at, EXCLUDED.left_at),
+                -- a live one closed when its link ended, unless the fixes close it before;
+                -- a late one as a later check of more of the fixes finds it
+                left_at = CASE WHEN EXCLUDED.detection = 'late' THEN EXCLUDED.left_at
+                               ELSE least(victim_episodes.left_at, EXCLUDED.left_at) END,
                 closest_m = EXCLUDED.closest_m, fixes_inside = EXCLUDED.fixes_inside
             """,
             f.id, f.link.id, f.link.subject_id, f.link.victim_id, e.stage.value,
