@@ -31,6 +31,7 @@ from torch.zones import ZoneVersion
 log = logging.getLogger("torch.ingest.zones")
 
 LATE_CONTEXT = timedelta(minutes=30)  # how much track around late fixes is checked again
+LATE_REACH = timedelta(days=1)  # how much further back to find a stored episode whole
 UNCHECKED_S = 1e-3  # below the newest fix stored before a restart: it may not have been checked
 
 
@@ -284,8 +285,8 @@ class Guard:
         start = datetime.fromtimestamp(lo, UTC) - LATE_CONTEXT
         end = datetime.fromtimestamp(hi, UTC) + LATE_CONTEXT
         earliest = await breaches.earliest_entered(conn, subject_id, start, end)
-        if earliest is not None:
-            start = min(start, earliest - LATE_CONTEXT)  # so as to find it whole again
+        if earliest is not None:  # so as to find it whole again, if not too long ago
+            start = max(min(start, earliest - LATE_CONTEXT), start - LATE_REACH)
         track = await breaches.subject_track(conn, subject_id, start, end)
         out: list[breaches.Found] = []
         for zone_id in self.zones_of.get(subject_id, ()):

@@ -148,8 +148,8 @@ class VictimGuard:
         correct one stored by an earlier late check (ingest.tracks.corrects)."""
         start, end = lo - LATE_CONTEXT_S, hi + LATE_CONTEXT_S
         earliest = await store.earliest_entered(conn, link.id, _at(start), _at(end))
-        if earliest is not None:  # start before it, so as to find it whole again
-            start = min(start, earliest.timestamp() - LATE_CONTEXT_S)
+        if earliest is not None:  # start before it, to find it whole again, within a day
+            start = max(min(start, earliest.timestamp() - LATE_CONTEXT_S), start - 86400.0)
         positions = Positions(keep_s=math.inf)
         span = (_at(start - positions.stale_s), _at(end + positions.stale_s))
         for p in await store.track(conn, link.victim_id, *span):
