@@ -55,13 +55,10 @@ async def link(
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         if await subject_store.one(conn, subject_id, user) is None:
             raise NotFound(f"no subject with id {subject_id}")
-        found = await victims.ids(conn, [body.victim_ref])
-        if body.victim_ref not in found:
-            raise NotFound(f"no protected person {body.victim_ref}")
         link_id = await victims.link(
             conn,
             subject_id,
-            found[body.victim_ref],
+            await victims.id_of(conn, body.victim_ref),
             (body.warning_m, body.breach_m),
             valid_from,
             user.id,
@@ -123,10 +120,7 @@ def _link(r: asyncpg.Record) -> dict[str, Any]:
 
 async def _victim_for(conn: asyncpg.Connection, victim_ref: str, user: User) -> int:
     """The protected person's id, for a supervisor or one of their named officers."""
-    found = await victims.ids(conn, [victim_ref])
-    victim_id = found.get(victim_ref)
-    if victim_id is None:
-        raise NotFound(f"no protected person {victim_ref}")
+    victim_id = await victims.id_of(conn, victim_ref)
     if not user.has("supervisor") and not await victims.may_see(conn, victim_id, user.id):
         raise Forbidden("only supervisors and the protected person's named officers")
     return victim_id

@@ -15,12 +15,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from ingest.tracks import corrects, subject_tracks
+from ingest.tracks import corrects, late_span, reach_back, subject_tracks
 from ingest.victims import VictimGuard
 from torch.breach import Detection, Episode, EpisodeKind, Event, Fix, Rules, Watch
 from torch.intake import Batch
@@ -30,8 +30,6 @@ from torch.zones import ZoneVersion
 
 log = logging.getLogger("torch.ingest.zones")
 
-LATE_CONTEXT = timedelta(minutes=30)  # how much track around late fixes is checked again
-LATE_REACH = timedelta(days=1)  # how much further back to find a stored episode whole
 UNCHECKED_S = 1e-3  # below the newest fix stored before a restart: it may not have been checked
 
 
@@ -78,9 +76,10 @@ class Guard:
 
     async def reload(self, conn: asyncpg.Connection) -> None:
         """Take up zone and assignment changes; cheap when there are none."""
-        if not self.primed:
-            await self._prime(conn)
-        await self._take_up(conn)
+        if self.primed:
+            await self._take_up(conn)
+        else:
+            await self._prime(conn)  # which takes them up
 
     async def _take_up(self, conn: asyncpg.Connection) -> None:
         mark = await zone_store.mark(conn)
@@ -282,11 +281,8 @@ class Guard:
         """The episodes of the subject's stored track around [lo, hi] (Unix times), checked
         from scratch, that overlap it, and are not stored yet or correct one stored by an
         earlier late check (ingest.tracks.corrects)."""
-        start = datetime.fromtimestamp(lo, UTC) - LATE_CONTEXT
-        end = datetime.fromtimestamp(hi, UTC) + LATE_CONTEXT
-        earliest = await breaches.earliest_entered(conn, subject_id, start, end)
-        if earliest is not None:  # so as to find it whole again, if not too long ago
-            start = max(min(start, earliest - LATE_CONTEXT), start - LATE_REACH)
+        start, end = late_span(lo, hi)
+        start = reach_back(start, await breaches.earliest_entered(conn, subject_id, start, end))
         track = await breaches.subject_track(conn, subject_id, start, end)
         out: list[breaches.Found] = []
         for zone_id in self.zones_of.get(subject_id, ()):
@@ -306,4 +302,3 @@ class Guard:
                 elif len(same) == 1 and corrects(same[0], e.entered, e.left):
                     out.append(self._record(same[0].id, subject_id, e, opened=False))
         return out
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Container
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from torch import grid
 from torch.breach import Fix
@@ -14,6 +14,9 @@ from torch.intake import Batch
 from torch.store.breaches import Stored
 
 SubjectOf = Callable[[int, datetime], int | None]  # (device id, fix time) -> the wearer
+
+LATE_CONTEXT = timedelta(minutes=30)  # how much stored track around late fixes is checked
+LATE_REACH = timedelta(days=1)  # how much further back a late check goes for a stored episode
 
 
 def subject_tracks(
@@ -48,3 +51,19 @@ def corrects(stored: Stored, entered: float, left: float | None) -> bool:
         and left is not None
         and abs(stored.left - left) >= 1e-3
     )
+
+
+def late_span(lo: float, hi: float) -> tuple[datetime, datetime]:
+    """The stored track a late check of fixes from lo to hi (Unix times) reads."""
+    return datetime.fromtimestamp(lo, UTC) - LATE_CONTEXT, datetime.fromtimestamp(
+        hi, UTC
+    ) + LATE_CONTEXT
+
+
+def reach_back(start: datetime, earliest: datetime | None) -> datetime:
+    """Where a late check that would start at `start` starts, so as to find whole again the
+    earliest stored episode it overlaps (which began at `earliest`), if that is not more
+    than LATE_REACH further back."""
+    if earliest is None:
+        return start
+    return max(min(start, earliest - LATE_CONTEXT), start - LATE_REACH)

@@ -21,11 +21,11 @@ import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from ingest.tracks import SubjectOf, corrects, subject_tracks
+from ingest.tracks import SubjectOf, corrects, late_span, reach_back, subject_tracks
 from torch import grid
 from torch.breach import Detection, Fix
 from torch.intake import Batch
@@ -36,7 +36,6 @@ from torch.victim import Episode, Link, Position, Positions, Stage, Watch
 log = logging.getLogger("torch.ingest.victims")
 
 LATE_AFTER_S = 10.0  # a protected person's fix received later than this after its time is late
-LATE_CONTEXT_S = 1800.0  # how much of both tracks around late fixes is checked again
 
 Span = tuple[float, float]  # Unix times
 
@@ -146,17 +145,15 @@ class VictimGuard:
         """The link's episodes around [lo, hi] (Unix times), judged from scratch on both
         people's stored fixes, that have ended, overlap it, and are not stored yet or
         correct one stored by an earlier late check (ingest.tracks.corrects)."""
-        start, end = lo - LATE_CONTEXT_S, hi + LATE_CONTEXT_S
-        earliest = await store.earliest_entered(conn, link.id, _at(start), _at(end))
-        if earliest is not None:  # start before it, to find it whole again, within a day
-            start = max(min(start, earliest.timestamp() - LATE_CONTEXT_S), start - 86400.0)
+        start, end = late_span(lo, hi)
+        start = reach_back(start, await store.earliest_entered(conn, link.id, start, end))
         positions = Positions(keep_s=math.inf)
-        span = (_at(start - positions.stale_s), _at(end + positions.stale_s))
-        for p in await store.track(conn, link.victim_id, *span):
+        held = timedelta(seconds=positions.stale_s)
+        for p in await store.track(conn, link.victim_id, start - held, end + held):
             positions.add(p)
         watch = Watch(link, self.open_after, self.close_after, Detection.LATE)
         ended: list[Episode] = []
-        for f in await breaches.subject_track(conn, link.subject_id, _at(start), _at(end)):
+        for f in await breaches.subject_track(conn, link.subject_id, start, end):
             there = positions.at(f.t) if link.holds(f.t) else None
             if there is not None:
                 changes = watch.step(f.t, self._here(f), there)

@@ -692,17 +692,9 @@ def _unassign(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _user_id(conn: Any, name: str | None) -> int | None:
-    """The active user of that name, on whose word the register is written; None if no
-    name is given."""
-    from torch.errors import NotFound
-    from torch.store import users
-
-    if name is None:
-        return None
-    user = await users.user_named(conn, name)
-    if user is None:
-        raise NotFound(f"no active user named {name}")
-    return user.id
+    """The id of the active user of that name, on whose word the register is written; None
+    if no name is given."""
+    return None if name is None else int((await _acting(conn, name)).id)
 
 
 def _assignments(args: argparse.Namespace, settings: Settings) -> int:
