@@ -139,9 +139,7 @@ def test_a_presence_on_one_gps_outlier_comes_with_its_caveat(world: dict[str, An
     assert abs((datetime.fromisoformat(r["closest_at"]) - spike).total_seconds()) <= 0.001
     assert len(r["reasons"]) == 2
     assert r["reasons"][1].startswith(f"the fix at {spike:%Y-%m-%dT%H:%M:%SZ} would mean ")
-    assert r["reasons"][1].endswith(
-        "it may be a GPS outlier, and the closest approach rests on it"
-    )
+    assert r["reasons"][1].endswith("it may be a GPS outlier, and the closest approach rests on it")
     minute = timedelta(minutes=1)
     assert [datetime.fromisoformat(f["time"]) for f in r["fixes"]] == [
         spike - minute,
@@ -589,8 +587,26 @@ def test_bulk_correlation_job_with_progress_and_bad_rows(world: dict[str, Any]) 
         timeout=30,
     )
     assert (done["done"], done["failure"]) == (2, None)
-    found = {(r["line"], r["crime_ref"], r["subject_ref"], r["verdict"]) for r in done["results"]}
-    assert {(2, "41/1/26", present, "present"), (3, "41/2/26", present, "present")} <= found
+    found = {
+        (r["line"], r["crime_ref"], r["subject_ref"], r["verdict"], r["caveat"])
+        for r in done["results"]
+    }
+    # the subject 3 km off with one fix at the scene: present, with the caveat
+    outlier = world["truth"]["subjects"]["outlier"]
+    caveat = (
+        f"The fix at {datetime.fromisoformat(outlier['outlier_at']):%Y-%m-%dT%H:%M:%SZ} would mean "
+    )
+    assert {(2, "41/1/26", present, "present", ""), (3, "41/2/26", present, "present", "")} <= found
+    assert [(r[0], r[3]) for r in sorted(found) if r[2] == outlier["ref"]] == [
+        (2, "present"),
+        (3, "present"),
+    ]
+    assert all(
+        r[4].startswith(caveat)
+        and r[4].endswith("it may be a GPS outlier, and the closest approach rests on it.")
+        for r in found
+        if r[2] == outlier["ref"]
+    )
     assert all(r["verdict"] in ("present", "possible") for r in done["results"])
     assert (
         get(world, f"/v1/crime-correlations/{job['job_id']}", role="probation").status_code == 403
@@ -644,7 +660,9 @@ def test_correlate_from_the_command_line(world: dict[str, Any], tmp_path: Path) 
     assert f"{crimes}:4: radius_m 9000 is not between 0 and 5000" in result.stderr
     assert "2 crimes, 2 bad rows," in result.stderr
     rows = (tmp_path / "found.csv").read_text().splitlines()
-    assert rows[0] == "line,crime_ref,offence,subject_id,subject_ref,verdict,closest_m,closest_at"
+    assert rows[0] == (
+        "line,crime_ref,offence,subject_id,subject_ref,verdict,closest_m,closest_at,caveat"
+    )
     assert any(r.startswith("2,41/1/26,burglary,") and f",{present},present," in r for r in rows)
     assert (
         world["db"].fetchval(

@@ -123,11 +123,12 @@ def test_findings_that_would_be_formulas_in_a_spreadsheet_are_written_as_text() 
         "verdict": "present",
         "closest_m": 3.5,
         "closest_at": "2026-11-21T01:10:00Z",
+        "caveat": "",
     }
     lines = correlate.to_csv([row, {**row, "crime_ref": "41/2/26", "offence": "burglary"}])
     assert lines.splitlines() == [
-        "line,crime_ref,offence,subject_id,subject_ref,verdict,closest_m,closest_at",
+        "line,crime_ref,offence,subject_id,subject_ref,verdict,closest_m,closest_at,caveat",
         '2,"\'=HYPERLINK(""http://example.invalid"",""41/1/26"")",\'@SUM(A1),7,IOM-0007,'
-        "present,3.5,2026-11-21T01:10:00Z",
-        "2,41/2/26,burglary,7,IOM-0007,present,3.5,2026-11-21T01:10:00Z",
+        "present,3.5,2026-11-21T01:10:00Z,",
+        "2,41/2/26,burglary,7,IOM-0007,present,3.5,2026-11-21T01:10:00Z,",
     ]

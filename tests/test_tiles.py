@@ -796,6 +796,50 @@ def test_bulk_correlation_of_crimes_before_any_tile_reads_the_fixes(run: Run) ->
     assert run(work) == [(2, "IOM-T0005", "present")]
 
 
+def test_bulk_correlation_says_when_a_finding_rests_on_a_gps_outlier(run: Run) -> None:
+    """IOM-T0062 stood 14 km from the scene all hour, but for one fix at the scene at 0:30,
+    a minute from fixes 14 km away either side (236 m/s in and out, less 10 m of accuracy,
+    where the fixes either side are 0 m/s apart). Bulk correlation finds them present, as
+    the method does, with the caveat the crime-scene query gives as a reason: read from the
+    fixes (no tiles yet) and from the tiles alike. A walker through the scene (IOM-T0063)
+    is present with no caveat."""
+    far, scene_xy = (536000.0, 210000.0), (522000.0, 208000.0)
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> list[Any]:
+        await wearer(conn, 62)
+        await wearer(conn, 63)
+        outlier = [(60.0 * i, *(scene_xy if i == 30 else far), 5.0) for i in range(61)]
+        await send(pipeline, "TT0062", outlier)
+        await send(
+            pipeline, "TT0063", [(60.0 * i, 520200.0 + 60 * i, 208000.0, 5.0) for i in range(61)]
+        )
+        crime = correlate.Crime(2, "41/9/26", "burglary", *scene_xy, at(600), at(3000), 100.0)
+        from_fixes = await correlate.run(conn, [crime], P)
+        while await tiles.refresh(conn):
+            pass
+        from_tiles = await correlate.run(conn, [crime], P)
+        scene = Scene(Point(scene_xy), 100.0, epoch(600), epoch(3000))
+        method = {v.ref: v.assessment for v in await nearby.verdicts(conn, scene, P)}
+        return [from_fixes, from_tiles, method]
+
+    from_fixes, from_tiles, method = run(work)
+    sentence = (
+        f"the fix at {at(1800):%Y-%m-%dT%H:%M:%SZ} would mean 236 m/s from the fix before it and"
+        " 236 m/s to the one after, even allowing for their accuracy, while those two are 0 m/s"
+        " apart: it may be a GPS outlier, and the closest approach rests on it"
+    )
+    assert method["IOM-T0062"].caveats == [sentence]
+    assert method["IOM-T0063"].caveats == []
+    for found in (from_fixes, from_tiles):
+        assert [(f["subject_ref"], f["verdict"], f["caveat"]) for f in found] == [
+            ("IOM-T0062", "present", sentence[0].upper() + sentence[1:] + "."),
+            ("IOM-T0063", "present", ""),
+        ]
+    rows = correlate.to_csv(from_tiles).splitlines()
+    assert rows[0].endswith(",closest_m,closest_at,caveat")
+    assert rows[1].endswith(',"The fix at ' + sentence[len("the fix at ") :] + '."')
+
+
 def test_a_second_connection_is_taken_only_when_the_pool_has_one_free(db: Database) -> None:
     """An answer reads over two connections where the pool has one open and idle; one that
     holds the pool's last idle connection goes on with one, rather than wait for a second

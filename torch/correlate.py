@@ -31,6 +31,7 @@ from torch.proximity import (
     closest_in,
     iso,
     judge_whole,
+    spike_caveats,
 )
 from torch.store import proximity as store
 
@@ -254,7 +255,11 @@ def _judge(c: Crime, got: Read, refs: dict[int, str], params: Params) -> list[di
         closest = closest_in(t, x, y, scene, params)
         if closest is not None:
             u = float(accuracy_between(acc[closest.a], acc[closest.b], params))
-            judged.append((subject_id, judge_whole(closest, u, scene, params)))
+            a = judge_whole(closest, u, scene, params)
+            if a.verdict.places_at_scene:
+                found = spike_caveats(t, x, y, acc, (closest.a, closest.b), params)
+                a.caveats = [words for _, words in found]
+            judged.append((subject_id, a))
     for tr in got.tracks:
         judged.append((tr.subject_id, assess(tr.fixes, scene, params)))
     out = []
@@ -270,6 +275,8 @@ def _judge(c: Crime, got: Read, refs: dict[int, str], params: Params) -> list[di
                     "verdict": a.verdict.value,
                     "closest_m": None if a.closest_m is None else round(a.closest_m, 1),
                     "closest_at": None if a.closest_at is None else iso(a.closest_at),
+                    # why the finding may not hold: it rests on a likely GPS outlier
+                    "caveat": " ".join(f"{c[0].upper()}{c[1:]}." for c in a.caveats),
                 }
             )
     return out
@@ -284,6 +291,7 @@ RESULT_COLUMNS = (
     "verdict",
     "closest_m",
     "closest_at",
+    "caveat",
 )
 
 

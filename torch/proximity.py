@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
@@ -109,6 +109,9 @@ class Assessment:
     gaps: list[Gap] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     evidence: list[TrackFix] = field(default_factory=list)
+    # those of the reasons that put the verdict in doubt: a closest approach resting on a
+    # likely GPS outlier (`spike_caveats`)
+    caveats: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,26 +193,44 @@ def assess(fixes: Sequence[TrackFix] | Track, scene: Scene, p: Params) -> Assess
 
 
 def _caveat_spikes(a: Assessment, track: Track, closest: Approach, p: Params) -> None:
-    """Say where the closest approach rests on a spike (torch.spikes), and give the fixes
-    on either side of it."""
+    """Say where the closest approach rests on a spike, and give the fixes on either side
+    of it."""
     chosen = {f.t: f for f in a.evidence}
-    for i in closest.index:
-        if i < 1 or i + 1 >= len(track):
-            continue
-        before, fix, after = (_spike_point(track, j, p) for j in (i - 1, i, i + 1))
-        found = spikes.spike(before, fix, after, p.max_gap_s, p.max_speed_ms)
-        if found is None:
-            continue
-        words = spikes.describe(_clock(fix.t), found)
-        a.reasons.append(f"{words}, and the closest approach rests on it")
+    for i, words in spike_caveats(track.t, track.x, track.y, track.acc, closest.index, p):
+        a.reasons.append(words)
+        a.caveats.append(words)
         chosen |= {float(track.t[j]): track.fix(j) for j in (i - 1, i + 1)}
     a.evidence = [chosen[t] for t in sorted(chosen)]
 
 
-def _spike_point(track: Track, i: int, p: Params) -> spikes.Point:
-    acc = float(track.acc[i])
-    u = p.default_acc_m if math.isnan(acc) else acc
-    return spikes.Point(float(track.t[i]), float(track.x[i]), float(track.y[i]), u)
+def spike_caveats(
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    acc: np.ndarray,
+    index: Iterable[int],
+    p: Params,
+) -> list[tuple[int, str]]:
+    """Of the fixes `index` around a closest approach, on a track of fixes in time order
+    (accuracy NaN where unknown), those that are spikes (torch.spikes), each with the
+    sentence that says the closest approach rests on it."""
+
+    def point(i: int) -> spikes.Point:
+        u = float(acc[i])
+        return spikes.Point(
+            float(t[i]), float(x[i]), float(y[i]), p.default_acc_m if math.isnan(u) else u
+        )
+
+    found = []
+    for i in dict.fromkeys(index):  # once each, in order
+        if i < 1 or i + 1 >= len(t):
+            continue
+        before, fix, after = point(i - 1), point(i), point(i + 1)
+        speeds = spikes.spike(before, fix, after, p.max_gap_s, p.max_speed_ms)
+        if speeds is not None:
+            words = spikes.describe(_clock(fix.t), speeds)
+            found.append((i, f"{words}, and the closest approach rests on it"))
+    return found
 
 
 def _relevant(track: Track, scene: Scene, p: Params) -> Track:
