@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any
@@ -23,8 +24,16 @@ from torch.store import users
 from torch.store.users import User
 
 log = logging.getLogger("torch.api")
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 router = APIRouter(prefix="/v1/crime-correlations", tags=["proximity"])
 PROGRESS_EVERY = 50  # crimes between progress updates
+# How far below the API a job's worker processes run: officers' queries come first.
+BACKGROUND = 10
 
 
 @router.post("", status_code=202, summary="Correlate up to 10,000 crimes (CSV) as a job")
@@ -53,17 +62,38 @@ async def start(
 
 
 async def _run(pool: Any, job_id: UUID, crimes: list[correlate.Crime], settings: Settings) -> None:
+    started = time.monotonic()
     try:
         async with pool.acquire() as conn:
+            told = 0
 
             async def progress(done: int) -> None:
-                if done % PROGRESS_EVERY == 0:
+                nonlocal told
+                if done - told >= PROGRESS_EVERY:
+                    told = done
                     async with pool.acquire() as other:
                         await store.advance(other, job_id, done)
 
-            found = await correlate.run(conn, crimes, params_of(settings), progress)
+            found = await correlate.run_shared(
+                conn,
+                settings.database_url.get_secret_value(),
+                crimes,
+                params_of(settings),
+                settings.correlate_workers,
+                progress,
+                nice=BACKGROUND,
+            )
             await store.advance(conn, job_id, len(crimes))
             await store.finish(conn, job_id, found)
+        shared = correlate.processes_for(len(crimes), settings.correlate_workers)
+        log.info(
+            "correlation job %s: %s, %s, %s in %.1f s",
+            job_id,
+            plural(len(crimes), "crime"),
+            f"shared among {shared} worker processes" if shared > 1 else "in the API's process",
+            plural(len(found), "finding"),
+            time.monotonic() - started,
+        )
     except Exception:
         log.exception("correlation job %s failed", job_id)
         failure = (

@@ -313,12 +313,14 @@ def crimes(n: int, days: float, seed: int = 11) -> list[correlate.Crime]:
     return out
 
 
-async def bulk(found: list[correlate.Crime]) -> tuple[float, int]:
-    """Seconds to correlate the crimes on one connection, and the findings."""
+async def bulk(found: list[correlate.Crime], workers: int) -> tuple[float, int]:
+    """Seconds to correlate the crimes as the API does, shared among `workers` processes
+    (torch.correlate.run_shared; one: on one connection of this process), and the
+    findings."""
     conn = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
     try:
         started = time.monotonic()
-        done = await correlate.run(conn, found, Params())
+        done = await correlate.run_shared(conn, DATABASE_URL, found, Params(), workers)
         return time.monotonic() - started, len(done)
     finally:
         await conn.close()
@@ -463,6 +465,12 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=10.5)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--crimes", type=int, default=10_000, help="for bulk correlation (0: none)")
+    parser.add_argument(
+        "--bulk-workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="processes bulk correlation shares its crimes among (default: the processors)",
+    )
     parser.add_argument("--reuse", action="store_true", help="keep the data already loaded")
     parser.add_argument(
         "--check",
@@ -520,7 +528,11 @@ def main() -> None:
         through_api, answered = http(queries, token)
         # on the API's event loop
         answers, sql = uvloop.run(sql_only(queries))
-        took, found = uvloop.run(bulk(crimes(args.crimes, args.days))) if args.crimes else (0, 0)
+        took, found = (
+            uvloop.run(bulk(crimes(args.crimes, args.days), args.bulk_workers))
+            if args.crimes
+            else (0, 0)
+        )
     finally:
         api.terminate()
         api.wait(10)
@@ -556,7 +568,8 @@ def main() -> None:
     if args.crimes:
         print(
             f"bulk correlation: {args.crimes:,} crimes (1-12 h windows, 200 m) in {took:,.1f} s "
-            f"({args.crimes / took:,.0f} crimes/s), {found:,} findings"
+            f"({args.crimes / took:,.0f} crimes/s), {found:,} findings;"
+            f" {args.bulk_workers} worker process{'es' if args.bulk_workers != 1 else ''}"
         )
 
 

@@ -89,6 +89,8 @@ def service_env(**extra: str) -> dict[str, str]:
         TORCH_BROKER_DIR=str(BROKER_STATE),
         TORCH_WORKER_HTTP_PORT="0",  # workers side by side: each on a free port (in its log)
         TORCH_LOG_FORMAT="json",
+        # bulk correlation shares a large job among processes even on a one-processor host
+        TORCH_CORRELATE_WORKERS="2",
     )
     env.update(extra)
     return env

@@ -57,6 +57,7 @@ def world(broker, migrated, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "api": api,
         "tokens": tokens,
         "db": db,
+        "log": d / "api.log",
     }
     api.stop()
     db.close()
@@ -611,6 +612,50 @@ def test_bulk_correlation_job_with_progress_and_bad_rows(world: dict[str, Any]) 
     assert (
         get(world, f"/v1/crime-correlations/{job['job_id']}", role="probation").status_code == 403
     )
+
+
+def test_a_job_of_more_crimes_than_a_chunk_is_shared_among_worker_processes(
+    world: dict[str, Any],
+) -> None:
+    """More crimes than a chunk (torch.correlate.CHUNK) go to worker processes: 300 copies of
+    the scene's crime find, each, what the same crime finds alone."""
+    from torch import correlate
+
+    sc = world["truth"]["scene"]
+    headers = {"Authorization": f"Bearer {world['tokens']['officer']}", "Content-Type": "text/csv"}
+
+    def job(n: int) -> dict[str, Any]:
+        rows = "".join(
+            f"41/{k}/26,burglary,{sc['lat']},{sc['lon']},{sc['from']},{sc['to']},100\n"
+            for k in range(n)
+        )
+        started = httpx.post(
+            f"{world['api'].url}/v1/crime-correlations",
+            content="crime_ref,offence,lat,lon,from,to,radius_m\n" + rows,
+            params={"reason": "weekly acquisitive crime check"},
+            headers=headers,
+        )
+        assert started.status_code == 202, started.text
+        url = f"/v1/crime-correlations/{started.json()['job_id']}"
+        return wait_for(
+            lambda: (j := get(world, url, role="officer").json())["status"] == "done" and j,
+            timeout=60,
+        )
+
+    assert correlate.CHUNK < 300
+    alone, shared = job(1), job(300)
+    assert (shared["done"], shared["total"], shared["failure"]) == (300, 300, None)
+    one = [{k: v for k, v in r.items() if k not in ("line", "crime_ref")} for r in alone["results"]]
+    assert len(one) >= 2  # the subject at the scene and the outlier's, at least
+    assert shared["results"] == [
+        {"line": k + 2, "crime_ref": f"41/{k}/26", **r} for k in range(300) for r in one
+    ]
+    logged = [json.loads(line) for line in world["log"].read_text().splitlines()]
+    told = [e["message"] for e in logged if e.get("message", "").startswith("correlation job")]
+    assert [m.split(": ")[1].rsplit(" in ", 1)[0] for m in told[-2:]] == [
+        f"1 crime, in the API's process, {len(one)} findings",
+        f"300 crimes, shared among 2 worker processes, {300 * len(one):,} findings",
+    ]
 
 
 def test_a_job_left_running_by_a_stopped_api_says_it_was_interrupted(

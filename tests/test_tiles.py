@@ -738,6 +738,18 @@ def test_bulk_correlation_finds_what_each_crime_alone_finds(run: Run) -> None:
                 if v.assessment.verdict in ("present", "possible"):
                     expected.append((c.line, v.ref, v.assessment.verdict.value))
         assert [(f["line"], f["subject_ref"], f["verdict"]) for f in found] == expected
+
+        # Shared among two worker processes in chunks of 7 crimes (9 chunks, the last of
+        # 4): the same findings in the same order, progress told as each chunk is done.
+        told: list[int] = []
+
+        async def progress(done: int) -> None:
+            told.append(done)
+
+        shared = await correlate.run_shared(conn, DATABASE_URL, crimes, P, 2, progress, chunk=7)
+        assert shared == found
+        assert len(told) == 9 and told == sorted(told) and told[-1] == 60
+        assert all(b - a in (4, 7) for a, b in zip([0, *told], told, strict=False))
         return len(found)
 
     assert run(work) > 20

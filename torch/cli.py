@@ -747,7 +747,14 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
         if user is None:
             raise NotFound(f"no user {args.user}")
         # each crime is read in a snapshot of its own (torch.nearby), then the record is kept
-        found = await correlate.run(conn, crimes, params_of(settings), progress)
+        found = await correlate.run_shared(
+            conn,
+            settings.database_url.get_secret_value(),
+            crimes,
+            params_of(settings),
+            settings.correlate_workers,
+            progress,
+        )
         async with conn.transaction():
             await users.audit(
                 conn,

@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import multiprocessing
+import multiprocessing.util
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,8 +24,9 @@ import asyncpg
 import numpy as np
 from shapely import Point
 
-from torch import approach, grid, screen
+from torch import approach, grid, memory, screen
 from torch.fixes import service_time
+from torch.nearby import SESSION
 from torch.proximity import (
     Assessment,
     Params,
@@ -33,6 +38,7 @@ from torch.proximity import (
     judge_whole,
     spike_caveats,
 )
+from torch.store import db
 from torch.store import proximity as store
 
 MAX_CRIMES = 10_000
@@ -154,6 +160,13 @@ async def run(
     snapshot, so that tiles and fixes agree. The next crime's fixes are asked for before
     this one's are judged, so that PostgreSQL reads while Python computes.
     """
+    return [row for rows in await _each(conn, crimes, params, progress) for row in rows]
+
+
+async def _each(
+    conn: asyncpg.Connection, crimes: list[Crime], params: Params, progress: Progress | None = None
+) -> list[list[dict[str, Any]]]:
+    """`run`'s findings, crime by crime."""
     windows = [
         screen.Window(c.x, c.y, c.radius_m, c.start.timestamp(), c.end.timestamp()) for c in crimes
     ]
@@ -170,7 +183,99 @@ async def run(
                     done += 1
                     if progress is not None:
                         await progress(done)
+    return [found[i] for i in range(len(crimes))]
+
+
+# Crimes a worker process takes at a time (`run_shared`), in order of start, so that they
+# share their tiles' reads; progress is told as each such chunk is done.
+CHUNK = 250
+
+
+async def run_shared(
+    conn: asyncpg.Connection,
+    url: str,
+    crimes: list[Crime],
+    params: Params,
+    workers: int,
+    progress: Progress | None = None,
+    *,
+    chunk: int = CHUNK,
+    nice: int = 0,
+) -> list[dict[str, Any]]:
+    """What `run` finds, with the crimes shared among `workers` processes, each on a
+    connection of its own to `url`: correlation is mostly Python's arithmetic, which one
+    process does on one core only. Each chunk of crimes is read in snapshots of its own,
+    as `run` reads its groups. The workers run `nice` steps below this process, so that
+    an API's other requests come first. With one worker, or no more crimes than a chunk
+    (not worth starting processes for), `run` on `conn`."""
+    if processes_for(len(crimes), workers, chunk) == 1:
+        return await run(conn, crimes, params, progress)
+    by_start = sorted(range(len(crimes)), key=lambda i: crimes[i].start)
+    chunks = [by_start[k : k + chunk] for k in range(0, len(by_start), chunk)]
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")  # a fork of a running event loop is unsafe
+    pool = ProcessPoolExecutor(
+        processes_for(len(crimes), workers, chunk),
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(url, nice),
+    )
+
+    async def one(c: list[int]) -> tuple[list[int], list[list[dict[str, Any]]]]:
+        return c, await loop.run_in_executor(pool, _run_chunk, [crimes[i] for i in c], params)
+
+    found: dict[int, list[dict[str, Any]]] = {}
+    tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            c, rows = await next_done
+            found.update(zip(c, rows, strict=True))
+            if progress is not None:
+                await progress(len(found))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # chunks under way finish in their processes, which then close their connections
+        pool.shutdown(wait=False, cancel_futures=True)
     return [row for i in range(len(crimes)) for row in found[i]]
+
+
+def processes_for(crimes: int, workers: int, chunk: int = CHUNK) -> int:
+    """How many processes `run_shared` correlates this many crimes in: 1 (this one) where
+    they are no more than a chunk, else up to `workers`, one for each chunk at most."""
+    return 1 if workers <= 1 or crimes <= chunk else min(workers, -(-crimes // chunk))
+
+
+# A worker process's own event loop and connection (`_start_worker`).
+_worker: tuple[asyncio.AbstractEventLoop, asyncpg.Connection] | None = None
+
+
+def _start_worker(url: str, nice: int) -> None:
+    global _worker
+    if nice:
+        os.nice(nice)
+    memory.keep_freed_memory()  # as the process that started it
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(
+        db.connect(url, application_name="torch-correlate", settings=SESSION)
+    )
+    _worker = (loop, conn)
+    multiprocessing.util.Finalize(None, _stop_worker, exitpriority=10)
+
+
+def _stop_worker() -> None:
+    if _worker is not None:
+        loop, conn = _worker
+        loop.run_until_complete(conn.close())
+        loop.close()
+
+
+def _run_chunk(crimes: list[Crime], params: Params) -> list[list[dict[str, Any]]]:
+    """In a worker process: `run`'s findings for these crimes, crime by crime."""
+    assert _worker is not None, "not in a worker process"
+    loop, conn = _worker
+    return loop.run_until_complete(_each(conn, crimes, params))
 
 
 async def _suspects(

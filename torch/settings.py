@@ -6,6 +6,7 @@ The defaults are the local set-up that ``make demo`` creates.
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -165,6 +166,13 @@ class Settings(BaseSettings):
         " left faster than this, between two that are not, is a likely GPS outlier",
     )
     proximity_default_acc_m: float = Field(20, gt=0, description="accuracy of a fix without acc")
+    correlate_workers: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)),
+        ge=1,
+        le=64,
+        description="processes a bulk correlation shares its crimes among (default: the "
+        "processors this one may run on)",
+    )
 
     log_format: Literal["json", "text", "auto"] = Field(
         "auto", description="log lines as JSON objects, or text; auto: text at a terminal"

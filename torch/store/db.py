@@ -36,9 +36,13 @@ def alembic_url(url: str) -> str:
     return "postgresql+asyncpg://" + dsn(url).partition("://")[2]
 
 
-async def connect(url: str, *, application_name: str = "torch") -> asyncpg.Connection:
+async def connect(
+    url: str, *, application_name: str = "torch", settings: dict[str, str] | None = None
+) -> asyncpg.Connection:
     return await asyncpg.connect(
-        dsn(url), server_settings={"application_name": application_name}, timeout=10
+        dsn(url),
+        server_settings={"application_name": application_name, **(settings or {})},
+        timeout=10,
     )
 
 
