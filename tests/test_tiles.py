@@ -755,6 +755,26 @@ def test_bulk_correlation_finds_what_each_crime_alone_finds(run: Run) -> None:
     assert run(work) > 20
 
 
+def test_bulk_correlation_whose_workers_cannot_connect_fails_at_once(run: Run) -> None:
+    """A worker process that cannot open its connection breaks the job: it raises, and does
+    not wait for the crimes that no process will take."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    crimes = [
+        correlate.Crime(k + 2, f"41/{k}/26", "theft", 522000, 208000, at(0), at(600), 100)
+        for k in range(4)
+    ]
+    nowhere = DATABASE_URL.rsplit("/", 1)[0] + "/torch_no_such_database"
+
+    async def work(conn: asyncpg.Connection, _pipeline: Pipeline) -> float:
+        started = time.monotonic()
+        with pytest.raises(BrokenProcessPool):
+            await correlate.run_shared(conn, nowhere, crimes, P, 2, chunk=1)
+        return time.monotonic() - started
+
+    assert run(work) < 20
+
+
 def test_a_tag_taken_off_and_left_at_the_scene_does_not_place_its_old_wearer_there(
     run: Run,
 ) -> None:
