@@ -7,6 +7,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import Point, Polygon
@@ -15,6 +16,7 @@ from torch.proximity import (
     ACCOUNTED,
     Far,
     Params,
+    Pieces,
     Scene,
     TrackFix,
     Verdict,
@@ -24,6 +26,9 @@ from torch.proximity import (
     clocks,
     iso,
     isos,
+    nearest_on,
+    nearest_point,
+    piece_shapes,
     rounded,
     stretches,
 )
@@ -234,6 +239,39 @@ def test_closest_matches_brute_force_over_every_fix_pair(points, sx, sy) -> None
     else:
         assert a.closest_m is not None
         assert brute - finest - 1e-6 <= a.closest_m <= brute + 1e-6
+
+
+grid_coords = st.floats(-2000, 2000, allow_nan=False).map(lambda v: 520000 + v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.tuples(grid_coords, grid_coords),
+    b=st.tuples(grid_coords, grid_coords),
+    still=st.booleans(),
+    cut=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    scene_at=st.tuples(grid_coords, grid_coords),
+)
+def test_the_nearest_point_of_a_piece_is_the_one_geos_finds(a, b, still, cut, scene_at) -> None:  # type: ignore[no-untyped-def]
+    """A point scene's nearest point on each piece, found by projection, is the one GEOS
+    finds on the piece as a geometry (a line, or a point where it stands still), to 1e-6 m,
+    at the same time; an area's is still GEOS's own."""
+    (xa, ya), (xb, yb) = a, (a if still else b)
+    ta, tb = 0.0, 60.0
+    t0, t1 = ta + 60 * min(cut), ta + 60 * max(cut)
+    pc = Pieces(*(np.array([v]) for v in (ta, xa, ya, tb, xb, yb, t0, t1)))
+    here = Point(*scene_at)
+    found = nearest_point(pc, here.x, here.y)
+    shapes = piece_shapes(pc)
+    x, y, t = nearest_on(shapes, pc.t0, pc.t1, here)
+    assert found.distance[0] == pytest.approx(shapely.distance(shapes[0], here), abs=1e-6)
+    assert found.x[0] == pytest.approx(x[0], abs=1e-6)
+    assert found.y[0] == pytest.approx(y[0], abs=1e-6)
+    # The time is as far through the piece as the point is along it: a rounding error of
+    # 1e-10 m in where the point is moves it by 1e-10 m / the length of the piece.
+    length = float(shapely.length(shapes[0]))
+    slack = 1e-6 + 60 * 1e-9 / length if length > 0 else 0.0
+    assert found.t[0] == pytest.approx(t[0], abs=slack)
 
 
 def test_times_written_many_at_once_read_as_one_at_a_time() -> None:
