@@ -755,6 +755,8 @@ def test_bulk_correlation_finds_what_each_crime_alone_finds(run: Run) -> None:
     assert run(work) > 20
 
 
+# the pool's own thread, failing the chunks, must not trip over chunks cancelled meanwhile
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_bulk_correlation_whose_workers_cannot_connect_fails_at_once(run: Run) -> None:
     """A worker process that cannot open its connection breaks the job: it raises, and does
     not wait for the crimes that no process will take."""

@@ -15,6 +15,7 @@ import multiprocessing.util
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -226,18 +227,25 @@ async def run_shared(
 
     found: dict[int, list[dict[str, Any]]] = {}
     tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+    broken = False
     try:
         for next_done in asyncio.as_completed(tasks):
             c, rows = await next_done
             found.update(zip(c, rows, strict=True))
             if progress is not None:
                 await progress(len(found))
+    except BrokenProcessPool:
+        # a worker died or could not start: the pool fails every chunk itself, and a chunk
+        # cancelled here meanwhile would make its thread fail setting that error
+        broken = True
+        raise
     finally:
-        for t in tasks:
-            t.cancel()
+        if not broken:
+            for t in tasks:
+                t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         # chunks under way finish in their processes, which then close their connections
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=not broken)
     return [row for i in range(len(crimes)) for row in found[i]]
 
 
