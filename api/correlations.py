@@ -16,7 +16,6 @@ from api.auth import require
 from api.params import Text
 from torch import correlate, logs
 from torch.errors import InvalidInput, NotFound
-from torch.proximity import params_of
 from torch.settings import Settings
 from torch.store import correlations as store
 from torch.store import subjects as subject_store
@@ -74,15 +73,7 @@ async def _run(pool: Any, job_id: UUID, crimes: list[correlate.Crime], settings:
                     async with pool.acquire() as other:
                         await store.advance(other, job_id, done)
 
-            found = await correlate.run_shared(
-                conn,
-                settings.database_url.get_secret_value(),
-                crimes,
-                params_of(settings),
-                settings.correlate_workers,
-                progress,
-                nice=BACKGROUND,
-            )
+            found = await correlate.run_as_set(conn, settings, crimes, progress, nice=BACKGROUND)
             await store.advance(conn, job_id, len(crimes))
             await store.finish(conn, job_id, found)
         shared = correlate.processes_for(len(crimes), settings.correlate_workers)

@@ -715,7 +715,6 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
 
     from torch import correlate
     from torch.errors import InvalidInput, NotFound
-    from torch.proximity import params_of
     from torch.store import users
 
     try:
@@ -747,14 +746,7 @@ def _correlate(args: argparse.Namespace, settings: Settings) -> int:
         if user is None:
             raise NotFound(f"no user {args.user}")
         # each crime is read in a snapshot of its own (torch.nearby), then the record is kept
-        found = await correlate.run_shared(
-            conn,
-            settings.database_url.get_secret_value(),
-            crimes,
-            params_of(settings),
-            settings.correlate_workers,
-            progress,
-        )
+        found = await correlate.run_as_set(conn, settings, crimes, progress)
         async with conn.transaction():
             await users.audit(
                 conn,

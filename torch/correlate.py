@@ -37,8 +37,10 @@ from torch.proximity import (
     closest_in,
     iso,
     judge_whole,
+    params_of,
     spike_caveats,
 )
+from torch.settings import Settings
 from torch.store import db
 from torch.store import proximity as store
 
@@ -247,6 +249,27 @@ async def run_shared(
         # chunks under way finish in their processes, which then close their connections
         pool.shutdown(wait=False, cancel_futures=not broken)
     return [row for i in range(len(crimes)) for row in found[i]]
+
+
+async def run_as_set(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    crimes: list[Crime],
+    progress: Progress | None = None,
+    *,
+    nice: int = 0,
+) -> list[dict[str, Any]]:
+    """`run_shared` on the database, with the method's parameters and the worker processes
+    that `settings` give."""
+    return await run_shared(
+        conn,
+        settings.database_url.get_secret_value(),
+        crimes,
+        params_of(settings),
+        settings.correlate_workers,
+        progress,
+        nice=nice,
+    )
 
 
 def processes_for(crimes: int, workers: int, chunk: int = CHUNK) -> int:
