@@ -415,18 +415,18 @@ def _in_order(
     ids: np.ndarray, rows: Sequence[asyncpg.Record], width: int
 ) -> tuple[np.ndarray, list[list[Any]]]:
     """The columns of the rows (subject_id, start, ...) of the subjects in `ids`, in
-    (subject, start) order, with each row's subject index in `ids`. (Thousands of rows:
-    taken apart by zip, not one value at a time.)"""
+    (subject, start) order, with each row's subject index in `ids`."""
     if len(ids) == 0 or len(rows) == 0:
         return np.zeros(0, np.int64), [[] for _ in range(width)]
-    columns = list(zip(*rows, strict=True))
-    subject, start = np.array(columns[0], np.int64), np.array(columns[1], float)
+    # a column a comprehension: zip(*rows) took six times as long over asyncpg's records
+    subject = np.array([r[0] for r in rows], np.int64)
+    start = np.array([r[1] for r in rows], float)
     by_id = np.argsort(ids)
     at = by_id[np.searchsorted(ids, subject, sorter=by_id).clip(0, len(ids) - 1)]
     mine = np.flatnonzero(ids[at] == subject)
     order = mine[np.lexsort((start[mine], at[mine]))]
-    pick = order.tolist()
-    return at[order], [[c[i] for i in pick] for c in columns]
+    picked = [rows[i] for i in order.tolist()]
+    return at[order], [[r[k] for r in picked] for k in range(width)]
 
 
 async def _nothing(_conn: asyncpg.Connection) -> None:

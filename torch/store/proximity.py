@@ -261,7 +261,7 @@ async def wearers(
     the blocks of the interior hours [inner) (Unix times), are up to date. The hours from
     `live` on are not tiled yet: the query reads them from their fixes (`edges`)."""
     rows = await conn.fetch(WEARERS, start, end, max_gap_s, *inner, live)
-    return [Wearer(*r) for r in rows]
+    return [Wearer(r[0], r[1], r[2]) for r in rows]  # not *r: records iterate slowly
 
 
 async def blocks(
