@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 from xml.sax.saxutils import escape
@@ -24,7 +23,6 @@ from torch.store import subjects as store
 from torch.store.users import User
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
-LOOK_AROUND = timedelta(days=7)  # how far to look for the fixes that bound a gap
 
 
 def _subject(row: store.SubjectRow) -> dict[str, Any]:
@@ -97,7 +95,7 @@ async def position(
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         if await store.one(conn, subject_id, user) is None:
             raise NotFound(f"no subject with id {subject_id}")
-        before, after = await store.fixes_around(conn, subject_id, at, LOOK_AROUND.total_seconds())
+        before, after = await store.fixes_around(conn, subject_id, at)
         device = await store.device_at(conn, subject_id, at)
         await users.audit(conn, user, "GET", "/v1/subjects/{id}/position", [subject_id])
     p = position_at(before, after, at.timestamp(), params_of(settings))

@@ -389,12 +389,18 @@ def test_position_between_two_fixes_and_in_a_gap(world: dict[str, Any]) -> None:
     mid = [(body["before"][k] + body["after"][k]) / 2 for k in ("lon", "lat")]
     assert body["position"]["coordinates"] == pytest.approx(mid, abs=1e-6)  # half-way, 1.25 m/s
     assert body["device"] == truth["subjects"]["near_150"]["serial"]
-    # before any tag was assigned: no position, and no tag to blame for it
+    # before any tag was assigned: no position, no tag to blame for it, and no track until
+    # the subject's first fix, however long after
     unworn = get(world, f"/v1/subjects/{walker}/position", at="2001-01-01T00:00:00Z").json()
+    first = db.fetchval(
+        "SELECT min(f.fix_time) FROM fixes f JOIN device_assignments a"
+        " ON a.device_id = f.device_id AND a.during @> f.fix_time WHERE a.subject_id = $1",
+        walker,
+    )
     assert (unworn["device"], unworn["position"], unworn["gap"]) == (
         None,
         None,
-        {"from": None, "to": None},
+        {"from": None, "to": first.isoformat().replace("+00:00", "Z")},
     )
     assert db.count("audit_log") == before + 2
     silent = subject_id(world, "silent")

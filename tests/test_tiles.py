@@ -470,6 +470,39 @@ def test_the_hour_still_running_is_not_tiled_and_is_read_from_its_fixes(run: Run
     run(work)
 
 
+def test_the_fixes_around_a_moment_are_found_however_long_the_gap(run: Run) -> None:
+    """A tag silent for ten days, then swapped for another: the fixes that bound a moment of
+    the silence are the subject's last before it and first after it, of whichever tag they
+    wore then; the new tag's fixes from before it was theirs do not count."""
+    from torch.store import subjects
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> list[Any]:
+        await wearer(conn, 61, since=-12 * 86400)
+        await registry.add_device(conn, "TT0062", None)
+        await send(pipeline, "TT0061", [(-11 * 86400, 522000, 208000, 8.0)])
+        await send(pipeline, "TT0062", [(-3 * 86400, 523000, 208000, 8.0)])  # not yet theirs
+        await registry.unassign(conn, "TT0061", at(-2 * 86400))
+        await registry.assign(conn, "TT0062", "IOM-T0061", at(-2 * 86400), None)
+        await send(pipeline, "TT0062", [(-86400, 524000, 208000, 8.0)])
+        subject = await conn.fetchval("SELECT id FROM subjects WHERE ref = 'IOM-T0061'")
+        found = []
+        for t in (-5 * 86400, -12 * 86400 - 60, 0):
+            before, after = await subjects.fixes_around(conn, subject, at(t))
+            found.append(
+                [
+                    None if f is None else (f.t - HOUR0.timestamp(), round(f.x))
+                    for f in (before, after)
+                ]
+            )
+        return found
+
+    assert run(work) == [
+        [(-11 * 86400, 522000), (-86400, 524000)],
+        [None, (-11 * 86400, 522000)],
+        [(-86400, 524000), None],
+    ]
+
+
 def test_a_backlog_is_refreshed_a_bounded_number_of_hours_at_a_time(run: Run) -> None:
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await wearer(conn, 7)

@@ -99,31 +99,41 @@ async def device_at(conn: asyncpg.Connection, subject_id: int, at: datetime) -> 
     return None if serial is None else str(serial)
 
 
+# The subject's ($1) last fix at or before $2 (side 0) and first fix after it (side 1), of
+# the devices they wore at the time, however long before or after: one look-up in each
+# assignment's device's index, bounded by the assignment, so that a tag's fixes for another
+# wearer are not read through.
+FIXES_AROUND = f"""
+(SELECT 0 AS side, {FIX_COLUMNS}
+ FROM device_assignments a
+ CROSS JOIN LATERAL (
+     SELECT f.* FROM fixes f
+     WHERE f.device_id = a.device_id AND a.during @> f.fix_time
+       AND f.fix_time >= lower(a.during) AND f.fix_time <= $2
+     ORDER BY f.fix_time DESC LIMIT 1
+ ) f
+ WHERE a.subject_id = $1 AND lower(a.during) <= $2
+ ORDER BY f.fix_time DESC LIMIT 1)
+UNION ALL
+(SELECT 1 AS side, {FIX_COLUMNS}
+ FROM device_assignments a
+ CROSS JOIN LATERAL (
+     SELECT f.* FROM fixes f
+     WHERE f.device_id = a.device_id AND a.during @> f.fix_time
+       AND f.fix_time > $2 AND f.fix_time >= lower(a.during)
+       AND (upper(a.during) IS NULL OR f.fix_time < upper(a.during))
+     ORDER BY f.fix_time LIMIT 1
+ ) f
+ WHERE a.subject_id = $1 AND (upper(a.during) IS NULL OR upper(a.during) > $2)
+ ORDER BY f.fix_time LIMIT 1)
+"""
+
+
 async def fixes_around(
-    conn: asyncpg.Connection, subject_id: int, at: datetime, within_s: float
+    conn: asyncpg.Connection, subject_id: int, at: datetime
 ) -> tuple[TrackFix | None, TrackFix | None]:
-    """The subject's last fix at or before `at` and first fix after it, each within within_s."""
-    rows = await conn.fetch(
-        f"""
-        (SELECT 0 AS side, {FIX_COLUMNS}
-         FROM device_assignments a
-         JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
-         WHERE a.subject_id = $1 AND f.fix_time <= $2
-           AND f.fix_time >= $2 - make_interval(secs => $3)
-         ORDER BY f.fix_time DESC LIMIT 1)
-        UNION ALL
-        (SELECT 1 AS side, {FIX_COLUMNS}
-         FROM device_assignments a
-         JOIN fixes f ON f.device_id = a.device_id AND a.during @> f.fix_time
-         WHERE a.subject_id = $1 AND f.fix_time > $2
-           AND f.fix_time <= $2 + make_interval(secs => $3)
-         ORDER BY f.fix_time LIMIT 1)
-        """,
-        subject_id,
-        at,
-        within_s,
-    )
-    sides = {r["side"]: _fix(r) for r in rows}
+    """The subject's last fix at or before `at` and first fix after it (None: there is none)."""
+    sides = {r["side"]: _fix(r) for r in await conn.fetch(FIXES_AROUND, subject_id, at)}
     return sides.get(0), sides.get(1)
 
 
