@@ -23,16 +23,14 @@ from torch.store import users
 from torch.store.users import User
 
 log = logging.getLogger("torch.api")
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 router = APIRouter(prefix="/v1/crime-correlations", tags=["proximity"])
 PROGRESS_EVERY = 50  # crimes between progress updates
 # How far below the API a job's worker processes run: officers' queries come first.
 BACKGROUND = 10
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @router.post("", status_code=202, summary="Correlate up to 10,000 crimes (CSV) as a job")

@@ -48,6 +48,7 @@ from shapely import Point  # noqa: E402
 from bench.serve import up  # noqa: E402
 from torch import approach, correlate, grid, memory, nearby  # noqa: E402
 from torch.proximity import Assessment, Params, Scene, assess  # noqa: E402
+from torch.settings import processors  # noqa: E402
 from torch.store import proximity as proximity_store  # noqa: E402
 from torch.store import tiles  # noqa: E402
 
@@ -468,7 +469,7 @@ def main() -> None:
     parser.add_argument(
         "--bulk-workers",
         type=int,
-        default=len(os.sched_getaffinity(0)),
+        default=processors(),
         help="processes bulk correlation shares its crimes among (default: the processors)",
     )
     parser.add_argument("--reuse", action="store_true", help="keep the data already loaded")

@@ -36,7 +36,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from torch import bounds
-from torch.proximity import Pieces, nearest_on, nearest_point, piece_shapes, point_distances
+from torch.proximity import Pieces, nearest_points, piece_distances
 
 HOUR = 3600.0
 BLOCK = 6 * HOUR
@@ -592,10 +592,7 @@ def pick(chosen: Chosen, e: Ends, p: Plan, geometry: BaseGeometry) -> np.ndarray
     and, of equal ones, the earliest."""
     n = len(chosen.subject)
     pieces = _clipped(e.fixes[:n], e.fixes[n:], p)
-    if geometry.geom_type == "Point":
-        d = point_distances(pieces, geometry.x, geometry.y)
-    else:
-        d = shapely.distance(piece_shapes(pieces), geometry)
+    d = piece_distances(pieces, geometry)
     sub = chosen.subject
     order = np.lexsort((chosen.order, d, sub))
     firsts: np.ndarray = order[_starts(sub[order])]
@@ -608,11 +605,7 @@ def nearest(chosen: Chosen, e: Ends, best: np.ndarray, p: Plan, geometry: BaseGe
     n = len(chosen.subject)
     a, b = e.fixes[best], e.fixes[n + best]
     t0, t1 = np.maximum(a[:, 0], p.start), np.minimum(b[:, 0], p.end)
-    pieces = Pieces(a[:, 0], a[:, 1], a[:, 2], b[:, 0], b[:, 1], b[:, 2], t0, t1)
-    if geometry.geom_type == "Point":
-        d, x, y, t = nearest_point(pieces, geometry.x, geometry.y)
-    else:
-        shapes = piece_shapes(pieces)
-        d = shapely.distance(shapes, geometry)
-        x, y, t = nearest_on(shapes, t0, t1, geometry)
+    d, x, y, t = nearest_points(
+        Pieces(a[:, 0], a[:, 1], a[:, 2], b[:, 0], b[:, 1], b[:, 2], t0, t1), geometry
+    )
     return Nearest(chosen.subject[best].astype(np.int64), d, t, x, y, a[:, 3], b[:, 3])

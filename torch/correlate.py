@@ -211,17 +211,15 @@ async def run_shared(
     as `run` reads its groups. The workers run `nice` steps below this process, so that
     an API's other requests come first. With one worker, or no more crimes than a chunk
     (not worth starting processes for), `run` on `conn`."""
-    if processes_for(len(crimes), workers, chunk) == 1:
+    processes = processes_for(len(crimes), workers, chunk)
+    if processes == 1:
         return await run(conn, crimes, params, progress)
     by_start = sorted(range(len(crimes)), key=lambda i: crimes[i].start)
     chunks = [by_start[k : k + chunk] for k in range(0, len(by_start), chunk)]
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")  # a fork of a running event loop is unsafe
     pool = ProcessPoolExecutor(
-        processes_for(len(crimes), workers, chunk),
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(url, nice),
+        processes, mp_context=context, initializer=_start_worker, initargs=(url, nice)
     )
 
     async def one(c: list[int]) -> tuple[list[int], list[list[dict[str, Any]]]]:

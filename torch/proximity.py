@@ -341,7 +341,7 @@ def nearest_on(
 
 
 class Projection(NamedTuple):
-    """Each piece's point nearest a point scene: its distance, where it is and when."""
+    """Each piece's point nearest the scene: its distance, where it is and when."""
 
     distance: np.ndarray
     x: np.ndarray
@@ -383,17 +383,10 @@ def closest_in(
     if len(ia) == 0:
         return None
     pc = Pieces(t[ia], x[ia], y[ia], t[ib], x[ib], y[ib], t0, t1)
-    g = scene.geometry
-    if g.geom_type == "Point":
-        n = nearest_point(pc, g.x, g.y)
-        k = int(np.argmin(n.distance))  # the first of the least
-        xy = (float(n.x[k]), float(n.y[k]))
-        return Closest(float(n.distance[k]), float(n.t[k]), xy, int(ia[k]), int(ib[k]))
-    shapes = piece_shapes(pc)
-    d = shapely.distance(shapes, g)
-    k = int(np.argmin(d))
-    nx, ny, nt = nearest_on(shapes[k : k + 1], t0[k : k + 1], t1[k : k + 1], g)
-    return Closest(float(d[k]), float(nt[0]), (float(nx[0]), float(ny[0])), int(ia[k]), int(ib[k]))
+    k = int(np.argmin(piece_distances(pc, scene.geometry)))  # the first of the least
+    n = nearest_points(Pieces(*(a[k : k + 1] for a in pc)), scene.geometry)
+    xy = (float(n.x[0]), float(n.y[0]))
+    return Closest(float(n.distance[0]), float(n.t[0]), xy, int(ia[k]), int(ib[k]))
 
 
 def _closest(track: Track, scene: Scene, p: Params) -> Approach | None:
@@ -422,9 +415,22 @@ def fix_distances(x: np.ndarray, y: np.ndarray, geometry: BaseGeometry) -> np.nd
     return np.asarray(shapely.distance(shapely.points(x, y), geometry), float)
 
 
-def point_distances(pc: Pieces, x: float, y: float) -> np.ndarray:
-    """The distance of each piece from the point (x, y) (`nearest_point`)."""
-    return nearest_point(pc, x, y).distance
+def piece_distances(pc: Pieces, geometry: BaseGeometry) -> np.ndarray:
+    """The distance of each piece from the scene: by projection from a point
+    (`nearest_point`), by GEOS from an area."""
+    if geometry.geom_type == "Point":
+        return nearest_point(pc, geometry.x, geometry.y).distance
+    return np.asarray(shapely.distance(piece_shapes(pc), geometry), float)
+
+
+def nearest_points(pc: Pieces, geometry: BaseGeometry) -> Projection:
+    """Each piece's point nearest the scene, its distance and the time there: by projection
+    from a point (`nearest_point`), by GEOS from an area (`nearest_on`)."""
+    if geometry.geom_type == "Point":
+        return nearest_point(pc, geometry.x, geometry.y)
+    shapes = piece_shapes(pc)
+    x, y, t = nearest_on(shapes, pc.t0, pc.t1, geometry)
+    return Projection(np.asarray(shapely.distance(shapes, geometry), float), x, y, t)
 
 
 def stretches(t: Sequence[float], max_gap_s: float) -> list[tuple[int, int]]:

@@ -18,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_DATABASE_PASSWORD = "torch"
 
 
+def processors() -> int:
+    """The processors this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 def _default_worker_id() -> str:
     return f"ingest-{socket.gethostname()}"
 
@@ -167,7 +172,7 @@ class Settings(BaseSettings):
     )
     proximity_default_acc_m: float = Field(20, gt=0, description="accuracy of a fix without acc")
     correlate_workers: int = Field(
-        default_factory=lambda: len(os.sched_getaffinity(0)),
+        default_factory=processors,
         ge=1,
         le=64,
         description="processes a bulk correlation shares its crimes among (default: the "
