@@ -21,16 +21,13 @@ from torch.store import correlations as store
 from torch.store import subjects as subject_store
 from torch.store import users
 from torch.store.users import User
+from torch.words import plural
 
 log = logging.getLogger("torch.api")
 router = APIRouter(prefix="/v1/crime-correlations", tags=["proximity"])
 PROGRESS_EVERY = 50  # crimes between progress updates
 # How far below the API a job's worker processes run: officers' queries come first.
 BACKGROUND = 10
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @router.post("", status_code=202, summary="Correlate up to 10,000 crimes (CSV) as a job")

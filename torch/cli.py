@@ -21,6 +21,7 @@ from torch import logs, memory
 from torch.errors import NotFound, TorchError
 from torch.fixes import service_time
 from torch.settings import Settings
+from torch.words import plural
 
 log = logging.getLogger("torch")
 
@@ -801,7 +802,7 @@ def _user_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import users
 
     n = run_on_db(settings, lambda c: users.revoke_tokens(c, args.name))
-    print(f"revoked {n} token{'s' if n != 1 else ''} of {args.name}")
+    print(f"revoked {plural(n, 'token')} of {args.name}")
     return 0
 
 
@@ -817,7 +818,7 @@ def _user_disable(args: argparse.Namespace, settings: Settings) -> int:
     from torch.store import users
 
     n = run_on_db(settings, lambda c: users.disable(c, args.name))
-    print(f"user {args.name} disabled; revoked {n} token{'s' if n != 1 else ''}")
+    print(f"user {args.name} disabled; revoked {plural(n, 'token')}")
     return 0
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from torch.store import db, ingest, retention, users, victims
+from torch.words import plural
 
 log = logging.getLogger("torch.maintenance")
 
@@ -31,11 +32,10 @@ class Round:
     dead_letters: int = 0  # dead letters purged
 
     def summary(self, days_ahead: int) -> str:
-        plural = "" if self.made == 1 else "s"
-        made = f"{self.made} partition{plural} made ({days_ahead} days ahead)"
+        made = f"{plural(self.made, 'partition')} made ({days_ahead} days ahead)"
         if self.purged_days is None:
             return f"{made}; retention not applied"
-        days = f"{self.purged_days} day{'' if self.purged_days == 1 else 's'}"
+        days = plural(self.purged_days, "day")
         return (
             f"{made}; {days} past retention, {self.purged_fixes} fixes purged,"
             f" {self.kept_fixes} kept; {self.victim_fixes} protected persons' fixes purged;"
