@@ -24,6 +24,8 @@ from torch.proximity import (
     _clock,
     assess,
     clocks,
+    closest_by_pieces,
+    closest_in,
     iso,
     isos,
     nearest_on,
@@ -239,6 +241,32 @@ def test_closest_matches_brute_force_over_every_fix_pair(points, sx, sy) -> None
     else:
         assert a.closest_m is not None
         assert brute - finest - 1e-6 <= a.closest_m <= brute + 1e-6
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    points=st.lists(st.tuples(st.integers(1, 400), coords, coords), min_size=1, max_size=30),
+    still=st.lists(st.booleans(), min_size=30, max_size=30),
+    sx=coords,
+    sy=coords,
+    window=st.tuples(st.integers(-600, 4000), st.integers(0, 3600)),
+)
+def test_the_compiled_closest_piece_is_the_pieces_one_bit_for_bit(  # type: ignore[no-untyped-def]
+    points, still, sx, sy, window
+) -> None:
+    """Around a point, `closest_in`'s compiled loop gives what the arrays of pieces give,
+    to the last bit: the same fixes around it, distance, point and time, on tracks with
+    gaps, lone fixes, fixes standing still and windows that clip them."""
+    t, ts, xs, ys = -350.0, [], [], []
+    for (dt, x, y), stays in zip(points, still, strict=False):
+        t += dt
+        ts.append(t)
+        xs.append(xs[-1] if stays and xs else x)
+        ys.append(ys[-1] if stays and ys else y)
+    start, length = window
+    sc = Scene(Point(sx, sy), 100, float(start), float(start + length))
+    arrays = (np.array(ts), np.array(xs), np.array(ys))
+    assert closest_in(*arrays, sc, P) == closest_by_pieces(*arrays, sc, P)
 
 
 grid_coords = st.floats(-2000, 2000, allow_nan=False).map(lambda v: 520000 + v)

@@ -39,7 +39,7 @@ import shapely
 from shapely import Point
 from shapely.geometry.base import BaseGeometry
 
-from torch import spikes
+from torch import bounds, spikes
 from torch.settings import Settings
 
 
@@ -378,7 +378,22 @@ def closest_in(
     t: np.ndarray, x: np.ndarray, y: np.ndarray, scene: Scene, p: Params
 ) -> Closest | None:
     """The first piece, in time order, at the least distance from the scene, on a track
-    of fixes in time order with distinct times."""
+    of fixes in time order with distinct times: around a point by the compiled loop
+    (torch.bounds.closest_piece), else piece by piece (`closest_by_pieces`)."""
+    g = scene.geometry
+    if g.geom_type != "Point":
+        return closest_by_pieces(t, x, y, scene, p)
+    ct, cx, cy = (np.ascontiguousarray(v, np.float64) for v in (t, x, y))
+    a, b, d, nx, ny, at = bounds.closest_piece(
+        ct, cx, cy, scene.start, scene.end, p.max_gap_s, g.x, g.y
+    )
+    return None if a < 0 else Closest(d, at, (nx, ny), a, b)
+
+
+def closest_by_pieces(
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, scene: Scene, p: Params
+) -> Closest | None:
+    """`closest_in` on arrays of the track's pieces (`_pieces`), for any scene."""
     ia, ib, t0, t1 = _pieces(t, scene, p)
     if len(ia) == 0:
         return None
