@@ -133,10 +133,22 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
 def cli_here(*args: str) -> subprocess.CompletedProcess[str]:
     """`torch ARGS` run in this process as `torch_cli` runs it as one. The fixtures run
     hundreds of registry commands a session: as processes, each spent half a second
-    starting for a few milliseconds of work, and that was most of the suite's time."""
+    starting for a few milliseconds of work, and that was most of the suite's time. On a
+    thread of its own, where the command's asyncio.run finds no loop running (the browser
+    tests' Playwright runs one in theirs)."""
     from torch import cli
 
     out, err = io.StringIO(), io.StringIO()
+    codes: list[int] = []
+
+    def run() -> None:
+        try:
+            codes.append(cli.main(list(args)))
+        except SystemExit as exit_:  # argparse's refusals: 2, with the usage
+            codes.append(
+                0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+            )
+
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level  # the command sets up its own logging
     try:
@@ -145,14 +157,15 @@ def cli_here(*args: str) -> subprocess.CompletedProcess[str]:
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
         ):
-            try:
-                code = cli.main(list(args))
-            except SystemExit as exit_:  # argparse's refusals: 2, with the usage
-                code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+            thread = threading.Thread(target=run, name="torch-cli")
+            thread.start()
+            thread.join()
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
-    return subprocess.CompletedProcess(["torch", *args], code, out.getvalue(), err.getvalue())
+    if not codes:
+        raise AssertionError(f"torch {' '.join(args)} raised: {err.getvalue()}")
+    return subprocess.CompletedProcess(["torch", *args], codes[0], out.getvalue(), err.getvalue())
 
 
 class Database:
