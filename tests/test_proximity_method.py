@@ -254,9 +254,11 @@ def test_closest_matches_brute_force_over_every_fix_pair(points, sx, sy) -> None
 def test_the_compiled_closest_piece_is_the_pieces_one_bit_for_bit(  # type: ignore[no-untyped-def]
     points, still, sx, sy, window
 ) -> None:
-    """Around a point, `closest_in`'s compiled loop gives what the arrays of pieces give,
-    to the last bit: the same fixes around it, distance, point and time, on tracks with
-    gaps, lone fixes, fixes standing still and windows that clip them."""
+    """Around a point, `closest_in`'s compiled loop over a track gives what the arrays of
+    its pieces give, to the last bit: the same pieces in the same order (lone fixes after
+    the others, the first of equal distances), so the same fixes around it, distance,
+    point and time, on tracks with gaps, lone fixes, fixes standing still and windows that
+    clip them."""
     t, ts, xs, ys = -350.0, [], [], []
     for (dt, x, y), stays in zip(points, still, strict=False):
         t += dt

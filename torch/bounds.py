@@ -202,32 +202,56 @@ def piece_chosen(subject: np.ndarray, d: np.ndarray, r: float, limit: np.ndarray
 
 
 @_compiled
-def _projected(
-    t: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    a: int,
-    b: int,
+def _projection(
+    ta: float,
+    xa: float,
+    ya: float,
+    tb: float,
+    xb: float,
+    yb: float,
     t0: float,
     t1: float,
     px: float,
     py: float,
 ) -> tuple[float, float, float, float]:
-    """The piece from fix a to fix b clipped to [t0, t1]: its point nearest (px, py), the
-    distance and the time there, with torch.proximity's arithmetic (`_clipped_ends`,
-    `nearest_point`) step for step, so that both give the same bits."""
-    ta, tb = t[a], t[b]
+    """The piece from fix (ta, xa, ya) to fix (tb, xb, yb) clipped to [t0, t1]: the
+    distance of its point nearest (px, py), that point and the time there. The place
+    along it is the projection clamped to its ends, and the time is as far through."""
     k0 = k1 = 0.0
     if tb != ta:
         k0, k1 = (t0 - ta) / (tb - ta), (t1 - ta) / (tb - ta)
-    x0, y0 = x[a] + (x[b] - x[a]) * k0, y[a] + (y[b] - y[a]) * k0
-    x1, y1 = x[a] + (x[b] - x[a]) * k1, y[a] + (y[b] - y[a]) * k1
+    x0, y0 = xa + (xb - xa) * k0, ya + (yb - ya) * k0
+    x1, y1 = xa + (xb - xa) * k1, ya + (yb - ya) * k1
     dx, dy = x1 - x0, y1 - y0
     l2 = dx * dx + dy * dy
     k = ((px - x0) * dx + (py - y0) * dy) / (1.0 if l2 == 0 else l2)
     k = min(max(k, 0.0), 1.0)
     nx, ny = x0 + k * dx, y0 + k * dy
     return math.hypot(nx - px, ny - py), nx, ny, t0 + (t1 - t0) * k
+
+
+@_compiled
+def projections(
+    ta: np.ndarray,
+    xa: np.ndarray,
+    ya: np.ndarray,
+    tb: np.ndarray,
+    xb: np.ndarray,
+    yb: np.ndarray,
+    t0: np.ndarray,
+    t1: np.ndarray,
+    px: float,
+    py: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`_projection` of each piece (torch.proximity.Pieces' arrays): distances, nearest
+    points (x, y) and times."""
+    n = ta.shape[0]
+    d, nx, ny, t = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        d[i], nx[i], ny[i], t[i] = _projection(
+            ta[i], xa[i], ya[i], tb[i], xb[i], yb[i], t0[i], t1[i], px, py
+        )
+    return d, nx, ny, t
 
 
 @_compiled
@@ -255,12 +279,14 @@ def closest_piece(
             t0, t1 = max(t[i], start), min(t[i + 1], end)
             if t0 <= t1:
                 joined[i] = joined[i + 1] = True
-                d, nx, ny, tt = _projected(t, x, y, i, i + 1, t0, t1, px, py)
+                d, nx, ny, tt = _projection(
+                    t[i], x[i], y[i], t[i + 1], x[i + 1], y[i + 1], t0, t1, px, py
+                )
                 if d < best or ba < 0:
                     best, ba, bb, bx, by, bt = d, i, i + 1, nx, ny, tt
     for i in range(n):
         if not joined[i] and t[i] >= start and t[i] <= end:
-            d, nx, ny, tt = _projected(t, x, y, i, i, t[i], t[i], px, py)
+            d, nx, ny, tt = _projection(t[i], x[i], y[i], t[i], x[i], y[i], t[i], t[i], px, py)
             if d < best or ba < 0:
                 best, ba, bb, bx, by, bt = d, i, i, nx, ny, tt
     return ba, bb, best, bx, by, bt
@@ -280,3 +306,4 @@ def warm() -> None:
     yes = np.ones(2, bool)
     edge_bounds(none, one, one, one, yes, yes, 0.0, 0.0, 0.0, 1.0, 0.0, limit)
     closest_piece(one, one, one, 0.0, 1.0, 300.0, 0.0, 0.0)
+    projections(one, one, one, one, one, one, one, one, 0.0, 0.0)
