@@ -213,6 +213,17 @@ def test_the_query_is_audited_and_recorded(world: dict[str, Any]) -> None:
         "SELECT response FROM proximity_queries WHERE id = $1::uuid", answer["query_id"]
     )
     assert stored == response.content  # the bytes sent
+    # the two large values of every answer's records are compressed with lz4, which costs
+    # PostgreSQL a third of pglz's time for the thousands of subjects a query audits
+    compression = db.fetch(
+        "SELECT attrelid::regclass::text, attname, attcompression::text FROM pg_attribute"
+        " WHERE (attrelid, attname) IN (('audit_log'::regclass, 'subject_ids'),"
+        " ('proximity_queries'::regclass, 'response')) ORDER BY 1"
+    )
+    assert [tuple(r) for r in compression] == [
+        ("audit_log", "subject_ids", "l"),
+        ("proximity_queries", "response", "l"),
+    ]
 
 
 def test_no_token_bad_token_and_wrong_role(world: dict[str, Any]) -> None:
