@@ -39,8 +39,8 @@ def create_app(settings: Settings) -> FastAPI:
             settings.database_url.get_secret_value(),
             size=10,
             application_name="torch-api",
-            # a crime-scene answer reads over two at once (torch.store.db.spare)
-            open_at_least=2,
+            # a crime-scene answer reads over three at once (torch.store.db.spare)
+            open_at_least=3,
             # Parallel plans added 10-12 ms to every small spatial query here.
             settings=nearby.SESSION,
         )

@@ -76,15 +76,19 @@ def results(
             at = None if a.closest_at is None else iso(a.closest_at)
             worn = devices.get(w.subject_id, [])
             written[k] = msgspec.json.encode(result(w.subject_id, w.ref, a, at, worn)).decode()
-    shown = [written[k] for k, w in enumerate(answer.who) if w.subject_id in allowed]
+    shown = [written[k] for k, s in enumerate(answer.who.ids.tolist()) if s in allowed]
     return f"[{','.join(shown)}]".encode()
+
+
+# What JSON would escape in a string: quotes, backslashes and control characters.
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
 
 def far_results(answer: Answer) -> list[str]:
     """`result` of each of the verdicts in answer.far, as msgspec writes it: an f-string
     for each (%-formatting them took five times as long)."""
     far = answer.far
-    who = [answer.who[k] for k in far.which.tolist()]
+    refs = [answer.who.refs[k] for k in far.which.tolist()]
 
     def each(values: list[float]) -> list[str]:
         # numbers as msgspec writes them (no number holds a comma)
@@ -99,8 +103,9 @@ def far_results(answer: Answer) -> list[str]:
     accounted = text(ACCOUNTED)
     times = isos(far.t)
     rows = zip(
-        [w.subject_id for w in who],
-        [text(w.ref) for w in who],
+        answer.who.ids[far.which].tolist(),
+        # quoted as they are where none needs escaping, as the registry's references do not
+        [f'"{r}"' for r in refs] if not _ESCAPED.search("".join(refs)) else map(text, refs),
         each(rounded(far.closest_m)),
         times,
         each(far.accuracy_m.tolist()),
@@ -164,13 +169,13 @@ async def proximity(
     echo = body.model_dump(mode="json", by_alias=True)
     query_id = uuid4()
     pool = request.app.state.pool
-    # its own snapshot, shared by a second connection that reads at once where the pool
-    # has one to spare (nearby.verdicts)
-    async with pool.acquire() as reader, db.spare(pool) as second:
-        answer = await nearby.answer(reader, window, params, second)
+    # its own snapshot, shared by a second connection that reads at once, and a third that
+    # asks who wore a device meanwhile, where the pool has them to spare (nearby.answer)
+    async with pool.acquire() as reader, db.spare(pool) as second, db.spare(pool) as third:
+        answer = await nearby.answer(reader, window, params, second, third)
     async with pool.acquire() as conn, conn.transaction():
         allowed = await subject_store.visible(conn, user)  # the asker's force, or caseload
-        shown = [w.subject_id for w in answer.who if w.subject_id in allowed]
+        shown = [s for s in answer.who.ids.tolist() if s in allowed]
         with_fixes = [
             answer.who[k].subject_id
             for k, a in answer.near.items()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from api.proximity import result, results
 from torch.nearby import Answer
 from torch.proximity import Assessment, Far, TrackFix, Verdict, iso
-from torch.store.proximity import Wearer
+from torch.store.proximity import Wearer, Wearers
 
 RADIUS = 200.0
 
@@ -34,7 +34,7 @@ def one_by_one(answer: Answer, allowed: set[int]) -> bytes:
 
 def answer_of(rows: list[tuple[float, float, float]], refs: list[str]) -> Answer:
     """Far subjects from `rows`, with a present one second, by subject id."""
-    who = [Wearer(10 + k, ref, True) for k, ref in enumerate(refs)]
+    who = Wearers.of([Wearer(10 + k, ref, True) for k, ref in enumerate(refs)])
     u = np.array([r[0] for r in rows])
     d = RADIUS + u + np.array([r[1] for r in rows]) + 1e-6
     t = np.array([r[2] for r in rows])

@@ -11,7 +11,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -282,7 +282,7 @@ def test_an_hour_wholly_before_the_window_is_read_only_for_tracks_that_need_it(r
         # the two tracks that cover the window are settled from the tiles (the third begins
         # after the window does), and every verdict is the method's
         assert sorted(await from_the_tiles(conn, scene)) == [0, 1]
-        assert await both_ways(conn, None, scene) == (2, 0)
+        assert await both_ways(conn, [], scene) == (2, 0)
 
     run(work)
 
@@ -645,14 +645,15 @@ async def from_the_tiles(conn: asyncpg.Connection, scene: Scene) -> dict[int, Cl
 
 
 async def both_ways(
-    conn: asyncpg.Connection, spare: asyncpg.Connection | None, scene: Scene
+    conn: asyncpg.Connection, others: Sequence[asyncpg.Connection], scene: Scene
 ) -> tuple[int, int]:
-    """Every wearer's verdict from the tiles is the method's on every fix; the number of
-    closest approaches the tiles settled, and of evidence fixes compared."""
+    """Every wearer's verdict from the tiles is the method's on every fix, read on `conn`
+    with the `others` (none, a spare, or a spare and a helper); the number of closest
+    approaches the tiles settled, and of evidence fixes compared."""
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     settled = len(await from_the_tiles(conn, scene))
-    fast = await nearby.verdicts(conn, scene, P, spare)
+    fast = (await nearby.answer(conn, scene, P, *others)).verdicts()
     slow = await store.tracks(conn, start, end, P.max_gap_s)
     assert [v.subject_id for v in fast] == [t.subject_id for t in slow]
     for v, t in zip(fast, slow, strict=True):
@@ -670,11 +671,15 @@ def test_verdicts_from_tiles_equal_the_method_on_every_fix(run: Run) -> None:
         while await tiles.refresh(conn):
             pass
         from_tiles = evidence = 0
-        spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+        others = [
+            await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION) for _ in range(2)
+        ]
         for k, scene in enumerate(scenes(rng, 40)):
-            settled, shown = await both_ways(conn, spare if k % 2 else None, scene)
+            # on one connection, on two, and on three (the third asks who wore a device)
+            settled, shown = await both_ways(conn, others[: k % 3], scene)
             from_tiles, evidence = from_tiles + settled, evidence + shown
-        await spare.close()
+        for other in others:
+            await other.close()
         return from_tiles, evidence
 
     # Most closest approaches came from the tiles, and the evidence of the others (read
@@ -715,7 +720,9 @@ def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) 
         )
         assert [tuple(r) for r in exact] == [(False, True, False), (True, False, True)]
         from_tiles = 0
-        spare = await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION)
+        others = [
+            await asyncpg.connect(DATABASE_URL, server_settings=nearby.SESSION) for _ in range(2)
+        ]
         for k in range(12):
             cx, cy = 522000 + rng.uniform(-4000, 4000), 208000 + rng.uniform(-4000, 4000)
             start = rng.uniform(-86400, -86400 + 4 * 3600)
@@ -725,9 +732,10 @@ def test_verdicts_over_long_windows_read_from_blocks_equal_the_method(run: Run) 
                 epoch(start),
                 epoch(start + rng.uniform(6, 26) * 3600),
             )
-            # every other one with its reads split over two connections
-            from_tiles += (await both_ways(conn, spare if k % 2 else None, scene))[0]
-        await spare.close()
+            # on one connection, on two and on three
+            from_tiles += (await both_ways(conn, others[: k % 3], scene))[0]
+        for other in others:
+            await other.close()
         return from_tiles
 
     # The tracks have no gaps: every subject's closest approach in every window came
@@ -830,7 +838,7 @@ def test_a_tag_taken_off_and_left_at_the_scene_does_not_place_its_old_wearer_the
         while await tiles.refresh(conn):
             pass
         scene = Scene(Point(scene_xy), 200.0, epoch(0), epoch(5400))
-        await both_ways(conn, None, scene)
+        await both_ways(conn, [], scene)
         [v] = await nearby.verdicts(conn, scene, P)
         crime = correlate.Crime(2, "41/9/26", "burglary", *scene_xy, at(0), at(5400), 200.0)
         return [v.assessment, await correlate.run(conn, [crime], P)]

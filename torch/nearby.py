@@ -11,6 +11,7 @@ where these are up to date, else on their fixes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,7 +58,7 @@ class Answer:
     """Every wearer's verdict: most of them (`far`, by index in `who`) settled by their
     closest approach alone and kept as arrays, the others (`near`) assessed in full."""
 
-    who: list[store.Wearer]  # by subject id
+    who: store.Wearers  # by subject id
     far: Far
     near: dict[int, Assessment]  # by index in `who`
 
@@ -82,40 +83,52 @@ async def answer(
     scene: Scene,
     p: Params,
     spare: asyncpg.Connection | None = None,
+    helper: asyncpg.Connection | None = None,
 ) -> Answer:
     """Every wearer's verdict. The reads share one snapshot, so that the tiles, the
     blocks and the fixes agree: a transaction of their own, repeatable read; a caller
     already in a transaction must have made it so. With a `spare` connection, the
-    largest reads are split between the two (it joins the same snapshot)."""
+    largest reads are split between the two (it joins the same snapshot); with a `helper`
+    as well, it asks who wore a device while the other two read."""
     if conn.is_in_transaction():
-        return await _answer(conn, None, scene, p)
+        return await _answer(conn, None, None, scene, p)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if spare is None:
-            return await _answer(conn, None, scene, p)
+            return await _answer(conn, None, None, scene, p)
         snapshot = await store.export_snapshot(conn)
-        async with spare.transaction(isolation="repeatable_read", readonly=True):
-            await store.join_snapshot(spare, snapshot)
-            return await _answer(conn, spare, scene, p)
+        async with contextlib.AsyncExitStack() as joined:
+            for other in (spare, helper) if helper is not None else (spare,):
+                await joined.enter_async_context(
+                    other.transaction(isolation="repeatable_read", readonly=True)
+                )
+                await store.join_snapshot(other, snapshot)
+            return await _answer(conn, spare, helper, scene, p)
 
 
 async def _answer(
-    conn: asyncpg.Connection, spare: asyncpg.Connection | None, scene: Scene, p: Params
+    conn: asyncpg.Connection,
+    spare: asyncpg.Connection | None,
+    helper: asyncpg.Connection | None,
+    scene: Scene,
+    p: Params,
 ) -> Answer:
     start = datetime.fromtimestamp(scene.start, UTC)
     end = datetime.fromtimestamp(scene.end, UTC)
     plan = approach.plan(scene.start, scene.end, p.max_gap_s, time.time())
     inner = (plan.inner_from, plan.inner_to)
 
-    async def wearers(c: asyncpg.Connection) -> list[store.Wearer]:
+    async def wearers(c: asyncpg.Connection) -> store.Wearers:
         return await store.wearers(c, start, end, p.max_gap_s, inner, plan.live_hour)
 
-    # who wore a device is asked on one connection while the other reads its half
-    who, read = await _read(conn, spare, plan, wearers)
+    # who wore a device is asked on one connection (the helper, where there is one) while
+    # the others read their share
+    who, read = await _read(conn, spare, plan, wearers, helper)
     n = await closest_from_tiles(conn, who, scene, plan, read, spare)
     far = far_and_covered(n.distance, n.t, n.x, n.y, n.acc_a, n.acc_b, scene, p)
     far = replace(far, which=n.subject[far.which])  # by index in `who`
-    settled = set(far.which.tolist())
-    rest = [k for k in range(len(who)) if k not in settled]
+    unsettled = np.ones(len(who), bool)
+    unsettled[far.which] = False
+    rest = np.flatnonzero(unsettled).tolist()
     index = {who[k].subject_id: k for k in rest}
     near = {
         index[t.subject_id]: assess(t.track, scene, p)
@@ -202,15 +215,23 @@ async def _read(
     spare: asyncpg.Connection | None,
     plan: approach.Plan,
     first: Callable[[asyncpg.Connection], Awaitable[T]],
+    helper: asyncpg.Connection | None = None,
 ) -> tuple[T, Read]:
     """What `first` reads on `conn`, then the blocks and the edge tiles of a window but
     its margins (`_edges`; `_margins` reads those). With a spare connection, the two share
     these reads (`_shares`) and make them at once, so that both of PostgreSQL's processes
-    send."""
+    send; with a helper as well, `first` is read on it meanwhile, and the two share the
+    rest evenly."""
     edges = _edges(plan)
     if spare is None:
         blocks = [plan.blocks()] if plan.has_interior else []
         return await first(conn), await _part(conn, blocks, edges, plan)
+    if helper is not None:
+        mine, theirs = _shares(plan, edges, head=0.0)
+        found, (b1, e1), (b2, e2) = await asyncio.gather(
+            first(helper), _part(conn, *mine, plan), _part(spare, *theirs, plan)
+        )
+        return found, (b1 + b2, e1 + e2)
     mine, theirs = _shares(plan, edges)
 
     async def on_conn() -> tuple[T, Read]:
@@ -275,14 +296,15 @@ EDGE_TILES, EDGE_MINUTE, FIRST = 2.3, 0.035, 2.0
 
 
 def _shares(
-    plan: approach.Plan, edges: Ranges
+    plan: approach.Plan, edges: Ranges, head: float = FIRST
 ) -> tuple[tuple[Ranges, Ranges], tuple[Ranges, Ranges]]:
     """The blocks and the edge hours `edges` of a window for each of two connections, so
-    that the one that first asks who wore a device has as much to do as the other."""
+    that the first, which has `head` to read before them (who wore a device, or nothing
+    where a helper asks that), has as much to do as the other."""
     hours = [h for lo, hi in edges for h in _steps(lo, hi, approach.HOUR)]
     costs = [_edge_cost(plan, h) for h in hours]
     if not plan.has_interior:
-        mine = _balanced(costs, FIRST)
+        mine = _balanced(costs, head)
         theirs = [k for k in range(len(hours)) if k not in mine]
         return (
             ([], _runs([hours[k] for k in mine], approach.HOUR)),
@@ -295,7 +317,7 @@ def _shares(
         for b in starts
     ]
     theirs_cost = sum(inner)
-    mine_cost = FIRST + sum(costs)
+    mine_cost = head + sum(costs)
     cut = 0
     while cut < len(starts) and mine_cost + inner[cut] <= theirs_cost - inner[cut]:
         mine_cost, theirs_cost, cut = mine_cost + inner[cut], theirs_cost - inner[cut], cut + 1
@@ -362,7 +384,7 @@ async def _part(
 
 async def closest_from_tiles(
     conn: asyncpg.Connection,
-    who: Sequence[store.Wearer],
+    who: store.Wearers,
     scene: Scene,
     plan: approach.Plan,
     read: Read | None = None,
@@ -372,9 +394,9 @@ async def closest_from_tiles(
     tiles show a track over the whole window and who can be measured from them; from the
     blocks and edge tiles `read` where given, else read here. A `spare` connection in the
     same snapshot shares the reads of single fixes."""
-    ids = np.fromiter((w.subject_id for w in who), np.int64, len(who))
+    ids = who.ids
     blocks, edges = read if read is not None else (await _read(conn, None, plan, _nothing))[1]
-    tiled = np.fromiter((w.tiled for w in who), bool, len(who))
+    tiled = who.tiled
     edges = [*edges, *await _margins(conn, spare, plan, ids[tiled], edges)]
     block_subject, (_, _, block_hours, block_sketch) = _in_order(ids, blocks, 4)
     edge_subject, (_, *edge_times, edge_tracks) = _in_order(ids, edges, 6)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -221,6 +221,32 @@ class Wearer(NamedTuple):
     tiled: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Wearers:
+    """Wearers (thousands an answer) as columns, by subject id; `who[k]` is the k-th."""
+
+    ids: np.ndarray  # int64
+    refs: list[str]
+    tiled: np.ndarray  # bool
+
+    @staticmethod
+    def of(wearers: Sequence[Wearer]) -> Wearers:
+        return Wearers(
+            np.array([w.subject_id for w in wearers], np.int64),
+            [w.ref for w in wearers],
+            np.array([w.tiled for w in wearers], bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, k: int) -> Wearer:
+        return Wearer(int(self.ids[k]), self.refs[k], bool(self.tiled[k]))
+
+    def __iter__(self) -> Iterator[Wearer]:
+        return map(self.__getitem__, range(len(self.refs)))
+
+
 async def worn(
     conn: asyncpg.Connection, subject_ids: Sequence[int], start: datetime, end: datetime
 ) -> dict[int, list[dict[str, str | None]]]:
@@ -256,12 +282,17 @@ async def wearers(
     max_gap_s: float,
     inner: tuple[float, float],
     live: float,
-) -> list[Wearer]:
+) -> Wearers:
     """Who wore a device in [start, end]; tiled where one device only and their tiles, and
     the blocks of the interior hours [inner) (Unix times), are up to date. The hours from
     `live` on are not tiled yet: the query reads them from their fixes (`edges`)."""
     rows = await conn.fetch(WEARERS, start, end, max_gap_s, *inner, live)
-    return [Wearer(r[0], r[1], r[2]) for r in rows]  # not *r: records iterate slowly
+    # a column a comprehension: records iterate slowly, and a tuple each cost 0.4 ms more
+    return Wearers(
+        np.array([r[0] for r in rows], np.int64),
+        [r[1] for r in rows],
+        np.array([r[2] for r in rows], bool),
+    )
 
 
 async def blocks(
