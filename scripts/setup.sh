@@ -85,8 +85,37 @@ tune_postgres() {
     psql_admin -c "ALTER SYSTEM SET shared_buffers = '$buffers'"
     psql_admin -c "ALTER SYSTEM SET effective_cache_size = '$cache'"
     psql_admin -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_prewarm'"
-    local cluster; cluster=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v {print $2; exit}')
-    as_root pg_ctlcluster "$PG_VERSION" "$cluster" restart
+    restart_postgres
+  fi
+  huge_pages
+}
+
+restart_postgres() {
+  local cluster; cluster=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v {print $2; exit}')
+  as_root pg_ctlcluster "$PG_VERSION" "$cluster" restart
+}
+
+# Huge pages for the shared buffers: with the kernel's 4 kB pages, each PostgreSQL process
+# took a page fault for every 4 kB of the buffers it touched for the first time, 2 ms of a
+# crime-scene query's read of an hour's tiles (bench/RESULTS.md). The kernel sets them
+# aside (vm.nr_hugepages, also written to /etc/sysctl.d for the next boot); where it will
+# not (a container without the right), PostgreSQL keeps ordinary pages (huge_pages=try).
+huge_pages() {
+  local pages; pages=$(psql_admin -tAc "SHOW shared_memory_size_in_huge_pages" 2>/dev/null) || return 0
+  [ "${pages:-0}" -gt 0 ] || return 0
+  local datadir pid
+  datadir=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v {print $6; exit}')
+  pid=$(as_root head -1 "$datadir/postmaster.pid")
+  if as_root grep -q 'KernelPageSize: *2048 kB' "/proc/$pid/smaps" 2>/dev/null; then return 0; fi
+  if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt "$pages" ]; then
+    as_root sysctl -q -w vm.nr_hugepages="$pages" >/dev/null 2>&1 || true
+  fi
+  if [ "$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)" -ge "$pages" ]; then
+    say "giving PostgreSQL's shared memory $pages huge pages; restarting it"
+    echo "vm.nr_hugepages = $pages" | as_root tee /etc/sysctl.d/60-torch-postgresql.conf >/dev/null || true
+    restart_postgres
+  else
+    say "the kernel gave no huge pages for PostgreSQL's shared memory: it keeps 4 kB pages"
   fi
 }
 
