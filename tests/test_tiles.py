@@ -224,9 +224,19 @@ def test_a_window_reads_only_the_five_minutes_of_its_edge_hours_it_reaches(run: 
         assert await read((epoch(-300), epoch(3900))) == [epoch(30 * i) for i in range(120)]
         # two hours in one read: each hour's tiles from its own marks, with its start
         rows = await store.edges(conn, epoch(0), epoch(3600), math.inf, (epoch(3300), epoch(3900)))
-        assert sorted((r["hour"], approach.fix_rows(r["track"])[:, 0].tolist()) for r in rows) == [
+        both = nearby.edge_tiles(rows)
+        read_of = [
+            (head[0], approach.fix_rows(track)[:, 0].tolist())
+            for head, track in zip(both.head.tolist(), both.tracks, strict=True)
+        ]
+        assert sorted(read_of) == [
             (epoch(0), [epoch(30 * i) for i in range(110, 120)]),
             (epoch(3600), [epoch(3600)]),
+        ]
+        # with each hour's summary: its first and last fix, and the longest interval
+        assert sorted(both.head.tolist()) == [
+            [epoch(0), epoch(0), epoch(3570), 30.0],
+            [epoch(3600), epoch(3600), epoch(3600), 0.0],
         ]
 
         # a tile written before it had marks is read whole, and stays so as it grows
@@ -268,15 +278,19 @@ def test_an_hour_wholly_before_the_window_is_read_only_for_tracks_that_need_it(r
         assert nearby._edges(plan) == [(epoch(3600), epoch(3600))]
         ids = {r["ref"]: r["id"] for r in await conn.fetch("SELECT id, ref FROM subjects")}
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            _, (_, edges) = await nearby._read(conn, None, plan, nearby._nothing)
-            assert sorted((r["subject_id"], r["hour"]) for r in edges) == [
+            _, (_, rows) = await nearby._read(conn, None, plan, nearby._nothing)
+            edges = nearby.edge_tiles(rows)
+            assert sorted(zip(edges.subject_id.tolist(), edges.head[:, 0].tolist())) == [
                 (ids[f"IOM-T00{n}"], epoch(3600)) for n in (41, 42, 43)
             ]
             wanted = np.array([ids[f"IOM-T00{n}"] for n in (41, 42, 43)])
-            (margin,) = await nearby._margins(conn, None, plan, wanted, edges)
+            margins = await nearby._margins(conn, None, plan, wanted, edges)
         # hour 0 of the track with no fix in hour 1 before the window: from 0:55:00 on
-        assert (margin["subject_id"], margin["hour"]) == (ids["IOM-T0042"], epoch(0))
-        assert approach.fix_rows(margin["track"])[:, 0].tolist() == [
+        margin = nearby.edge_tiles(margins)
+        assert margin.subject_id.tolist() == [ids["IOM-T0042"]]
+        # its summary is the hour's whole: a fix a minute from 0:50:30 to 0:59:30
+        assert margin.head.tolist() == [[epoch(0), epoch(3030), epoch(3570), 60.0]]
+        assert approach.fix_rows(margin.tracks[0])[:, 0].tolist() == [
             epoch(3030 + 60 * i) for i in range(5, 10)
         ]
         # the two tracks that cover the window are settled from the tiles (the third begins

@@ -135,14 +135,26 @@ def hours_between(block: float, inner: tuple[float, float]) -> tuple[int, int]:
     return first, max(first, min(tiles.BLOCK_HOURS, math.floor((inner[1] - block) / 3600)))
 
 
+# A tile's summary as `edges` gives it: float8 big-endian hour (from {hour}), first and
+# last fix time, longest interval. Packed, as four numbers a row made four Python floats.
+HEAD = """float8send({hour}) || float8send({first_t}) || float8send({last_t})
+       || float8send({longest_s})"""
+
 # The tiles of the hour starting at $1 (Unix time), in no set order: sorting these wide
 # rows took PostgreSQL five times as long as reading them. Of each tile's fixes, those
 # from marks[$2 + 1] to marks[$3 + 1] (`marks_between`); all of them in a tile without
 # marks. The hour and the marks' places are worked out once, by the caller: worked out
 # for each of an hour's two thousand tiles here, they took a quarter of the read.
-EDGES = """
-SELECT t.subject_id, $1::float8 AS hour, date_part('epoch', t.first_at) AS first_t,
-       date_part('epoch', t.last_at) AS last_t, t.longest_s,
+EDGES = f"""
+SELECT t.subject_id,
+       {
+    HEAD.format(
+        hour="$1::float8",
+        first_t="date_part('epoch', t.first_at)",
+        last_t="date_part('epoch', t.last_at)",
+        longest_s="t.longest_s",
+    )
+} AS head,
        CASE WHEN m.a IS NULL OR (m.a = 0 AND m.b = t.n) THEN t.track
             ELSE substring(t.track FROM 32 * m.a + 1 FOR 32 * (m.b - m.a))
        END AS track
@@ -169,8 +181,10 @@ EDGES_OF = EDGES + "  AND t.subject_id = ANY($4::bigint[])\n"
 # What EDGES gives for hours not tiled yet (the hour still running), made from the fixes of
 # the hours starting in [$1, $2] as the tile refresh would make them (torch.store.tiles).
 LIVE = f"""
-SELECT subject_id, hour, min(t) AS first_t, max(t) AS last_t,
-       coalesce(max(step), 0) AS longest_s,
+SELECT subject_id,
+       {
+    HEAD.format(hour="hour", first_t="min(t)", last_t="max(t)", longest_s="coalesce(max(step), 0)")
+} AS head,
        string_agg({tiles.PACKED_FIX}, ''::bytea ORDER BY fix_time) AS track
 FROM (
     SELECT a.subject_id, h.hour, f.fix_time, f.position, f.acc, f.t,
@@ -186,7 +200,7 @@ FROM (
           AND f.fix_time >= to_timestamp(h.hour) AND f.fix_time < to_timestamp(h.hour + 3600)
     ) f
 ) fixes
-GROUP BY 1, 2
+GROUP BY subject_id, hour
 """
 
 # Runs of fixes of tiles, by (subject, hour start, index in the hour of the first, count),
@@ -316,8 +330,8 @@ async def edges(
     near: tuple[float, float],
     subjects: Sequence[int] | None = None,
 ) -> list[asyncpg.Record]:
-    """(subject_id, hour, first_t, last_t, longest_s, track) of the tiles of the hours
-    starting in [first, last], `track` their fixes in the five-minute spans that hold
+    """(subject_id, head, track) of the tiles of the hours starting in [first, last], `head`
+    their summaries (HEAD), `track` their fixes in the five-minute spans that hold
     `near` (Unix times, from and to) at least; the hours from `live` on, not tiled yet,
     made from their fixes, whole. Of every subject, or of `subjects` only (tiled hours
     only). In no set order."""
