@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,3 +94,25 @@ def test_a_sketch_bounded_on_two_threads_is_bounded_as_on_one() -> None:
     assert np.array_equal(two_d[kept], one_d[kept])
     # the split was worth testing: both halves held subjects with pieces
     assert np.isinf(one_limit[~keep]).all() and np.isfinite(one_limit[keep]).sum() > 1000
+
+
+def test_the_closest_pieces_of_many_tracks_are_each_tracks_own() -> None:
+    """closest_pieces over tracks laid end to end gives, for each, what closest_piece gives
+    of it alone, its fixes counted from the first of all; a track with no fix in the
+    window, or none at all, has none (-1)."""
+    rng = np.random.default_rng(7)
+    lengths = [40, 0, 1, 25, 60]
+    tracks = [
+        (np.sort(rng.uniform(-600, 4200, k)), *rng.uniform(-3000, 3000, (2, k))) for k in lengths
+    ]
+    tracks[2] = (np.array([9000.0]), np.array([1.0]), np.array([2.0]))  # after the window
+    t, x, y = (np.concatenate([tr[c] for tr in tracks]) for c in range(3))
+    stop = np.cumsum(lengths)
+    first = stop - lengths
+    a, b, d, nx, ny, at = bounds.closest_pieces(first, stop, t, x, y, 0.0, 3600.0, 300.0, 5.0, 7.0)
+    for k, (tk, xk, yk) in enumerate(tracks):
+        ka, kb, kd, kx, ky, kt = bounds.closest_piece(tk, xk, yk, 0.0, 3600.0, 300.0, 5.0, 7.0)
+        shift = first[k] if ka >= 0 else 0
+        assert (a[k], b[k]) == (ka + shift, kb + shift)
+        assert [d[k], nx[k], ny[k], at[k]] == pytest.approx([kd, kx, ky, kt], nan_ok=True, rel=0)
+    assert (a < 0).tolist() == [False, True, True, False, False]

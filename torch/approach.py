@@ -599,6 +599,25 @@ def pick(chosen: Chosen, e: Ends, p: Plan, geometry: BaseGeometry) -> np.ndarray
     return firsts
 
 
+def nearest_in_edges(edge: Edge, keep: np.ndarray, p: Plan, x: float, y: float) -> Nearest:
+    """The closest approach to the point (x, y) of each subject in `keep`, where the window
+    has no interior, so that the edge's fixes hold the whole track in it: every piece
+    measured with the method's arithmetic (torch.bounds.closest_pieces, one compiled loop;
+    a one-hour window's 130,000 pieces took less than bounding and choosing them)."""
+    subjects = np.flatnonzero(keep)
+    first = np.searchsorted(edge.subject, subjects, "left")
+    stop = np.searchsorted(edge.subject, subjects, "right")
+    a, b, d, nx, ny, at = bounds.closest_pieces(
+        first, stop, edge.t, edge.x, edge.y, p.start, p.end, p.max_gap_s, x, y
+    )
+    found = a >= 0
+    a, b = a[found], b[found]
+    return Nearest(
+        subjects[found].astype(np.int64), d[found], at[found], nx[found], ny[found],
+        edge.acc[a], edge.acc[b],
+    )  # fmt: skip
+
+
 def nearest(chosen: Chosen, e: Ends, best: np.ndarray, p: Plan, geometry: BaseGeometry) -> Nearest:
     """The closest approach on each subject's nearest piece (`best`, indices into
     `chosen`), whose ends are all read, with the method's own arithmetic."""

@@ -409,6 +409,9 @@ async def closest_from_tiles(
     if not keep.any():
         return approach.NO_NEAREST
     edge = approach.edge_of(edge_subject, [edges.tracks[i] for i in order.tolist()])
+    g = scene.geometry
+    if not plan.has_interior and g.geom_type == "Point":
+        return approach.nearest_in_edges(edge, keep, plan, g.x, g.y)
     sketch = approach.sketch_of(block_sketch)
     inner = approach.inner_of(hours, plan)
     cx, cy, r = approach.centre(scene.geometry)
