@@ -280,9 +280,8 @@ def test_an_hour_wholly_before_the_window_is_read_only_for_tracks_that_need_it(r
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             _, (_, rows) = await nearby._read(conn, None, plan, nearby._nothing)
             edges = nearby.edge_tiles(rows)
-            assert sorted(zip(edges.subject_id.tolist(), edges.head[:, 0].tolist())) == [
-                (ids[f"IOM-T00{n}"], epoch(3600)) for n in (41, 42, 43)
-            ]
+            read = zip(edges.subject_id.tolist(), edges.head[:, 0].tolist(), strict=True)
+            assert sorted(read) == [(ids[f"IOM-T00{n}"], epoch(3600)) for n in (41, 42, 43)]
             wanted = np.array([ids[f"IOM-T00{n}"] for n in (41, 42, 43)])
             margins = await nearby._margins(conn, None, plan, wanted, edges)
         # hour 0 of the track with no fix in hour 1 before the window: from 0:55:00 on
@@ -1014,8 +1013,7 @@ def test_single_fixes_read_over_two_connections_are_those_read_over_one(run: Run
         try:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 snapshot = await store.export_snapshot(conn)
-                async with spare.transaction(isolation="repeatable_read", readonly=True):
-                    await store.join_snapshot(spare, snapshot)
+                async with nearby._sharing([spare], snapshot):
                     alone = await store.fixes(conn, subjects, hours, index)
                     shared = await store.fixes(conn, subjects, hours, index, spare)
         finally:
@@ -1024,3 +1022,31 @@ def test_single_fixes_read_over_two_connections_are_those_read_over_one(run: Run
         return len(keys)
 
     assert run(work) > 4 * store.SHARED_RUNS
+
+
+def test_connections_sharing_a_snapshot_see_what_it_saw_and_are_left_idle(run: Run) -> None:
+    async def work(conn: asyncpg.Connection, _pipeline: Pipeline) -> None:
+        await wearer(conn, 51)
+        others = [await asyncpg.connect(DATABASE_URL) for _ in range(2)]
+        writer = await asyncpg.connect(DATABASE_URL)
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                snapshot = await store.export_snapshot(conn)
+                before = await conn.fetchval("SELECT count(*) FROM subjects")
+                await wearer(writer, 52)  # committed after the snapshot was taken
+                async with nearby._sharing(others, snapshot):
+                    seen = [await c.fetchval("SELECT count(*) FROM subjects") for c in others]
+                    assert [c.is_in_transaction() for c in others] == [True, True]
+            assert seen == [before, before]
+            assert await writer.fetchval("SELECT count(*) FROM subjects") == before + 1
+            assert [c.is_in_transaction() for c in others] == [False, False]
+            # a snapshot no transaction exports: refused, and no transaction is left open
+            with pytest.raises(asyncpg.PostgresError, match="snapshot"):
+                async with nearby._sharing(others, "00000003-0000001B-1"):
+                    pass
+            assert [c.is_in_transaction() for c in others] == [False, False]
+        finally:
+            for c in [*others, writer]:
+                await c.close()
+
+    run(work)

@@ -219,11 +219,19 @@ async def export_snapshot(conn: asyncpg.Connection) -> str:
     return str(await conn.fetchval("SELECT pg_export_snapshot()"))
 
 
-async def join_snapshot(conn: asyncpg.Connection, snapshot: str) -> None:
-    """Make this connection's new repeatable-read transaction see `snapshot`."""
+def _checked(snapshot: str) -> str:
     if not re.fullmatch(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?", snapshot):
         raise ValueError(f"not a snapshot: {snapshot!r}")
-    await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+    return snapshot
+
+
+async def begin_in_snapshot(conn: asyncpg.Connection, snapshot: str) -> None:
+    """Begin a repeatable-read, read-only transaction on `conn` that sees `snapshot`, in
+    one round trip; the caller ends it (COMMIT or ROLLBACK: it writes nothing)."""
+    await conn.execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+        f" SET TRANSACTION SNAPSHOT '{_checked(snapshot)}'"
+    )
 
 
 class Wearer(NamedTuple):
