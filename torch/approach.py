@@ -14,7 +14,9 @@ first fix, exact for positions on torch.grid's lattice). A window is read as
   every fix in them lies inside the window.
 
 Together they give each subject's whole track in the window: the pieces within
-the sketch, within the edges, and the joints between them. Each piece's distance
+the sketch, within the edges, and the joints between them. (A window with no
+interior hour has its whole track in the edges, exact: around a point, every piece
+of it is measured in one compiled loop, `nearest_in_edges`.) Each piece's distance
 is bounded to within a few centimetres (torch.bounds: compiled loops, the sketch's
 on two threads), which picks the few pieces that can be nearest; those are measured
 exactly in float8, and the nearest one's closest point and time found with
