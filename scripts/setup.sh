@@ -107,7 +107,8 @@ huge_pages() {
   datadir=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v {print $6; exit}')
   pid=$(as_root head -1 "$datadir/postmaster.pid")
   if as_root grep -q 'KernelPageSize: *2048 kB' "/proc/$pid/smaps" 2>/dev/null; then return 0; fi
-  if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt "$pages" ]; then
+  local before; before=$(cat /proc/sys/vm/nr_hugepages)
+  if [ "$before" -lt "$pages" ]; then
     as_root sysctl -q -w vm.nr_hugepages="$pages" >/dev/null 2>&1 || true
   fi
   if [ "$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)" -ge "$pages" ]; then
@@ -115,7 +116,9 @@ huge_pages() {
     echo "vm.nr_hugepages = $pages" | as_root tee /etc/sysctl.d/60-torch-postgresql.conf >/dev/null || true
     restart_postgres
   else
-    say "the kernel gave no huge pages for PostgreSQL's shared memory: it keeps 4 kB pages"
+    # too few (memory too fragmented, or no right to ask): none set aside for nothing
+    as_root sysctl -q -w vm.nr_hugepages="$before" >/dev/null 2>&1 || true
+    say "the kernel gave too few huge pages for PostgreSQL's shared memory: it keeps 4 kB pages"
   fi
 }
 

@@ -113,8 +113,12 @@ async def _sharing(others: Sequence[asyncpg.Connection], snapshot: str) -> Async
                 raise outcome
         yield
     finally:
-        # read only: rolled back, as committed, they leave nothing
-        await asyncio.gather(*(c.execute("ROLLBACK") for c in others if c.is_in_transaction()))
+        # read only: rolled back, as committed, they leave nothing. Where a read failed, an
+        # error here (a connection still busy) must not hide that one.
+        await asyncio.gather(
+            *(c.execute("ROLLBACK") for c in others if c.is_in_transaction()),
+            return_exceptions=True,
+        )
 
 
 async def _answer(
