@@ -308,39 +308,62 @@ class Stored:
     detection: str
 
 
+# The two series of episodes a late check compares with what it finds: a subject's in a
+# zone (breach_episodes) and a victim link's at a stage (victim_episodes). Table and column
+# names come from the callers below, never from a request.
+def _series(keys: Sequence[str]) -> str:
+    """SQL matching a series by `keys`, given as $3, $4, ... after the window's $1, $2."""
+    return " AND ".join(f"{key} = ${k}" for k, key in enumerate(keys, 3))
+
+
+async def stored_over(
+    conn: asyncpg.Connection, table: str, series: dict[str, Any], start: datetime, end: datetime
+) -> list[Stored]:
+    """The episodes of `table` of one series (its key columns and their values) already
+    stored over any of [start, end]."""
+    rows = await conn.fetch(
+        f"""
+        SELECT id, extract(epoch FROM entered_at)::float8 AS entered,
+               extract(epoch FROM left_at)::float8 AS left, detection
+        FROM {table}
+        WHERE {_series(list(series))} AND entered_at <= $2 AND (left_at IS NULL OR left_at >= $1)
+        """,
+        start,
+        end,
+        *series.values(),
+    )
+    return [Stored(**dict(r)) for r in rows]
+
+
+async def first_entered(
+    conn: asyncpg.Connection, table: str, series: dict[str, Any], start: datetime, end: datetime
+) -> datetime | None:
+    """When the earliest of the episodes of `table` (of the rows matching `series`) stored
+    over any of [start, end] began: a late check starts before it, so as to find that
+    episode whole."""
+    found: datetime | None = await conn.fetchval(
+        f"SELECT min(entered_at) FROM {table} WHERE {_series(list(series))}"
+        " AND entered_at <= $2 AND (left_at IS NULL OR left_at >= $1)",
+        start,
+        end,
+        *series.values(),
+    )
+    return found
+
+
 async def overlapping(
     conn: asyncpg.Connection, subject_id: int, zone_id: int, start: datetime, end: datetime
 ) -> list[Stored]:
     """The episodes of this zone already stored over any of [start, end]."""
-    rows = await conn.fetch(
-        """
-        SELECT id, extract(epoch FROM entered_at)::float8 AS entered,
-               extract(epoch FROM left_at)::float8 AS left, detection
-        FROM breach_episodes
-        WHERE subject_id = $1 AND zone_id = $2 AND entered_at <= $4
-          AND (left_at IS NULL OR left_at >= $3)
-        """,
-        subject_id,
-        zone_id,
-        start,
-        end,
-    )
-    return [Stored(**dict(r)) for r in rows]
+    series = {"subject_id": subject_id, "zone_id": zone_id}
+    return await stored_over(conn, "breach_episodes", series, start, end)
 
 
 async def earliest_entered(
     conn: asyncpg.Connection, subject_id: int, start: datetime, end: datetime
 ) -> datetime | None:
-    """When the earliest of the subject's episodes stored over any of [start, end] began:
-    a late check starts before it, so as to find that episode whole."""
-    found: datetime | None = await conn.fetchval(
-        "SELECT min(entered_at) FROM breach_episodes WHERE subject_id = $1"
-        " AND entered_at <= $3 AND (left_at IS NULL OR left_at >= $2)",
-        subject_id,
-        start,
-        end,
-    )
-    return found
+    """When the earliest of the subject's episodes stored over any of [start, end] began."""
+    return await first_entered(conn, "breach_episodes", {"subject_id": subject_id}, start, end)
 
 
 async def episodes(

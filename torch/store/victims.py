@@ -248,34 +248,15 @@ async def overlapping(
     conn: asyncpg.Connection, link_id: int, stage: Stage, start: datetime, end: datetime
 ) -> list[breaches.Stored]:
     """The episodes of this link and stage already stored over any of [start, end]."""
-    rows = await conn.fetch(
-        """
-        SELECT id, extract(epoch FROM entered_at)::float8 AS entered,
-               extract(epoch FROM left_at)::float8 AS left, detection
-        FROM victim_episodes
-        WHERE link_id = $1 AND stage = $2 AND entered_at <= $4
-          AND (left_at IS NULL OR left_at >= $3)
-        """,
-        link_id,
-        stage.value,
-        start,
-        end,
-    )
-    return [breaches.Stored(**dict(r)) for r in rows]
+    series = {"link_id": link_id, "stage": stage.value}
+    return await breaches.stored_over(conn, "victim_episodes", series, start, end)
 
 
 async def earliest_entered(
     conn: asyncpg.Connection, link_id: int, start: datetime, end: datetime
 ) -> datetime | None:
     """When the earliest of the link's episodes stored over any of [start, end] began."""
-    found: datetime | None = await conn.fetchval(
-        "SELECT min(entered_at) FROM victim_episodes WHERE link_id = $1"
-        " AND entered_at <= $3 AND (left_at IS NULL OR left_at >= $2)",
-        link_id,
-        start,
-        end,
-    )
-    return found
+    return await breaches.first_entered(conn, "victim_episodes", {"link_id": link_id}, start, end)
 
 
 async def open_episodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
