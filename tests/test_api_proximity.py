@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,22 @@ def test_the_query_is_audited_and_recorded(world: dict[str, Any]) -> None:
         ("audit_log", "subject_ids", "l"),
         ("proximity_queries", "response", "l"),
     ]
+
+
+def test_answers_asked_at_once_are_the_answer_asked_alone(world: dict[str, Any]) -> None:
+    """Eight queries at once share the API's pool (each reads over up to three connections
+    where it has them to spare, else over one): each is answered, with the verdicts of the
+    same query asked alone, and each is audited."""
+    db: Database = world["db"]
+    body = scene_query(world["truth"])
+    alone = ask(world, body).json()["results"]
+    before = db.count("audit_log")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: ask(world, body), range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert all(a.json()["results"] == alone for a in answers)
+    assert len({a.json()["query_id"] for a in answers}) == 8
+    assert db.count("audit_log") == before + 8
 
 
 def test_no_token_bad_token_and_wrong_role(world: dict[str, Any]) -> None:
