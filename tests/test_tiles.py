@@ -959,6 +959,35 @@ def test_a_second_connection_is_taken_only_when_the_pool_has_one_free(db: Databa
     asyncio.run(main())
 
 
+def test_who_wore_a_device_and_whose_tiles_stand_for_their_fixes(run: Run) -> None:
+    """Of the window 1:00 to 2:00: one tag throughout (tiled); two tags, one after the
+    other (not tiled: the tiles are a subject's, the fixes a tag's); a tag taken off four
+    minutes before the window (within max_gap of it, but not worn in it: not a wearer);
+    one tag with a fix not yet tiled (not tiled); in order of subject id."""
+
+    async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> tuple[Any, dict[str, int]]:
+        for n in (71, 72, 73, 74):
+            await wearer(conn, n, since=0)
+        await registry.unassign(conn, "TT0072", at(5400))
+        await registry.add_device(conn, "TT0172", None)
+        await registry.assign(conn, "TT0172", "IOM-T0072", at(5400), None)
+        await registry.unassign(conn, "TT0073", at(3360))
+        await send(pipeline, "TT0074", [(60.0 * i, 520000.0, 210000.0, 5.0) for i in range(60)])
+        while await tiles.refresh(conn):
+            pass
+        await send(pipeline, "TT0074", [(7000.0, 520000.0, 210000.0, 5.0)])  # not yet tiled
+        ids = {r["ref"]: r["id"] for r in await conn.fetch("SELECT id, ref FROM subjects")}
+        plan = approach.plan(epoch(3600), epoch(7200), P.max_gap_s, math.inf)
+        inner = (plan.inner_from, plan.inner_to)
+        who = await store.wearers(conn, at(3600), at(7200), P.max_gap_s, inner, plan.live_hour)
+        return who, ids
+
+    who, ids = run(work)
+    refs = ["IOM-T0071", "IOM-T0072", "IOM-T0074"]
+    assert (who.ids.tolist(), who.refs) == ([ids[r] for r in refs], refs)
+    assert who.tiled.tolist() == [True, False, False]
+
+
 def test_a_subject_with_fixes_not_yet_in_tiles_is_assessed_from_the_fixes(run: Run) -> None:
     async def work(conn: asyncpg.Connection, pipeline: Pipeline) -> None:
         await wearer(conn, 3)
